@@ -1,0 +1,612 @@
+//! Telemental health preference plans (FLEX-1, FLEX-2, FLEX-4, FLEX-5, CONN-1, CONN-2, EXCL-1).
+
+use super::types::{
+    check_len, check_unique, AppointmentType, Modality, PhoneNumber, ReviewInterval, SubjectRef,
+};
+use super::FieldError;
+use chrono::{Days, NaiveDate};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+
+/// The content of a preference plan as agreed with the service user. The service adds `id`,
+/// `version`, timestamps, `next_review_due` and `digital_exclusion`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlanInput {
+    pub subject: SubjectRef,
+    /// The initial conversation about telemental health (FLEX-1). Without it, recommendations
+    /// ask for one and suggest in-person care.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_conversation: Option<InitialConversation>,
+    pub preferences: Preferences,
+    pub resources: Resources,
+    /// Sensory, psychological or other barriers to telemental health (FLEX-5).
+    #[serde(default)]
+    pub barriers: Vec<Barrier>,
+    #[serde(default)]
+    pub personalisation: Personalisation,
+    /// The agreed back-up way to reconnect after a disconnection (CONN-2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_contact: Option<BackupContact>,
+    /// Days between reviews of the plan (7–365, default 90) (FLEX-4).
+    #[serde(default)]
+    pub review_interval_days: ReviewInterval,
+    /// When the plan was last reviewed with the service user; defaults to the day of the write
+    /// and may not lie in the future.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, format = Date, example = "2026-11-20")]
+    pub last_reviewed_on: Option<NaiveDate>,
+    /// Free text, at most 10 000 characters. Never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InitialConversation {
+    #[schema(value_type = String, format = Date, example = "2026-11-20")]
+    pub held_on: NaiveDate,
+    /// Who held it, e.g. `Practitioner/9`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "Practitioner/9")]
+    pub held_by: Option<String>,
+}
+
+/// Ranked modalities, most preferred first (FLEX-2, FLEX-4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Preferences {
+    /// The ranking used when no appointment-type ranking applies; at least one modality.
+    #[schema(example = json!(["video", "telephone", "in_person"]))]
+    pub default: Vec<Modality>,
+    /// Rankings that differ by appointment type.
+    #[serde(default)]
+    #[schema(example = json!({"medication_review": ["telephone", "in_person"]}))]
+    pub by_appointment_type: BTreeMap<AppointmentType, Vec<Modality>>,
+    /// Modalities the service user is uncomfortable with: never suitable for them (FLEX-5).
+    #[serde(default)]
+    pub uncomfortable_with: Vec<Modality>,
+}
+
+impl Preferences {
+    /// The ranking for an appointment type, else the default ranking.
+    pub fn ranking_for(&self, appointment_type: AppointmentType) -> &[Modality] {
+        self.by_appointment_type
+            .get(&appointment_type)
+            .map(Vec::as_slice)
+            .unwrap_or(&self.default)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Device {
+    Smartphone,
+    Mobile,
+    Landline,
+    Tablet,
+    Computer,
+}
+
+impl Device {
+    /// Has a camera and a screen: can carry video (CONN-1).
+    pub fn has_camera(self) -> bool {
+        matches!(self, Device::Smartphone | Device::Tablet | Device::Computer)
+    }
+    /// Can carry a telephone call (CONN-1).
+    pub fn can_call(self) -> bool {
+        matches!(self, Device::Smartphone | Device::Mobile | Device::Landline)
+    }
+    /// Can carry secure messaging (CONN-1).
+    pub fn can_message(self) -> bool {
+        matches!(self, Device::Smartphone | Device::Mobile | Device::Computer)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Connectivity {
+    None,
+    Limited,
+    Reliable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DigitalSkills {
+    None,
+    Basic,
+    Confident,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PrivateSpace {
+    Yes,
+    No,
+    Sometimes,
+}
+
+/// Technology access and skills (CONN-1, EXCL-1).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    #[serde(default)]
+    pub devices: Vec<Device>,
+    pub connectivity: Connectivity,
+    pub digital_skills: DigitalSkills,
+    /// Video platforms the service user knows, suggested for video (CONN-1).
+    #[serde(default)]
+    #[schema(example = json!(["WhatsApp"]))]
+    pub familiar_platforms: Vec<String>,
+    /// Whether the service user has a private space for remote sessions (SAFE-3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_space: Option<PrivateSpace>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BarrierKind {
+    Hearing,
+    Vision,
+    Speech,
+    Cognitive,
+    Psychological,
+    Language,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Barrier {
+    pub kind: BarrierKind,
+    /// Free text, at most 1 000 characters. Never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ParticipantRole {
+    Family,
+    Carer,
+    Specialist,
+    Interpreter,
+    Advocate,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Participant {
+    pub role: ParticipantRole,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub joins_remotely: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ContactPattern {
+    #[default]
+    Standard,
+    ShorterMoreFrequent,
+}
+
+/// Ways to personalise care (FLEX-3).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Personalisation {
+    #[serde(default)]
+    pub participants: Vec<Participant>,
+    #[serde(default)]
+    pub contact_pattern: ContactPattern,
+    #[serde(default)]
+    pub reluctant_to_attend_in_person: bool,
+    #[serde(default)]
+    pub cannot_attend_in_person: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupMethod {
+    Telephone,
+    Text,
+}
+
+/// The agreed back-up way of connecting (CONN-2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupContact {
+    pub method: BackupMethod,
+    pub number: PhoneNumber,
+}
+
+/// EXCL-1 level of digital exclusion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExclusionLevel {
+    None,
+    AtRisk,
+    Excluded,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExclusionFactor {
+    /// No smartphone, tablet or computer.
+    NoDevice,
+    NoConnectivity,
+    LimitedConnectivity,
+    NoDigitalSkills,
+}
+
+/// Computed by the service from the plan's resources (EXCL-1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DigitalExclusion {
+    pub level: ExclusionLevel,
+    pub factors: Vec<ExclusionFactor>,
+}
+
+impl DigitalExclusion {
+    pub fn of(resources: &Resources) -> Self {
+        let mut factors = Vec::new();
+        if !resources.devices.iter().any(|d| d.has_camera()) {
+            factors.push(ExclusionFactor::NoDevice);
+        }
+        match resources.connectivity {
+            Connectivity::None => factors.push(ExclusionFactor::NoConnectivity),
+            Connectivity::Limited => factors.push(ExclusionFactor::LimitedConnectivity),
+            Connectivity::Reliable => {}
+        }
+        if resources.digital_skills == DigitalSkills::None {
+            factors.push(ExclusionFactor::NoDigitalSkills);
+        }
+        let level = if factors
+            .iter()
+            .any(|f| *f != ExclusionFactor::LimitedConnectivity)
+        {
+            ExclusionLevel::Excluded
+        } else if factors.is_empty() {
+            ExclusionLevel::None
+        } else {
+            ExclusionLevel::AtRisk
+        };
+        DigitalExclusion { level, factors }
+    }
+}
+
+impl PlanInput {
+    /// Checks what the types alone cannot, and fills in `last_reviewed_on` (the day of the
+    /// write when absent). Returns every problem found, each named by its JSON path.
+    pub fn validate(mut self, today: NaiveDate) -> Result<PlanInput, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        if let Some(ic) = &self.initial_conversation {
+            if ic.held_on > today {
+                errors.push(FieldError::new(
+                    "initial_conversation.held_on",
+                    "must not lie in the future",
+                ));
+            }
+            if let Some(by) = &ic.held_by {
+                check_len(&mut errors, "initial_conversation.held_by", by, 256);
+            }
+        }
+        let prefs = &self.preferences;
+        if prefs.default.is_empty() {
+            errors.push(FieldError::new(
+                "preferences.default",
+                "must rank at least one modality",
+            ));
+        }
+        check_unique(&mut errors, "preferences.default", &prefs.default);
+        for (kind, ranking) in &prefs.by_appointment_type {
+            let key = serde_json::to_value(kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            let field = format!("preferences.by_appointment_type.{key}");
+            if ranking.is_empty() {
+                errors.push(FieldError::new(
+                    field.clone(),
+                    "must rank at least one modality",
+                ));
+            }
+            check_unique(&mut errors, &field, ranking);
+        }
+        check_unique(
+            &mut errors,
+            "preferences.uncomfortable_with",
+            &prefs.uncomfortable_with,
+        );
+        if prefs.uncomfortable_with.contains(&Modality::InPerson) {
+            // F2F-1: face-to-face is always offered, so it cannot be ruled out by discomfort.
+            let i = prefs
+                .uncomfortable_with
+                .iter()
+                .position(|m| *m == Modality::InPerson)
+                .unwrap_or(0);
+            errors.push(FieldError::new(
+                format!("preferences.uncomfortable_with[{i}]"),
+                "in_person is always offered (F2F-1); record the reason in barriers or notes instead",
+            ));
+        }
+        let res = &self.resources;
+        check_unique(&mut errors, "resources.devices", &res.devices);
+        if res.familiar_platforms.len() > 20 {
+            errors.push(FieldError::new(
+                "resources.familiar_platforms",
+                "must list at most 20 platforms",
+            ));
+        }
+        for (i, p) in res.familiar_platforms.iter().enumerate() {
+            let field = format!("resources.familiar_platforms[{i}]");
+            if p.trim().is_empty() {
+                errors.push(FieldError::new(field, "must not be empty"));
+            } else {
+                check_len(&mut errors, field, p, 100);
+            }
+        }
+        if self.barriers.len() > 20 {
+            errors.push(FieldError::new("barriers", "must list at most 20 barriers"));
+        }
+        for (i, b) in self.barriers.iter().enumerate() {
+            if let Some(note) = &b.note {
+                check_len(&mut errors, format!("barriers[{i}].note"), note, 1000);
+            }
+        }
+        let participants = &self.personalisation.participants;
+        if participants.len() > 20 {
+            errors.push(FieldError::new(
+                "personalisation.participants",
+                "must list at most 20 participants",
+            ));
+        }
+        for (i, p) in participants.iter().enumerate() {
+            if let Some(name) = &p.name {
+                check_len(
+                    &mut errors,
+                    format!("personalisation.participants[{i}].name"),
+                    name,
+                    200,
+                );
+            }
+        }
+        match self.last_reviewed_on {
+            Some(d) if d > today => errors.push(FieldError::new(
+                "last_reviewed_on",
+                "must not lie in the future",
+            )),
+            Some(_) => {}
+            None => self.last_reviewed_on = Some(today),
+        }
+        if let Some(notes) = &self.notes {
+            check_len(&mut errors, "notes", notes, 10_000);
+        }
+        if errors.is_empty() {
+            Ok(self)
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// `last_reviewed_on` + the review interval (FLEX-4). Call after `validate`.
+    pub fn next_review_due(&self) -> NaiveDate {
+        let last = self.last_reviewed_on.unwrap_or(NaiveDate::MIN);
+        last.checked_add_days(Days::new(self.review_interval_days.days() as u64))
+            .unwrap_or(NaiveDate::MAX)
+    }
+
+    pub fn digital_exclusion(&self) -> DigitalExclusion {
+        DigitalExclusion::of(&self.resources)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 28).unwrap()
+    }
+
+    fn example() -> serde_json::Value {
+        json!({
+            "subject": "Patient/123",
+            "initial_conversation": {"held_on": "2026-11-20", "held_by": "Practitioner/9"},
+            "preferences": {
+                "default": ["video", "telephone", "in_person"],
+                "by_appointment_type": {"medication_review": ["telephone", "in_person"]},
+                "uncomfortable_with": ["text"]
+            },
+            "resources": {
+                "devices": ["smartphone", "computer"],
+                "connectivity": "reliable",
+                "digital_skills": "basic",
+                "familiar_platforms": ["WhatsApp"],
+                "private_space": "yes"
+            },
+            "barriers": [{"kind": "hearing", "note": "uses captions"}],
+            "personalisation": {
+                "participants": [{"role": "family", "name": "sister", "joins_remotely": true}],
+                "contact_pattern": "shorter_more_frequent",
+                "reluctant_to_attend_in_person": false,
+                "cannot_attend_in_person": false
+            },
+            "backup_contact": {"method": "telephone", "number": "+447700900123"},
+            "review_interval_days": 90,
+            "last_reviewed_on": "2026-11-20",
+            "notes": "free text"
+        })
+    }
+
+    fn parse(v: serde_json::Value) -> PlanInput {
+        serde_json::from_value(v).expect("parses")
+    }
+
+    fn resources(devices: &[Device], c: Connectivity, s: DigitalSkills) -> Resources {
+        Resources {
+            devices: devices.to_vec(),
+            connectivity: c,
+            digital_skills: s,
+            familiar_platforms: vec![],
+            private_space: None,
+        }
+    }
+
+    #[test]
+    fn the_outline_example_is_a_valid_plan() {
+        let plan = parse(example()).validate(today()).expect("valid");
+        assert_eq!(
+            plan.next_review_due(),
+            NaiveDate::from_ymd_opt(2027, 2, 18).unwrap()
+        );
+        assert_eq!(
+            plan.preferences
+                .ranking_for(AppointmentType::MedicationReview),
+            &[Modality::Telephone, Modality::InPerson]
+        );
+        assert_eq!(
+            plan.preferences.ranking_for(AppointmentType::Therapy),
+            &[Modality::Video, Modality::Telephone, Modality::InPerson]
+        );
+        assert_eq!(plan.digital_exclusion().level, ExclusionLevel::None);
+    }
+
+    #[test]
+    fn last_reviewed_on_defaults_to_today_and_may_not_be_in_the_future() {
+        let mut v = example();
+        v.as_object_mut().unwrap().remove("last_reviewed_on");
+        let plan = parse(v).validate(today()).unwrap();
+        assert_eq!(plan.last_reviewed_on, Some(today()));
+        assert_eq!(
+            plan.next_review_due(),
+            NaiveDate::from_ymd_opt(2027, 2, 26).unwrap()
+        );
+
+        let mut v = example();
+        v["last_reviewed_on"] = json!("2026-11-29");
+        let errs = parse(v).validate(today()).unwrap_err();
+        assert_eq!(
+            errs,
+            vec![FieldError::new(
+                "last_reviewed_on",
+                "must not lie in the future"
+            )]
+        );
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_with_its_path() {
+        let mut v = example();
+        v["preferences"]["default"] = json!(["video", "video", "in_person", "in_person"]);
+        v["preferences"]["by_appointment_type"] = json!({"therapy": []});
+        v["preferences"]["uncomfortable_with"] = json!(["in_person"]);
+        v["resources"]["devices"] = json!(["tablet", "tablet"]);
+        v["initial_conversation"]["held_on"] = json!("2030-01-01");
+        v["notes"] = json!("x".repeat(10_001));
+        let errs = parse(v).validate(today()).unwrap_err();
+        let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "initial_conversation.held_on",
+                "preferences.default[1]",
+                "preferences.default[3]",
+                "preferences.by_appointment_type.therapy",
+                "preferences.uncomfortable_with[0]",
+                "resources.devices[1]",
+                "notes",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_enums_do_not_parse() {
+        let mut v = example();
+        v["resources"]["connectivty"] = json!("reliable");
+        assert!(serde_json::from_value::<PlanInput>(v).is_err());
+        let mut v = example();
+        v["resources"]["connectivity"] = json!("great");
+        assert!(serde_json::from_value::<PlanInput>(v).is_err());
+        let mut v = example();
+        v["review_interval_days"] = json!(400);
+        assert!(serde_json::from_value::<PlanInput>(v).is_err());
+        let mut v = example();
+        v["backup_contact"]["number"] = json!("07700 900123");
+        assert!(serde_json::from_value::<PlanInput>(v).is_err());
+    }
+
+    #[test]
+    fn digital_exclusion_follows_excl_1() {
+        use Connectivity as C;
+        use Device as D;
+        use DigitalSkills as S;
+        use ExclusionFactor as F;
+        use ExclusionLevel as L;
+        let cases: &[(&[Device], C, S, L, &[F])] = &[
+            (&[D::Smartphone], C::Reliable, S::Basic, L::None, &[]),
+            (&[D::Computer], C::Reliable, S::Confident, L::None, &[]),
+            (
+                &[D::Tablet],
+                C::Limited,
+                S::Basic,
+                L::AtRisk,
+                &[F::LimitedConnectivity],
+            ),
+            (
+                &[D::Landline],
+                C::Reliable,
+                S::Basic,
+                L::Excluded,
+                &[F::NoDevice],
+            ),
+            (
+                &[D::Mobile],
+                C::Reliable,
+                S::Confident,
+                L::Excluded,
+                &[F::NoDevice],
+            ),
+            (&[], C::Reliable, S::Basic, L::Excluded, &[F::NoDevice]),
+            (
+                &[D::Smartphone],
+                C::None,
+                S::Basic,
+                L::Excluded,
+                &[F::NoConnectivity],
+            ),
+            (
+                &[D::Tablet],
+                C::Reliable,
+                S::None,
+                L::Excluded,
+                &[F::NoDigitalSkills],
+            ),
+            (
+                &[D::Landline],
+                C::Limited,
+                S::None,
+                L::Excluded,
+                &[F::NoDevice, F::LimitedConnectivity, F::NoDigitalSkills],
+            ),
+        ];
+        for (devices, c, s, level, factors) in cases {
+            let got = DigitalExclusion::of(&resources(devices, *c, *s));
+            assert_eq!(got.level, *level, "{devices:?} {c:?} {s:?}");
+            assert_eq!(&got.factors, factors, "{devices:?} {c:?} {s:?}");
+        }
+    }
+
+    #[test]
+    fn device_capabilities_follow_conn_1() {
+        assert!(Device::Smartphone.has_camera() && Device::Smartphone.can_call());
+        assert!(!Device::Landline.has_camera() && Device::Landline.can_call());
+        assert!(!Device::Landline.can_message());
+        assert!(Device::Computer.can_message() && !Device::Computer.can_call());
+        assert!(Device::Tablet.has_camera() && !Device::Tablet.can_message());
+    }
+}
