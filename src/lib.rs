@@ -1,1 +1,122 @@
+//! telemental: the telemental health guideline as a service.
+
+pub mod auth;
+pub mod config;
 pub mod domain;
+pub mod error;
+pub mod http;
+pub mod store;
+
+use crate::auth::Authenticator;
+use crate::config::Settings;
+use crate::http::{AppState, KnownPaths};
+use crate::store::Store;
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use http::openapi;
+
+/// A built, listening service.
+pub struct Application {
+    port: u16,
+    server: actix_web::dev::Server,
+    pub store: Store,
+}
+
+impl Application {
+    /// Connects the database, applies migrations, binds the listener (port 0 picks a free one)
+    /// and prepares the server. `dev_secret` is the random secret of dev mode.
+    pub async fn build(
+        settings: &Settings,
+        dev_secret: Option<&str>,
+        handle_signals: bool,
+    ) -> Result<Application, String> {
+        settings.check()?;
+        let store =
+            Store::connect(&settings.database_url, settings.database_max_connections).await?;
+        migrate_with_retry(&store, Duration::from_secs(60)).await?;
+        let auth = Authenticator::new(settings, dev_secret)?;
+        auth.warm_up().await;
+        let auth = web::Data::new(auth);
+        let state = web::Data::new(AppState {
+            store: store.clone(),
+        });
+        let api = openapi();
+        let known = web::Data::new(Arc::new(KnownPaths::of(&api)));
+        let listener = TcpListener::bind(settings.bind)
+            .map_err(|e| format!("cannot listen on {}: {e}", settings.bind))?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        // Install the metrics recorder before the first request.
+        http::observe::prometheus();
+        let server = HttpServer::new(move || {
+            use utoipa_actix_web::AppExt;
+            let (app, _) = App::new()
+                .into_utoipa_app()
+                .configure(http::routes)
+                .split_for_parts();
+            app.app_data(state.clone())
+                .app_data(auth.clone())
+                .app_data(known.clone())
+                .app_data(web::PathConfig::default().error_handler(http::path_error))
+                .app_data(web::QueryConfig::default().error_handler(http::query_error))
+                .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api.clone()))
+                .route(
+                    "/docs",
+                    web::get().to(|| async {
+                        actix_web::HttpResponse::PermanentRedirect()
+                            .insert_header(("Location", "/docs/"))
+                            .finish()
+                    }),
+                )
+                .default_service(web::to(http::fallback))
+                .wrap(from_fn(http::observe::observe))
+        })
+        .listen(listener)
+        .map_err(|e| e.to_string())?
+        .shutdown_timeout(settings.shutdown_timeout.as_secs().max(1));
+        let server = if handle_signals {
+            server.run()
+        } else {
+            server.disable_signals().run()
+        };
+        Ok(Application {
+            port,
+            server,
+            store,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Serves until SIGTERM/SIGINT (graceful: in-flight requests finish) or the handle stops it.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let r = self.server.await;
+        self.store.close().await;
+        r
+    }
+
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+}
+
+/// Applies migrations, waiting for a database that is still starting (PostgreSQL in compose).
+pub async fn migrate_with_retry(store: &Store, patience: Duration) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    loop {
+        match store.migrate().await {
+            Ok(()) => return Ok(()),
+            Err(e) if started.elapsed() < patience => {
+                tracing::warn!(error = %e, "database not ready; retrying migrations");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! Telemental health preference plans (FLEX-1, FLEX-2, FLEX-4, FLEX-5, CONN-1, CONN-2, EXCL-1).
 
 use super::types::{
-    check_len, check_unique, AppointmentType, Modality, PhoneNumber, ReviewInterval, SubjectRef,
+    check_len, check_unique, is_future, AppointmentType, Modality, PhoneNumber, ReviewInterval,
+    SubjectRef,
 };
 use super::FieldError;
 use chrono::{Days, NaiveDate};
@@ -284,7 +285,7 @@ impl PlanInput {
     pub fn validate(mut self, today: NaiveDate) -> Result<PlanInput, Vec<FieldError>> {
         let mut errors = Vec::new();
         if let Some(ic) = &self.initial_conversation {
-            if ic.held_on > today {
+            if is_future(ic.held_on, today) {
                 errors.push(FieldError::new(
                     "initial_conversation.held_on",
                     "must not lie in the future",
@@ -375,7 +376,7 @@ impl PlanInput {
             }
         }
         match self.last_reviewed_on {
-            Some(d) if d > today => errors.push(FieldError::new(
+            Some(d) if is_future(d, today) => errors.push(FieldError::new(
                 "last_reviewed_on",
                 "must not lie in the future",
             )),
@@ -488,7 +489,7 @@ mod tests {
         );
 
         let mut v = example();
-        v["last_reviewed_on"] = json!("2026-11-29");
+        v["last_reviewed_on"] = json!("2026-11-30");
         let errs = parse(v).validate(today()).unwrap_err();
         assert_eq!(
             errs,

@@ -1,6 +1,8 @@
 //! Co-developed safety protocols (SAFE-1, SAFE-2, SAFE-3).
 
-use super::types::{check_len, check_unique, PhoneNumber, ReviewInterval, RiskLevel, SubjectRef};
+use super::types::{
+    check_len, check_unique, is_future, PhoneNumber, ReviewInterval, RiskLevel, SubjectRef,
+};
 use super::FieldError;
 use chrono::{Days, NaiveDate};
 use serde::{Deserialize, Serialize};
@@ -155,7 +157,7 @@ impl SafetyProtocolInput {
             )),
             None => {}
         }
-        if self.agreed_with_service_user_on > today {
+        if is_future(self.agreed_with_service_user_on, today) {
             errors.push(FieldError::new(
                 "agreed_with_service_user_on",
                 "must not lie in the future",

@@ -212,6 +212,12 @@ impl From<ReviewInterval> for i64 {
     }
 }
 
+/// Whether a calendar date lies in the future. `today` is the UTC date; one day of slack
+/// covers clinics in time zones ahead of UTC, whose local date may already be tomorrow's.
+pub fn is_future(date: chrono::NaiveDate, today: chrono::NaiveDate) -> bool {
+    today.succ_opt().is_some_and(|tomorrow| date > tomorrow)
+}
+
 /// Free text with a bounded length, so a record cannot grow without limit.
 /// The bound is enforced by `check_len` during validation.
 pub fn check_len(

@@ -1,0 +1,58 @@
+//! Unauthenticated operational endpoints; none reveals personal data.
+
+use super::observe::prometheus;
+use super::AppState;
+use crate::error::ApiError;
+use actix_web::{get, web, HttpResponse};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    #[schema(example = "ready")]
+    pub status: &'static str,
+    /// `sqlite` or `postgres`.
+    pub database: &'static str,
+}
+
+/// The process is up.
+#[utoipa::path(tag = "operations", operation_id = "getHealth",
+    responses((status = 200, description = "Up", body = Health)), security(()))]
+#[get("/healthz")]
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(Health { status: "ok" })
+}
+
+/// The database answers: 200, else 503 (take the instance out of the load balancer).
+#[utoipa::path(tag = "operations", operation_id = "getReadiness",
+    responses((status = 200, description = "Ready", body = Readiness)), security(()))]
+#[get("/readyz")]
+pub async fn readyz(st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    st.store.ping().await.map_err(|_| ApiError::Unavailable)?;
+    Ok(HttpResponse::Ok().json(Readiness {
+        status: "ready",
+        database: st.store.engine(),
+    }))
+}
+
+/// Prometheus text: `http_requests_total` and `http_request_duration_seconds` by method, route
+/// template and status.
+#[utoipa::path(tag = "operations", operation_id = "getMetrics",
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")),
+    security(()))]
+#[get("/metrics")]
+pub async fn metrics() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(prometheus().render())
+}
+
+pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(healthz).service(readyz).service(metrics);
+}

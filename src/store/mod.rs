@@ -1,0 +1,153 @@
+//! Storage on two engines behind one interface.
+//!
+//! The same SQL text runs on SQLite and PostgreSQL (both accept `$1` placeholders, `RETURNING`
+//! and `ON CONFLICT`); `on_db!` expands each query once per engine so both are type-checked.
+//! Engine-specific column types are handled by the migrations and by [`Ts`].
+
+mod audit;
+mod records;
+mod ts;
+
+pub use audit::{AuditEntry, AuditFilter, AuditRow};
+pub use records::{ListQuery, Record, RecordTable, UpdateError, PLANS, SAFETY_PROTOCOLS};
+pub use ts::Ts;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Runs `$body` with `$pool` bound to the concrete pool of the configured engine.
+macro_rules! on_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::store::Db::Sqlite($pool) => $body,
+            $crate::store::Db::Postgres($pool) => $body,
+        }
+    };
+}
+pub(crate) use on_db;
+
+#[derive(Clone, Debug)]
+pub enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Storage failures, mapped once from `sqlx::Error`.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict with an existing row")]
+    Conflict,
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Other(sqlx::Error),
+}
+
+impl From<sqlx::Error> for DbError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::RowNotFound => DbError::NotFound,
+            sqlx::Error::Database(d) if d.is_unique_violation() => DbError::Conflict,
+            sqlx::Error::Database(d) => {
+                let code = d.code().unwrap_or_default();
+                // SQLite busy/locked; PostgreSQL connection exceptions (08xxx), shutdown
+                // (57P0x), too many connections (53300), serialization/deadlock (40xxx).
+                let transient = matches!(code.as_ref(), "5" | "6" | "261" | "517" | "53300")
+                    || code.starts_with("08")
+                    || code.starts_with("57P0")
+                    || code.starts_with("40");
+                if transient {
+                    DbError::Unavailable(format!("database error code {code}"))
+                } else {
+                    DbError::Other(e)
+                }
+            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => DbError::Unavailable(e.to_string()),
+            _ => DbError::Other(e),
+        }
+    }
+}
+
+pub type DbResult<T> = Result<T, DbError>;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub db: Db,
+}
+
+impl Store {
+    /// Opens a pool for the URL's engine. PostgreSQL pools connect lazily, so a database that is
+    /// down at start-up (or later) gives 503s until it returns, never a crash.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store, String> {
+        if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)
+                .map_err(|e| format!("invalid SQLite URL: {e}"))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: a commit is on disk before we answer 201 (survives power loss too).
+                .synchronous(SqliteSynchronous::Full)
+                .foreign_keys(true)
+                .busy_timeout(Duration::from_secs(5));
+            let pool = SqlitePoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(opts)
+                .await
+                .map_err(|e| format!("cannot open SQLite database: {e}"))?;
+            Ok(Store {
+                db: Db::Sqlite(pool),
+            })
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let opts = PgConnectOptions::from_str(url)
+                .map_err(|e| format!("invalid PostgreSQL URL: {e}"))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(3))
+                .connect_lazy_with(opts);
+            Ok(Store {
+                db: Db::Postgres(pool),
+            })
+        } else {
+            Err("TELEMENTAL_DATABASE_URL must start with sqlite:// or postgres://".into())
+        }
+    }
+
+    pub fn engine(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Applies the engine's embedded migrations (PostgreSQL takes an advisory lock, so several
+    /// instances starting together are safe).
+    pub async fn migrate(&self) -> Result<(), String> {
+        let r = match &self.db {
+            Db::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await,
+            Db::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await,
+        };
+        r.map_err(|e| format!("migration failed: {e}"))
+    }
+
+    /// Whether the database answers a trivial query.
+    pub async fn ping(&self) -> DbResult<()> {
+        on_db!(&self.db, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        on_db!(&self.db, p => p.close().await)
+    }
+}

@@ -1,0 +1,6 @@
+//! Integration tests: the real application over HTTP on a random port, against a real
+//! database (a fresh SQLite file per test; a fresh PostgreSQL database per test when
+//! TELEMENTAL_TEST_POSTGRES_URL is set).
+
+mod helpers;
+mod plans;
