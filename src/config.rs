@@ -54,7 +54,7 @@ impl fmt::Debug for Secret {
 
 fn parse_secret(s: &str) -> Result<Secret, String> {
     if s.len() < 32 {
-        return Err("must be at least 32 bytes (256 bits) for HS256".into());
+        return Err("TELEMENTAL_JWT_SECRET must be at least 32 bytes (256 bits) for HS256".into());
     }
     Ok(Secret(s.to_string()))
 }
@@ -80,11 +80,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
+fn parse_bind(s: &str) -> Result<SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!("TELEMENTAL_BIND must be IP:PORT such as 127.0.0.1:8080 or 0.0.0.0:8080, not {s:?}")
+    })
+}
+
 fn parse_url(s: &str) -> Result<String, String> {
     if s.starts_with("http://") || s.starts_with("https://") {
         Ok(s.to_string())
     } else {
-        Err("must be an http:// or https:// URL".into())
+        Err("TELEMENTAL_JWKS_URL must be an http:// or https:// URL".into())
     }
 }
 
@@ -97,7 +103,7 @@ pub enum LogFormat {
 #[derive(Args, Debug, Clone)]
 pub struct Settings {
     /// Address to listen on.
-    #[arg(long, env = "TELEMENTAL_BIND", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "TELEMENTAL_BIND", default_value = "127.0.0.1:8080", value_parser = parse_bind)]
     pub bind: SocketAddr,
     /// sqlite://PATH (embedded) or postgres://… (many stateless instances).
     #[arg(

@@ -548,7 +548,8 @@ mod tests {
         use DigitalSkills as S;
         use ExclusionFactor as F;
         use ExclusionLevel as L;
-        let cases: &[(&[Device], C, S, L, &[F])] = &[
+        type Case<'a> = (&'a [Device], C, S, L, &'a [F]);
+        let cases: &[Case] = &[
             (&[D::Smartphone], C::Reliable, S::Basic, L::None, &[]),
             (&[D::Computer], C::Reliable, S::Confident, L::None, &[]),
             (

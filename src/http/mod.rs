@@ -94,7 +94,6 @@ impl AppState {
     ),
     servers((url = "/", description = "This instance")),
     components(schemas(Problem, crate::domain::FieldError)),
-    modifiers(&Conventions),
     security(("bearer" = [])),
     tags(
         (name = "plans", description = "Telemental health preference plans (FLEX-*, CONN-*, EXCL-1)"),
@@ -244,11 +243,13 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
 /// The OpenAPI document of the routes above.
 pub fn openapi() -> OpenApiDoc {
     use utoipa_actix_web::AppExt;
-    let (_, api) = actix_web::App::new()
+    let (_, mut api) = actix_web::App::new()
         .into_utoipa_app()
         .openapi(ApiDoc::openapi())
         .configure(routes)
         .split_for_parts();
+    // After the paths exist: the conventions are applied per operation.
+    Conventions.modify(&mut api);
     api
 }
 

@@ -71,7 +71,9 @@ impl From<sqlx::Error> for DbError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed => DbError::Unavailable(e.to_string()),
+            | sqlx::Error::WorkerCrashed
+            // A connection cut mid-handshake surfaces as a protocol error.
+            | sqlx::Error::Protocol(_) => DbError::Unavailable(e.to_string()),
             _ => DbError::Other(e),
         }
     }

@@ -78,6 +78,7 @@ impl RecordTable {
 }
 
 impl Store {
+    #[allow(clippy::too_many_arguments)]
     /// Inserts version 1. `Conflict` when the subject already has one (returned with its id).
     pub async fn insert_record(
         &self,

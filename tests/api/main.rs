@@ -2,5 +2,10 @@
 //! database (a fresh SQLite file per test; a fresh PostgreSQL database per test when
 //! TELEMENTAL_TEST_POSTGRES_URL is set).
 
+mod audit;
+mod auth;
+mod binary;
 mod helpers;
+mod ops;
+mod outage;
 mod plans;

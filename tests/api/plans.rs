@@ -319,3 +319,15 @@ on_both_engines!(
         );
     }
 );
+
+on_both_engines!(records_survive_a_restart, |app: TestApp| async move {
+    let created = app
+        .post("/v1/plans", "t1", &plan_body("Patient/restart"))
+        .await;
+    let path = format!("/v1/plans/{}", created.body["id"].as_str().unwrap());
+    app.stop().await;
+    let again = spawn_with(app.settings.clone(), None, app.engine).await;
+    let read = again.get(&path, "t1").await;
+    assert_eq!(read.status, 200);
+    assert_eq!(read.body, created.body);
+});

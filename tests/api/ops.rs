@@ -1,0 +1,222 @@
+use crate::helpers::*;
+use crate::on_both_engines;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+on_both_engines!(
+    health_readiness_and_request_ids,
+    |app: TestApp| async move {
+        let r = Reply::from(app.client.get(app.url("/healthz")).send().await.unwrap()).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body["status"], "ok");
+        assert!(r.header("x-request-id").is_some_and(|v| !v.is_empty()));
+        let r = Reply::from(app.client.get(app.url("/readyz")).send().await.unwrap()).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.body["database"],
+            if app.engine == Engine::Sqlite {
+                "sqlite"
+            } else {
+                "postgres"
+            }
+        );
+        // A plain client id is echoed; an unusable one is replaced.
+        let r = app
+            .client
+            .get(app.url("/healthz"))
+            .header("X-Request-Id", "ehr-42.abc")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["x-request-id"], "ehr-42.abc");
+        let r = app
+            .client
+            .get(app.url("/healthz"))
+            .header("X-Request-Id", "has spaces in it")
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(r.headers()["x-request-id"], "has spaces in it");
+        // Errors carry it too.
+        let r = app
+            .client
+            .get(app.url("/v1/plans"))
+            .header("X-Request-Id", "req-401")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()["x-request-id"], "req-401");
+    }
+);
+
+on_both_engines!(
+    bodies_that_are_not_acceptable_json,
+    |app: TestApp| async move {
+        let t = token("t1", ALL_SCOPES);
+        let send = |ct: Option<&'static str>, body: Vec<u8>| {
+            let mut req = app
+                .client
+                .post(app.url("/v1/plans"))
+                .bearer_auth(&t)
+                .body(body);
+            if let Some(ct) = ct {
+                req = req.header("content-type", ct);
+            }
+            async move { Reply::from(req.send().await.unwrap()).await }
+        };
+        send(Some("application/json"), b"{\"subject\": ".to_vec())
+            .await
+            .assert_problem(400);
+        send(Some("application/json"), b"".to_vec())
+            .await
+            .assert_problem(400);
+        send(Some("text/plain"), b"{}".to_vec())
+            .await
+            .assert_problem(415);
+        send(None, b"{}".to_vec()).await.assert_problem(415);
+        send(Some("application/xml"), b"<plan/>".to_vec())
+            .await
+            .assert_problem(415);
+        let mut big = plan_body("Patient/big");
+        big["notes"] = json!("x".repeat(1024 * 1024 + 10));
+        send(Some("application/json"), serde_json::to_vec(&big).unwrap())
+            .await
+            .assert_problem(413);
+        // Just under the limit is parsed (and refused for the notes' length, not the size).
+        let mut under = plan_body("Patient/big");
+        under["notes"] = json!("x".repeat(1000 * 1000));
+        let r = send(
+            Some("application/json; charset=utf-8"),
+            serde_json::to_vec(&under).unwrap(),
+        )
+        .await;
+        r.assert_problem(422);
+        assert_eq!(r.error_fields(), vec!["notes"]);
+        send(Some("application/json"), b"[1,2]".to_vec())
+            .await
+            .assert_problem(422);
+        send(Some("application/json"), b"\"text\"".to_vec())
+            .await
+            .assert_problem(422);
+        // Nothing was stored.
+        assert_eq!(app.get("/v1/plans", "t1").await.body["items"], json!([]));
+    }
+);
+
+on_both_engines!(
+    unknown_paths_are_404_and_wrong_methods_405,
+    |app: TestApp| async move {
+        let r = app.get("/v1/nothing-here", "t1").await;
+        r.assert_problem(404);
+        let r = app.call(Method::DELETE, "/v1/plans", "t1", None).await;
+        r.assert_problem(405);
+        assert_eq!(r.header("allow"), Some("GET, HEAD, POST"));
+        let r = app
+            .call(
+                Method::PATCH,
+                "/v1/plans/01a2234d-0e82-7794-bfcd-3081f81100c8",
+                "t1",
+                None,
+            )
+            .await;
+        r.assert_problem(405);
+        assert_eq!(r.header("allow"), Some("GET, HEAD, PUT"));
+    }
+);
+
+on_both_engines!(
+    metrics_are_labelled_by_route_template,
+    |app: TestApp| async move {
+        let p = app
+            .post("/v1/plans", "t1", &plan_body("Patient/metrics-secret-99"))
+            .await;
+        let id = p.body["id"].as_str().unwrap().to_string();
+        app.get(&format!("/v1/plans/{id}"), "t1").await;
+        app.get("/v1/plans?subject=Patient/metrics-secret-99", "t1")
+            .await;
+        let text = app
+            .client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(text.contains("http_requests_total"), "{text}");
+        assert!(text.contains("http_request_duration_seconds_bucket"));
+        assert!(text.contains("route=\"/v1/plans/{id}\""));
+        assert!(text.contains("status=\"201\""));
+        assert!(!text.contains(&id), "no raw ids in metrics");
+        assert!(
+            !text.contains("metrics-secret-99"),
+            "no subjects in metrics"
+        );
+    }
+);
+
+#[actix_web::test]
+async fn swagger_ui_is_served_from_the_binary() {
+    let app = spawn_app(Engine::Sqlite).await.unwrap();
+    let r = app.client.get(app.url("/docs")).send().await.unwrap();
+    assert!(r.status().is_redirection());
+    let r = app.client.get(app.url("/docs/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("swagger"));
+    let r = app
+        .client
+        .get(app.url("/docs/swagger-ui-bundle.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[actix_web::test]
+async fn the_committed_contract_matches_the_served_one() {
+    let app = spawn_app(Engine::Sqlite).await.unwrap();
+    let served: Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let committed: Value =
+        serde_json::from_str(include_str!("../../openapi/openapi.json")).unwrap();
+    assert!(
+        served == committed,
+        "openapi/openapi.json is stale: regenerate it with `cargo run -- openapi > openapi/openapi.json`"
+    );
+    // Every operation has a unique operationId, a summary, and documents its errors as problems.
+    let mut ids = std::collections::HashSet::new();
+    for (path, item) in served["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
+            assert!(ids.insert(id.to_string()), "duplicate operationId {id}");
+            assert!(op["summary"].is_string(), "{id} has no summary");
+            assert!(op["responses"]["500"].is_object(), "{id} documents no 500");
+            if op["security"] != json!([{}]) {
+                for code in ["401", "403", "503"] {
+                    let r = &op["responses"][code]["$ref"];
+                    assert!(
+                        r.as_str()
+                            .is_some_and(|r| r.starts_with("#/components/responses/")),
+                        "{id} {code}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(served["components"]["securitySchemes"]["bearer"].is_object());
+    assert_eq!(
+        served["components"]["responses"]["Unprocessable"]["content"]["application/problem+json"]
+            ["schema"]["$ref"],
+        "#/components/schemas/Problem"
+    );
+}
