@@ -1,0 +1,1213 @@
+//! The start-of-session safety check for a remote session (SAFE-1, SAFE-2, SAFE-3, CONN-2,
+//! THER-2, F2F-1), and what to do when the connection drops.
+//!
+//! Pure functions of the check, the subject's safety protocol and preference plan: no I/O.
+
+use super::plan::{BackupMethod, PlanInput};
+use super::protocol::{SafetyProtocolInput, UsualLocation};
+use super::types::{check_len, AppointmentType, Modality, PhoneNumber, RiskLevel, SubjectRef};
+use super::FieldError;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The most people that can be listed in `others_present`.
+const MAX_OTHERS_PRESENT: usize = 20;
+
+/// What the clinician records at the start of a remote session.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SessionCheckInput {
+    pub subject: SubjectRef,
+    /// The session's modality; must be remote (`video`, `telephone` or `text`).
+    pub modality: Modality,
+    pub appointment_type: AppointmentType,
+    /// Where the service user says they are now (SAFE-1); absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_user_location: Option<ServiceUserLocation>,
+    /// The number to call the service user back on, confirmed with them at the start of this
+    /// session (SAFE-2); absent when not confirmed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_back_number: Option<PhoneNumber>,
+    /// Whether the clinician is in a private space (SAFE-3).
+    pub clinician_in_private_space: bool,
+    /// Who else is with the clinician, as disclosed to the service user (SAFE-3); at most 20
+    /// entries of at most 200 characters. Empty means nobody has been disclosed.
+    #[serde(default)]
+    #[schema(example = json!(["trainee psychologist"]))]
+    pub others_present: Vec<String>,
+    /// Whether the clinician uses headphones (SAFE-3).
+    #[serde(default)]
+    pub headphones: bool,
+    /// Whether the service user is in a private space; absent when not asked (SAFE-3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_user_private: Option<bool>,
+    /// Whether sensitive topics are expected in this session (SAFE-2).
+    #[serde(default)]
+    pub sensitive_topics: bool,
+    /// Whether this is the first remote appointment with the service user (THER-2).
+    #[serde(default)]
+    pub first_remote_appointment: bool,
+    /// The clinician's newer risk assessment, if any. The check uses the higher of this and
+    /// the safety protocol's risk level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk_level: Option<RiskLevel>,
+}
+
+/// Where the service user is for this session (SAFE-1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceUserLocation {
+    /// A short description such as `home` or `work`; 1–200 characters.
+    #[schema(example = "home")]
+    pub description: String,
+    /// At most 500 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "1 High St, Leeds")]
+    pub address: Option<String>,
+}
+
+impl SessionCheckInput {
+    /// Checks what the types alone cannot; returns every problem found, each named by its
+    /// JSON path.
+    pub fn validate(self) -> Result<SessionCheckInput, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        if !self.modality.is_remote() {
+            errors.push(FieldError::new(
+                "modality",
+                "must be a remote modality (video, telephone or text); in_person sessions need no session check",
+            ));
+        }
+        if let Some(loc) = &self.service_user_location {
+            non_blank(
+                &mut errors,
+                "service_user_location.description",
+                &loc.description,
+                200,
+            );
+            if let Some(a) = &loc.address {
+                non_blank(&mut errors, "service_user_location.address", a, 500);
+            }
+        }
+        if self.others_present.len() > MAX_OTHERS_PRESENT {
+            errors.push(FieldError::new(
+                "others_present",
+                format!("must list at most {MAX_OTHERS_PRESENT} people"),
+            ));
+        }
+        for (i, o) in self.others_present.iter().enumerate() {
+            non_blank(&mut errors, format!("others_present[{i}]"), o, 200);
+        }
+        if errors.is_empty() {
+            Ok(self)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+fn non_blank(errors: &mut Vec<FieldError>, field: impl Into<String>, s: &str, max: usize) {
+    let field = field.into();
+    if s.trim().is_empty() {
+        errors.push(FieldError::new(field, "must not be blank"));
+    } else {
+        check_len(errors, field, s, max);
+    }
+}
+
+/// A guideline rule a session check or disconnection advice is based on. Serialises as the
+/// rule id (`SAFE-1` …), as listed by `GET /v1/guideline-rules`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+pub enum SessionRule {
+    /// Know where the service user is; for high risk, how a fast in-person crisis response
+    /// can be mobilised.
+    #[serde(rename = "SAFE-1")]
+    Safe1,
+    /// Establish a call-back number in line with a co-developed emergency protocol.
+    #[serde(rename = "SAFE-2")]
+    Safe2,
+    /// Deliver sessions from a private space, else disclose who is present and use headphones.
+    #[serde(rename = "SAFE-3")]
+    Safe3,
+    /// Agree a back-up method of connecting ahead of time.
+    #[serde(rename = "CONN-2")]
+    Conn2,
+    /// Take more time to get to know the service user in the first remote appointment.
+    #[serde(rename = "THER-2")]
+    Ther2,
+    /// Face-to-face appointments are always offered.
+    #[serde(rename = "F2F-1")]
+    F2f1,
+}
+
+/// What the clinician must do, as a stable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionCode {
+    /// Ask the service user where they are now (SAFE-1). Blocking when risk is `high`.
+    ConfirmLocation,
+    /// Confirm the number to call the service user back on (SAFE-2). Blocking when the topics
+    /// are sensitive or risk is above `low`.
+    ConfirmCallBackNumber,
+    /// Tell the service user who else is present on the clinician's side (SAFE-3).
+    DiscloseOthersPresent,
+    /// Use headphones so the service user cannot be overheard (SAFE-3).
+    UseHeadphones,
+    /// Check that the service user can talk freely where they are (SAFE-3).
+    ConfirmServiceUserPrivacy,
+    /// Allow extra time to chat informally and build rapport (THER-2).
+    AllowRapportTime,
+    /// The service user is not at a usual location: identify how a fast in-person crisis
+    /// response is mobilised where they are (SAFE-1).
+    IdentifyLocalCrisisResponse,
+    /// Agree (or update) a safety protocol with the service user before a remote session
+    /// (SAFE-1, SAFE-2). Always blocking.
+    AgreeSafetyProtocol,
+    /// Agree a back-up way of reconnecting and record it in the plan (CONN-2).
+    AgreeBackupContact,
+    /// Offer a face-to-face appointment, without delay (F2F-1).
+    OfferFaceToFace,
+    /// After a disconnection: reconnect by the agreed back-up route (CONN-2).
+    Reconnect,
+    /// After a disconnection, if the call-back fails: follow the safety protocol's emergency
+    /// steps (SAFE-2, SAFE-1).
+    FollowEmergencyProtocol,
+    /// After repeated disconnections: offer a face-to-face or telephone alternative (F2F-1).
+    OfferAlternative,
+}
+
+/// One thing to do, with the rule behind it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Action {
+    pub code: ActionCode,
+    pub rule: SessionRule,
+    /// A short clinician-facing sentence.
+    pub text: String,
+    /// Whether the session must not proceed remotely until this is resolved.
+    pub blocking: bool,
+}
+
+impl Action {
+    fn new(code: ActionCode, rule: SessionRule, blocking: bool, text: &str) -> Self {
+        Action {
+            code,
+            rule,
+            text: text.to_string(),
+            blocking,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Nothing to do: the session may proceed.
+    Proceed,
+    /// The session may proceed once the listed actions are done.
+    ProceedWithActions,
+    /// The session must not proceed remotely; a face-to-face alternative is offered (F2F-1).
+    DoNotProceed,
+}
+
+/// Where the reconnection route comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDisconnectSource {
+    /// The back-up contact agreed in the preference plan (CONN-2).
+    PlanBackupContact,
+    /// The call-back number confirmed in this session check (SAFE-2).
+    SessionCallBackNumber,
+    /// The safety protocol's first call-back number (SAFE-2).
+    ProtocolCallBackNumber,
+}
+
+/// How to reconnect after a disconnection (CONN-2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OnDisconnect {
+    pub method: BackupMethod,
+    pub number: PhoneNumber,
+    pub source: OnDisconnectSource,
+}
+
+/// The result of a session check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SessionCheckOutcome {
+    pub outcome: Outcome,
+    /// Blocking actions first, then the others, in a stable order.
+    pub actions: Vec<Action>,
+    /// How to reconnect on disconnection: the plan's back-up contact, else the call-back number
+    /// confirmed in this check, else the protocol's first call-back number. Absent when none
+    /// is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_disconnect: Option<OnDisconnect>,
+    /// True exactly when the outcome is `do_not_proceed` (F2F-1).
+    pub face_to_face_alternative_required: bool,
+    /// The higher of the check's and the protocol's risk level; absent when neither is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_risk_level: Option<RiskLevel>,
+}
+
+/// What to do after a disconnection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DisconnectionAdvice {
+    /// How to reconnect (CONN-2); absent when no route is on record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconnect: Option<OnDisconnect>,
+    /// For `high` risk with sensitive topics: if the call-back fails, the safety protocol's
+    /// emergency steps apply (SAFE-2).
+    pub emergency_protocol_applies_if_call_back_fails: bool,
+    /// Two or more disconnections in this session: offer an alternative (F2F-1).
+    pub offer_alternative: bool,
+    /// The alternatives to offer: `in_person`, and `telephone` unless the session already was
+    /// by telephone. Empty unless `offer_alternative`.
+    pub alternatives: Vec<Modality>,
+    /// The disconnections in this session so far, this one included.
+    pub disconnections: u32,
+    /// What to do, each with its rule.
+    pub actions: Vec<Action>,
+}
+
+/// Lower-cases, trims and collapses runs of whitespace.
+fn normalise(s: &str) -> String {
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
+}
+
+/// Whether the given location is one of the protocol's usual locations. Descriptions and
+/// addresses are compared with labels and addresses after `normalise`; but when both sides
+/// carry an address, the addresses must match (a `home` at another address is not usual).
+fn is_usual_location(loc: &ServiceUserLocation, usual: &[UsualLocation]) -> bool {
+    let given_address = loc.address.as_deref().map(normalise);
+    let given: Vec<String> = std::iter::once(normalise(&loc.description))
+        .chain(given_address.clone())
+        .collect();
+    usual.iter().any(|u| {
+        let usual_address = u.address.as_deref().map(normalise);
+        if let (Some(g), Some(a)) = (&given_address, &usual_address) {
+            return g == a;
+        }
+        let label = normalise(&u.label);
+        given
+            .iter()
+            .any(|g| *g == label || usual_address.as_ref() == Some(g))
+    })
+}
+
+/// The reconnection route: plan back-up contact, else the check's call-back number, else the
+/// protocol's first call-back number.
+fn reconnection_route(
+    input: &SessionCheckInput,
+    protocol: Option<&SafetyProtocolInput>,
+    plan: Option<&PlanInput>,
+) -> Option<OnDisconnect> {
+    if let Some(b) = plan.and_then(|p| p.backup_contact.as_ref()) {
+        return Some(OnDisconnect {
+            method: b.method,
+            number: b.number.clone(),
+            source: OnDisconnectSource::PlanBackupContact,
+        });
+    }
+    if let Some(n) = &input.call_back_number {
+        return Some(OnDisconnect {
+            method: BackupMethod::Telephone,
+            number: n.clone(),
+            source: OnDisconnectSource::SessionCallBackNumber,
+        });
+    }
+    protocol
+        .and_then(|p| p.call_back_numbers.first())
+        .map(|n| OnDisconnect {
+            method: BackupMethod::Telephone,
+            number: n.clone(),
+            source: OnDisconnectSource::ProtocolCallBackNumber,
+        })
+}
+
+/// The start-of-session check. `protocol` and `plan` are the subject's current safety protocol
+/// and preference plan, when they exist.
+pub fn evaluate(
+    input: &SessionCheckInput,
+    protocol: Option<&SafetyProtocolInput>,
+    plan: Option<&PlanInput>,
+) -> SessionCheckOutcome {
+    use ActionCode as C;
+    use SessionRule as R;
+    let risk = input.risk_level.max(protocol.map(|p| p.risk_level));
+    let high = risk == Some(RiskLevel::High);
+    let above_low = risk.is_some_and(|r| r > RiskLevel::Low);
+    let mut actions = Vec::new();
+
+    // SAFE-1, SAFE-2: no remote session without a safety protocol.
+    match protocol {
+        None => actions.push(Action::new(
+            C::AgreeSafetyProtocol,
+            R::Safe2,
+            true,
+            "There is no safety protocol: agree one with the service user before any remote session.",
+        )),
+        Some(p) if high && !p.has_in_person_crisis_response() => actions.push(Action::new(
+            C::AgreeSafetyProtocol,
+            R::Safe1,
+            true,
+            "Risk is high and the safety protocol has no in-person crisis response: update the protocol first.",
+        )),
+        Some(_) => {}
+    }
+
+    // SAFE-1: where is the service user?
+    match &input.service_user_location {
+        None => actions.push(Action::new(
+            C::ConfirmLocation,
+            R::Safe1,
+            high,
+            "Ask the service user where they are now.",
+        )),
+        Some(loc) => {
+            let usual = protocol.map_or(&[][..], |p| &p.usual_locations[..]);
+            if above_low && !is_usual_location(loc, usual) {
+                actions.push(Action::new(
+                    C::IdentifyLocalCrisisResponse,
+                    R::Safe1,
+                    false,
+                    "The service user is not at a usual location: identify how a fast in-person crisis response is mobilised there.",
+                ));
+            }
+        }
+    }
+
+    // SAFE-2: a call-back number confirmed for this session.
+    if input.call_back_number.is_none() {
+        let blocking = input.sensitive_topics || above_low;
+        actions.push(Action::new(
+            C::ConfirmCallBackNumber,
+            R::Safe2,
+            blocking,
+            "Confirm the number to call the service user back on if the connection drops.",
+        ));
+    }
+
+    // SAFE-3: the clinician's privacy. Headphones do not apply to text sessions.
+    if !input.clinician_in_private_space {
+        let disclosed = !input.others_present.is_empty();
+        let headphones = input.headphones || input.modality == Modality::Text;
+        let blocking = !disclosed && !headphones;
+        if !disclosed {
+            actions.push(Action::new(
+                C::DiscloseOthersPresent,
+                R::Safe3,
+                blocking,
+                "You are not in a private space: tell the service user who else is present.",
+            ));
+        }
+        if !headphones {
+            actions.push(Action::new(
+                C::UseHeadphones,
+                R::Safe3,
+                blocking,
+                "You are not in a private space: use headphones so the service user is not overheard.",
+            ));
+        }
+    }
+
+    // SAFE-3: the service user's privacy.
+    match input.service_user_private {
+        Some(true) => {}
+        Some(false) => actions.push(Action::new(
+            C::ConfirmServiceUserPrivacy,
+            R::Safe3,
+            false,
+            "The service user is not in a private space: agree whether to continue, switch modality or rebook.",
+        )),
+        None => actions.push(Action::new(
+            C::ConfirmServiceUserPrivacy,
+            R::Safe3,
+            false,
+            "Check that the service user can talk freely where they are.",
+        )),
+    }
+
+    // CONN-2: a back-up way of reconnecting agreed ahead of time.
+    if plan.and_then(|p| p.backup_contact.as_ref()).is_none() {
+        actions.push(Action::new(
+            C::AgreeBackupContact,
+            R::Conn2,
+            false,
+            "No back-up way of reconnecting is agreed: agree one now and record it in the plan.",
+        ));
+    }
+
+    // THER-2: more time for rapport in the first remote appointment.
+    if input.first_remote_appointment {
+        actions.push(Action::new(
+            C::AllowRapportTime,
+            R::Ther2,
+            false,
+            "First remote appointment: allow extra time to chat informally and build rapport.",
+        ));
+    }
+
+    let outcome = if actions.iter().any(|a| a.blocking) {
+        Outcome::DoNotProceed
+    } else if actions.is_empty() {
+        Outcome::Proceed
+    } else {
+        Outcome::ProceedWithActions
+    };
+    // Stable: blocking actions first, each group in the order above.
+    actions.sort_by_key(|a| !a.blocking);
+    let face_to_face = outcome == Outcome::DoNotProceed;
+    if face_to_face {
+        actions.push(Action::new(
+            C::OfferFaceToFace,
+            R::F2f1,
+            false,
+            "Offer a face-to-face appointment without delay.",
+        ));
+    }
+    SessionCheckOutcome {
+        outcome,
+        actions,
+        on_disconnect: reconnection_route(input, protocol, plan),
+        face_to_face_alternative_required: face_to_face,
+        effective_risk_level: risk,
+    }
+}
+
+/// Advice after a disconnection. `protocol` is the subject's current safety protocol: it
+/// supplies a route when the check had none, and its risk level counts if it has risen since.
+/// A count of 0 is treated as 1.
+pub fn on_disconnection(
+    check: &SessionCheckInput,
+    outcome: &SessionCheckOutcome,
+    protocol: Option<&SafetyProtocolInput>,
+    disconnections_so_far_including_this_one: u32,
+) -> DisconnectionAdvice {
+    use ActionCode as C;
+    use SessionRule as R;
+    let n = disconnections_so_far_including_this_one.max(1);
+    let risk = outcome
+        .effective_risk_level
+        .max(protocol.map(|p| p.risk_level));
+    let reconnect = outcome.on_disconnect.clone().or_else(|| {
+        protocol
+            .and_then(|p| p.call_back_numbers.first())
+            .map(|n| OnDisconnect {
+                method: BackupMethod::Telephone,
+                number: n.clone(),
+                source: OnDisconnectSource::ProtocolCallBackNumber,
+            })
+    });
+    let mut actions = Vec::new();
+    actions.push(match &reconnect {
+        Some(r) if r.method == BackupMethod::Text => Action::new(
+            C::Reconnect,
+            R::Conn2,
+            false,
+            "Reconnect by the agreed back-up route: send a text message to the back-up number.",
+        ),
+        Some(_) => Action::new(
+            C::Reconnect,
+            R::Conn2,
+            false,
+            "Reconnect by the agreed back-up route: call the service user on the back-up number.",
+        ),
+        None => Action::new(
+            C::Reconnect,
+            R::Conn2,
+            true,
+            "No way to reconnect is on record: follow the safety protocol.",
+        ),
+    });
+    let emergency = risk == Some(RiskLevel::High) && check.sensitive_topics;
+    if emergency {
+        actions.push(Action::new(
+            C::FollowEmergencyProtocol,
+            R::Safe2,
+            false,
+            "If the call-back fails, follow the safety protocol's emergency steps straight away.",
+        ));
+    }
+    let offer_alternative = n >= 2;
+    let alternatives = if offer_alternative {
+        let mut alts = vec![Modality::InPerson];
+        if check.modality != Modality::Telephone {
+            alts.push(Modality::Telephone);
+        }
+        alts
+    } else {
+        Vec::new()
+    };
+    if offer_alternative {
+        let text = if alternatives.contains(&Modality::Telephone) {
+            "The connection has dropped more than once: offer a face-to-face or telephone alternative."
+        } else {
+            "The connection has dropped more than once: offer a face-to-face alternative."
+        };
+        actions.push(Action::new(C::OfferAlternative, R::F2f1, false, text));
+    }
+    DisconnectionAdvice {
+        reconnect,
+        emergency_protocol_applies_if_call_back_fails: emergency,
+        offer_alternative,
+        alternatives,
+        disconnections: n,
+        actions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use ActionCode as C;
+    use SessionRule as R;
+
+    const CHECK_NUMBER: &str = "+447700900123";
+    const PROTOCOL_NUMBER: &str = "+447700900111";
+    const PLAN_NUMBER: &str = "+447700900222";
+
+    /// A check that proceeds with nothing to do.
+    fn check_json() -> serde_json::Value {
+        json!({
+            "subject": "Patient/123", "modality": "video", "appointment_type": "therapy",
+            "service_user_location": {"description": "home", "address": "1 High St, Leeds"},
+            "call_back_number": CHECK_NUMBER, "clinician_in_private_space": true,
+            "others_present": [], "headphones": false,
+            "service_user_private": true, "sensitive_topics": false
+        })
+    }
+
+    fn protocol_json() -> serde_json::Value {
+        json!({
+            "subject": "Patient/123", "risk_level": "low",
+            "call_back_numbers": [PROTOCOL_NUMBER, "+447700900333"],
+            "usual_locations": [
+                {"label": "home", "address": "1 High St, Leeds"},
+                {"label": "Work"}
+            ],
+            "crisis_response": {"team": "Leeds crisis team", "in_person_plan": "Visit within 4 hours"},
+            "agreed_with_service_user_on": "2026-11-20"
+        })
+    }
+
+    fn plan_json() -> serde_json::Value {
+        json!({
+            "subject": "Patient/123",
+            "preferences": {"default": ["video", "in_person"]},
+            "resources": {"devices": ["smartphone"], "connectivity": "reliable", "digital_skills": "basic"},
+            "backup_contact": {"method": "telephone", "number": PLAN_NUMBER}
+        })
+    }
+
+    #[derive(Clone)]
+    struct Case {
+        check: SessionCheckInput,
+        protocol: Option<SafetyProtocolInput>,
+        plan: Option<PlanInput>,
+    }
+
+    impl Case {
+        fn base() -> Self {
+            Case {
+                check: serde_json::from_value(check_json()).unwrap(),
+                protocol: Some(serde_json::from_value(protocol_json()).unwrap()),
+                plan: Some(serde_json::from_value(plan_json()).unwrap()),
+            }
+        }
+        fn run(&self) -> SessionCheckOutcome {
+            evaluate(&self.check, self.protocol.as_ref(), self.plan.as_ref())
+        }
+        fn risk(&mut self, r: RiskLevel) {
+            self.protocol.as_mut().unwrap().risk_level = r;
+        }
+        fn location(&mut self, description: &str, address: Option<&str>) {
+            self.check.service_user_location = Some(ServiceUserLocation {
+                description: description.into(),
+                address: address.map(str::to_string),
+            });
+        }
+    }
+
+    fn phone(s: &str) -> PhoneNumber {
+        PhoneNumber::parse(s).unwrap()
+    }
+
+    fn codes(o: &SessionCheckOutcome) -> Vec<(ActionCode, SessionRule, bool)> {
+        o.actions
+            .iter()
+            .map(|a| (a.code, a.rule, a.blocking))
+            .collect()
+    }
+
+    const OFFER_F2F: (ActionCode, SessionRule, bool) = (C::OfferFaceToFace, R::F2f1, false);
+
+    type Expect = (Outcome, &'static [(ActionCode, SessionRule, bool)]);
+    type Setup = fn(&mut Case);
+    type Route = Option<(BackupMethod, &'static str, OnDisconnectSource)>;
+    /// (modality, risk, sensitive, disconnections, emergency, alternatives)
+    type DisconnectionCase = (Modality, RiskLevel, bool, u32, bool, &'static [Modality]);
+
+    #[test]
+    fn each_rule_branch_alone_and_combined() {
+        use Outcome::*;
+        let cases: &[(&str, Setup, Expect)] = &[
+            ("nothing to do", |_| {}, (Proceed, &[])),
+            // do_not_proceed causes, each alone.
+            (
+                "no safety protocol",
+                |c| c.protocol = None,
+                (
+                    DoNotProceed,
+                    &[(C::AgreeSafetyProtocol, R::Safe2, true), OFFER_F2F],
+                ),
+            ),
+            (
+                "high risk, location unknown",
+                |c| {
+                    c.risk(RiskLevel::High);
+                    c.check.service_user_location = None;
+                },
+                (
+                    DoNotProceed,
+                    &[(C::ConfirmLocation, R::Safe1, true), OFFER_F2F],
+                ),
+            ),
+            (
+                "no call-back number, sensitive topics, low risk",
+                |c| {
+                    c.check.call_back_number = None;
+                    c.check.sensitive_topics = true;
+                },
+                (
+                    DoNotProceed,
+                    &[(C::ConfirmCallBackNumber, R::Safe2, true), OFFER_F2F],
+                ),
+            ),
+            (
+                "no call-back number, moderate risk",
+                |c| {
+                    c.check.call_back_number = None;
+                    c.risk(RiskLevel::Moderate);
+                },
+                (
+                    DoNotProceed,
+                    &[(C::ConfirmCallBackNumber, R::Safe2, true), OFFER_F2F],
+                ),
+            ),
+            (
+                "no call-back number, risk raised in the check",
+                |c| {
+                    c.check.call_back_number = None;
+                    c.check.risk_level = Some(RiskLevel::Moderate);
+                },
+                (
+                    DoNotProceed,
+                    &[(C::ConfirmCallBackNumber, R::Safe2, true), OFFER_F2F],
+                ),
+            ),
+            (
+                "clinician not private, neither disclosed nor headphones",
+                |c| c.check.clinician_in_private_space = false,
+                (
+                    DoNotProceed,
+                    &[
+                        (C::DiscloseOthersPresent, R::Safe3, true),
+                        (C::UseHeadphones, R::Safe3, true),
+                        OFFER_F2F,
+                    ],
+                ),
+            ),
+            (
+                "high risk, protocol without in-person crisis response",
+                |c| {
+                    c.check.risk_level = Some(RiskLevel::High);
+                    c.protocol.as_mut().unwrap().crisis_response = None;
+                },
+                (
+                    DoNotProceed,
+                    &[(C::AgreeSafetyProtocol, R::Safe1, true), OFFER_F2F],
+                ),
+            ),
+            // do_not_proceed causes, combined; non-blocking actions follow the blocking ones.
+            (
+                "all causes together",
+                |c| {
+                    c.protocol = None;
+                    c.check.risk_level = Some(RiskLevel::High);
+                    c.check.service_user_location = None;
+                    c.check.call_back_number = None;
+                    c.check.clinician_in_private_space = false;
+                    c.check.first_remote_appointment = true;
+                },
+                (
+                    DoNotProceed,
+                    &[
+                        (C::AgreeSafetyProtocol, R::Safe2, true),
+                        (C::ConfirmLocation, R::Safe1, true),
+                        (C::ConfirmCallBackNumber, R::Safe2, true),
+                        (C::DiscloseOthersPresent, R::Safe3, true),
+                        (C::UseHeadphones, R::Safe3, true),
+                        (C::AllowRapportTime, R::Ther2, false),
+                        OFFER_F2F,
+                    ],
+                ),
+            ),
+            (
+                "blocking call-back with non-blocking headphones",
+                |c| {
+                    c.check.call_back_number = None;
+                    c.check.sensitive_topics = true;
+                    c.check.clinician_in_private_space = false;
+                    c.check.others_present = vec!["trainee".into()];
+                },
+                (
+                    DoNotProceed,
+                    &[
+                        (C::ConfirmCallBackNumber, R::Safe2, true),
+                        (C::UseHeadphones, R::Safe3, false),
+                        OFFER_F2F,
+                    ],
+                ),
+            ),
+            // proceed_with_actions causes, each alone.
+            (
+                "location unknown at low risk",
+                |c| c.check.service_user_location = None,
+                (ProceedWithActions, &[(C::ConfirmLocation, R::Safe1, false)]),
+            ),
+            (
+                "location unknown at moderate risk",
+                |c| {
+                    c.risk(RiskLevel::Moderate);
+                    c.check.service_user_location = None;
+                },
+                (ProceedWithActions, &[(C::ConfirmLocation, R::Safe1, false)]),
+            ),
+            (
+                "no call-back number, low risk, not sensitive",
+                |c| c.check.call_back_number = None,
+                (
+                    ProceedWithActions,
+                    &[(C::ConfirmCallBackNumber, R::Safe2, false)],
+                ),
+            ),
+            (
+                "not private, headphones but nobody disclosed",
+                |c| {
+                    c.check.clinician_in_private_space = false;
+                    c.check.headphones = true;
+                },
+                (
+                    ProceedWithActions,
+                    &[(C::DiscloseOthersPresent, R::Safe3, false)],
+                ),
+            ),
+            (
+                "not private, disclosed but no headphones",
+                |c| {
+                    c.check.clinician_in_private_space = false;
+                    c.check.others_present = vec!["trainee".into()];
+                },
+                (ProceedWithActions, &[(C::UseHeadphones, R::Safe3, false)]),
+            ),
+            (
+                "not private, disclosed and headphones",
+                |c| {
+                    c.check.clinician_in_private_space = false;
+                    c.check.others_present = vec!["trainee".into()];
+                    c.check.headphones = true;
+                },
+                (Proceed, &[]),
+            ),
+            (
+                "text session, not private, nothing disclosed: headphones do not apply",
+                |c| {
+                    c.check.modality = Modality::Text;
+                    c.check.clinician_in_private_space = false;
+                },
+                (
+                    ProceedWithActions,
+                    &[(C::DiscloseOthersPresent, R::Safe3, false)],
+                ),
+            ),
+            (
+                "service user not private",
+                |c| c.check.service_user_private = Some(false),
+                (
+                    ProceedWithActions,
+                    &[(C::ConfirmServiceUserPrivacy, R::Safe3, false)],
+                ),
+            ),
+            (
+                "service user privacy not asked",
+                |c| c.check.service_user_private = None,
+                (
+                    ProceedWithActions,
+                    &[(C::ConfirmServiceUserPrivacy, R::Safe3, false)],
+                ),
+            ),
+            (
+                "first remote appointment",
+                |c| c.check.first_remote_appointment = true,
+                (
+                    ProceedWithActions,
+                    &[(C::AllowRapportTime, R::Ther2, false)],
+                ),
+            ),
+            (
+                "no plan",
+                |c| c.plan = None,
+                (
+                    ProceedWithActions,
+                    &[(C::AgreeBackupContact, R::Conn2, false)],
+                ),
+            ),
+            (
+                "plan without back-up contact",
+                |c| c.plan.as_mut().unwrap().backup_contact = None,
+                (
+                    ProceedWithActions,
+                    &[(C::AgreeBackupContact, R::Conn2, false)],
+                ),
+            ),
+            (
+                "unusual location at moderate risk",
+                |c| {
+                    c.risk(RiskLevel::Moderate);
+                    c.location("friend's flat", Some("9 Low Rd, York"));
+                },
+                (
+                    ProceedWithActions,
+                    &[(C::IdentifyLocalCrisisResponse, R::Safe1, false)],
+                ),
+            ),
+            // proceed_with_actions causes, combined.
+            (
+                "several actions",
+                |c| {
+                    c.check.first_remote_appointment = true;
+                    c.check.service_user_private = None;
+                    c.check.clinician_in_private_space = false;
+                    c.check.headphones = true;
+                },
+                (
+                    ProceedWithActions,
+                    &[
+                        (C::DiscloseOthersPresent, R::Safe3, false),
+                        (C::ConfirmServiceUserPrivacy, R::Safe3, false),
+                        (C::AllowRapportTime, R::Ther2, false),
+                    ],
+                ),
+            ),
+            (
+                "high risk, usual location, everything in place",
+                |c| c.risk(RiskLevel::High),
+                (Proceed, &[]),
+            ),
+        ];
+        for (name, setup, (outcome, expected)) in cases {
+            let mut case = Case::base();
+            setup(&mut case);
+            let got = case.run();
+            assert_eq!(got.outcome, *outcome, "{name}");
+            assert_eq!(codes(&got), expected.to_vec(), "{name}");
+            assert_eq!(
+                got.face_to_face_alternative_required,
+                *outcome == DoNotProceed,
+                "{name}"
+            );
+            assert!(got.actions.iter().all(|a| !a.text.is_empty()), "{name}");
+        }
+    }
+
+    #[test]
+    fn usual_and_unusual_locations_by_risk() {
+        let usual: &[(&str, Option<&str>)] = &[
+            ("home", Some("1 High St, Leeds")),
+            ("  HOME ", None),
+            ("at my place", Some("1  high st,   LEEDS")),
+            ("work", None),
+            ("WORK", Some("2 Park Sq, Leeds")), // the usual `Work` has no address
+            ("1 High St, Leeds", None),
+        ];
+        let unusual: &[(&str, Option<&str>)] = &[
+            ("friend's flat", None),
+            ("home", Some("5 New Rd, Hull")), // a different home
+            ("homes", None),
+        ];
+        for risk in [RiskLevel::Low, RiskLevel::Moderate, RiskLevel::High] {
+            for (is_usual, locs) in [(true, usual), (false, unusual)] {
+                for (d, a) in locs {
+                    let mut c = Case::base();
+                    c.risk(risk);
+                    c.location(d, *a);
+                    let got = c.run();
+                    let flagged = got
+                        .actions
+                        .iter()
+                        .any(|x| x.code == C::IdentifyLocalCrisisResponse);
+                    let want = !is_usual && risk > RiskLevel::Low;
+                    assert_eq!(flagged, want, "{risk:?} {d:?} {a:?}");
+                    let want_outcome = if want {
+                        Outcome::ProceedWithActions
+                    } else {
+                        Outcome::Proceed
+                    };
+                    assert_eq!(got.outcome, want_outcome, "{risk:?} {d:?} {a:?}");
+                }
+            }
+        }
+        // A protocol without usual locations makes every location unusual.
+        let mut c = Case::base();
+        c.risk(RiskLevel::Moderate);
+        c.protocol.as_mut().unwrap().usual_locations.clear();
+        assert_eq!(
+            codes(&c.run()),
+            vec![(C::IdentifyLocalCrisisResponse, R::Safe1, false)]
+        );
+    }
+
+    #[test]
+    fn effective_risk_is_the_higher_of_check_and_protocol() {
+        let l = Some(RiskLevel::Low);
+        let m = Some(RiskLevel::Moderate);
+        let h = Some(RiskLevel::High);
+        for (check, protocol, want) in [
+            (None, Some(RiskLevel::Low), l),
+            (h, Some(RiskLevel::Moderate), h),
+            (l, Some(RiskLevel::Moderate), m),
+            (m, None, m),
+            (None, None, None),
+        ] {
+            let mut c = Case::base();
+            c.check.risk_level = check;
+            match protocol {
+                Some(r) => c.risk(r),
+                None => c.protocol = None,
+            }
+            assert_eq!(c.run().effective_risk_level, want, "{check:?} {protocol:?}");
+        }
+    }
+
+    #[test]
+    fn on_disconnect_prefers_plan_then_check_then_protocol() {
+        use OnDisconnectSource as S;
+        let text_plan = |c: &mut Case| {
+            c.plan.as_mut().unwrap().backup_contact = Some(crate::domain::plan::BackupContact {
+                method: BackupMethod::Text,
+                number: phone(PLAN_NUMBER),
+            })
+        };
+        let cases: &[(&str, Setup, Route)] = &[
+            (
+                "plan back-up contact",
+                |_| {},
+                Some((BackupMethod::Telephone, PLAN_NUMBER, S::PlanBackupContact)),
+            ),
+            (
+                "plan back-up by text",
+                text_plan,
+                Some((BackupMethod::Text, PLAN_NUMBER, S::PlanBackupContact)),
+            ),
+            (
+                "no plan: the check's number",
+                |c| c.plan = None,
+                Some((
+                    BackupMethod::Telephone,
+                    CHECK_NUMBER,
+                    S::SessionCallBackNumber,
+                )),
+            ),
+            (
+                "no plan, no check number: the protocol's first number",
+                |c| {
+                    c.plan = None;
+                    c.check.call_back_number = None;
+                },
+                Some((
+                    BackupMethod::Telephone,
+                    PROTOCOL_NUMBER,
+                    S::ProtocolCallBackNumber,
+                )),
+            ),
+            (
+                "nothing known",
+                |c| {
+                    c.plan = None;
+                    c.check.call_back_number = None;
+                    c.protocol = None;
+                },
+                None,
+            ),
+        ];
+        for (name, setup, want) in cases {
+            let mut c = Case::base();
+            setup(&mut c);
+            let got = c
+                .run()
+                .on_disconnect
+                .map(|o| (o.method, o.number, o.source));
+            let want = want.map(|(m, n, s)| (m, phone(n), s));
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn disconnection_advice() {
+        // (modality, risk, sensitive, disconnections) → (emergency, alternatives)
+        let cases: &[DisconnectionCase] = &[
+            (Modality::Video, RiskLevel::Low, false, 1, false, &[]),
+            (Modality::Video, RiskLevel::High, true, 1, true, &[]),
+            (Modality::Video, RiskLevel::High, false, 1, false, &[]),
+            (Modality::Video, RiskLevel::Moderate, true, 1, false, &[]),
+            (
+                Modality::Video,
+                RiskLevel::Low,
+                false,
+                2,
+                false,
+                &[Modality::InPerson, Modality::Telephone],
+            ),
+            (
+                Modality::Text,
+                RiskLevel::High,
+                true,
+                3,
+                true,
+                &[Modality::InPerson, Modality::Telephone],
+            ),
+            (
+                Modality::Telephone,
+                RiskLevel::Low,
+                false,
+                2,
+                false,
+                &[Modality::InPerson],
+            ),
+            (Modality::Telephone, RiskLevel::Low, false, 0, false, &[]),
+        ];
+        for &(modality, risk, sensitive, n, emergency, alternatives) in cases {
+            let mut c = Case::base();
+            c.check.modality = modality;
+            c.check.sensitive_topics = sensitive;
+            c.risk(risk);
+            let outcome = c.run();
+            let advice = on_disconnection(&c.check, &outcome, c.protocol.as_ref(), n);
+            let label = format!("{modality:?} {risk:?} sensitive={sensitive} n={n}");
+            assert_eq!(
+                advice.emergency_protocol_applies_if_call_back_fails, emergency,
+                "{label}"
+            );
+            assert_eq!(advice.alternatives, alternatives.to_vec(), "{label}");
+            assert_eq!(advice.offer_alternative, n >= 2, "{label}");
+            assert_eq!(advice.disconnections, n.max(1), "{label}");
+            assert_eq!(advice.reconnect, outcome.on_disconnect, "{label}");
+            let mut want = vec![(C::Reconnect, R::Conn2)];
+            if emergency {
+                want.push((C::FollowEmergencyProtocol, R::Safe2));
+            }
+            if n >= 2 {
+                want.push((C::OfferAlternative, R::F2f1));
+            }
+            let got: Vec<_> = advice.actions.iter().map(|a| (a.code, a.rule)).collect();
+            assert_eq!(got, want, "{label}");
+        }
+    }
+
+    #[test]
+    fn disconnection_uses_the_current_protocol_when_the_check_had_no_route() {
+        let mut c = Case::base();
+        c.plan = None;
+        c.check.call_back_number = None;
+        let protocol = c.protocol.take();
+        let outcome = c.run();
+        assert_eq!(outcome.on_disconnect, None);
+        // No route at all: reconnecting is flagged as blocking.
+        let advice = on_disconnection(&c.check, &outcome, None, 1);
+        assert_eq!(advice.reconnect, None);
+        assert!(advice.actions[0].blocking);
+        // The protocol now on record supplies the number, and its high risk counts.
+        let mut protocol = protocol.unwrap();
+        protocol.risk_level = RiskLevel::High;
+        c.check.sensitive_topics = true;
+        let advice = on_disconnection(&c.check, &outcome, Some(&protocol), 1);
+        assert_eq!(
+            advice.reconnect.map(|r| (r.number, r.source)),
+            Some((
+                phone(PROTOCOL_NUMBER),
+                OnDisconnectSource::ProtocolCallBackNumber
+            ))
+        );
+        assert!(advice.emergency_protocol_applies_if_call_back_fails);
+    }
+
+    #[test]
+    fn validation_names_each_field() {
+        assert!(Case::base().check.validate().is_ok());
+        let mut v = check_json();
+        v["modality"] = json!("in_person");
+        v["service_user_location"] = json!({"description": "  ", "address": ""});
+        v["others_present"] = json!(["trainee", " ", "x".repeat(201)]);
+        let check: SessionCheckInput = serde_json::from_value(v).unwrap();
+        let errs = check.validate().unwrap_err();
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "modality",
+                "service_user_location.description",
+                "service_user_location.address",
+                "others_present[1]",
+                "others_present[2]",
+            ]
+        );
+        let mut v = check_json();
+        v["others_present"] = json!(vec!["someone"; MAX_OTHERS_PRESENT + 1]);
+        let check: SessionCheckInput = serde_json::from_value(v).unwrap();
+        let errs = check.validate().unwrap_err();
+        assert_eq!(errs[0].field, "others_present");
+    }
+
+    #[test]
+    fn wire_forms() {
+        // The example parses; unknown fields are refused; defaults apply.
+        let example = json!({"subject": "Patient/123", "modality": "video", "appointment_type": "therapy",
+            "service_user_location": {"description": "home", "address": "1 High St, Leeds"},
+            "call_back_number": "+447700900123", "clinician_in_private_space": false,
+            "others_present": ["trainee psychologist"], "headphones": true,
+            "service_user_private": true, "sensitive_topics": true});
+        let check: SessionCheckInput = serde_json::from_value(example.clone()).unwrap();
+        assert!(!check.first_remote_appointment && check.risk_level.is_none());
+        let mut bad = example;
+        bad["colour"] = json!("blue");
+        assert!(serde_json::from_value::<SessionCheckInput>(bad).is_err());
+
+        let mut c = Case::base();
+        c.check = check;
+        c.check.risk_level = Some(RiskLevel::High);
+        c.check.service_user_location = None;
+        let out = serde_json::to_value(c.run()).unwrap();
+        assert_eq!(out["outcome"], "do_not_proceed");
+        assert_eq!(out["effective_risk_level"], "high");
+        assert_eq!(out["face_to_face_alternative_required"], true);
+        assert_eq!(out["actions"][0]["code"], "confirm_location");
+        assert_eq!(out["actions"][0]["rule"], "SAFE-1");
+        assert_eq!(out["actions"][1]["code"], "offer_face_to_face");
+        assert_eq!(out["actions"][1]["rule"], "F2F-1");
+        assert_eq!(
+            out["on_disconnect"],
+            json!({"method": "telephone", "number": PLAN_NUMBER, "source": "plan_backup_contact"})
+        );
+        for (rule, id) in [
+            (R::Safe1, "SAFE-1"),
+            (R::Safe2, "SAFE-2"),
+            (R::Safe3, "SAFE-3"),
+            (R::Conn2, "CONN-2"),
+            (R::Ther2, "THER-2"),
+            (R::F2f1, "F2F-1"),
+        ] {
+            assert_eq!(serde_json::to_value(rule).unwrap(), id);
+        }
+    }
+}
