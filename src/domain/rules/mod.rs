@@ -1,0 +1,14 @@
+//! The guideline rule engine: the clinicians' guideline as rules that software can apply and
+//! explain. Pure functions over the domain types; no HTTP, no SQL, no I/O.
+//!
+//! - [`catalog`]: the 15 rules, their ids and wording (`GET /v1/guideline-rules`);
+//! - [`codes`]: prerequisite, session-action and fallback codes shared with session checks and
+//!   referrals.
+
+pub mod catalog;
+pub mod codes;
+
+pub use catalog::{catalog, Rule, RuleId, RuleSection};
+pub use codes::{
+    FallbackReason, Prerequisite, PrerequisiteCode, Reason, SessionAction, SessionActionCode,
+};
