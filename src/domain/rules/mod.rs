@@ -1,0 +1,26 @@
+//! The guideline rule engine: the clinicians' guideline as rules that software can apply and
+//! explain. Pure functions over the domain types; no HTTP, no SQL, no I/O.
+//!
+//! - [`catalog`]: the 15 rules, their ids and wording (`GET /v1/guideline-rules`);
+//! - [`codes`]: prerequisite, session-action and fallback codes shared with session checks and
+//!   referrals;
+//! - [`recommend`]: a modality recommendation for one appointment (`POST /v1/recommendations`).
+
+pub mod catalog;
+pub mod codes;
+mod engine;
+mod recommendation;
+
+pub use catalog::{catalog, Rule, RuleId, RuleSection};
+pub use codes::{
+    FallbackReason, Prerequisite, PrerequisiteCode, Reason, SessionAction, SessionActionCode,
+};
+pub use engine::recommend;
+pub use recommendation::{
+    FallbackSuggestion, ModalityOption, Recommendation, RecommendationRequest,
+};
+
+#[cfg(test)]
+mod properties;
+#[cfg(test)]
+mod tests;
