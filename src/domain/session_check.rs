@@ -5,6 +5,7 @@
 
 use super::plan::{BackupMethod, PlanInput};
 use super::protocol::{SafetyProtocolInput, UsualLocation};
+use super::rules::RuleId;
 use super::types::{check_len, AppointmentType, Modality, PhoneNumber, RiskLevel, SubjectRef};
 use super::FieldError;
 use serde::{Deserialize, Serialize};
@@ -114,31 +115,6 @@ fn non_blank(errors: &mut Vec<FieldError>, field: impl Into<String>, s: &str, ma
     }
 }
 
-/// A guideline rule a session check or disconnection advice is based on. Serialises as the
-/// rule id (`SAFE-1` …), as listed by `GET /v1/guideline-rules`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-pub enum SessionRule {
-    /// Know where the service user is; for high risk, how a fast in-person crisis response
-    /// can be mobilised.
-    #[serde(rename = "SAFE-1")]
-    Safe1,
-    /// Establish a call-back number in line with a co-developed emergency protocol.
-    #[serde(rename = "SAFE-2")]
-    Safe2,
-    /// Deliver sessions from a private space, else disclose who is present and use headphones.
-    #[serde(rename = "SAFE-3")]
-    Safe3,
-    /// Agree a back-up method of connecting ahead of time.
-    #[serde(rename = "CONN-2")]
-    Conn2,
-    /// Take more time to get to know the service user in the first remote appointment.
-    #[serde(rename = "THER-2")]
-    Ther2,
-    /// Face-to-face appointments are always offered.
-    #[serde(rename = "F2F-1")]
-    F2f1,
-}
-
 /// What the clinician must do, as a stable code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -179,7 +155,7 @@ pub enum ActionCode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Action {
     pub code: ActionCode,
-    pub rule: SessionRule,
+    pub rule: RuleId,
     /// A short clinician-facing sentence.
     pub text: String,
     /// Whether the session must not proceed remotely until this is resolved.
@@ -187,7 +163,7 @@ pub struct Action {
 }
 
 impl Action {
-    fn new(code: ActionCode, rule: SessionRule, blocking: bool, text: &str) -> Self {
+    fn new(code: ActionCode, rule: RuleId, blocking: bool, text: &str) -> Self {
         Action {
             code,
             rule,
@@ -332,7 +308,7 @@ pub fn evaluate(
     plan: Option<&PlanInput>,
 ) -> SessionCheckOutcome {
     use ActionCode as C;
-    use SessionRule as R;
+    use RuleId as R;
     let risk = input.risk_level.max(protocol.map(|p| p.risk_level));
     let high = risk == Some(RiskLevel::High);
     let above_low = risk.is_some_and(|r| r > RiskLevel::Low);
@@ -484,7 +460,7 @@ pub fn on_disconnection(
     disconnections_so_far_including_this_one: u32,
 ) -> DisconnectionAdvice {
     use ActionCode as C;
-    use SessionRule as R;
+    use RuleId as R;
     let n = disconnections_so_far_including_this_one.max(1);
     let risk = outcome
         .effective_risk_level
@@ -561,7 +537,7 @@ mod tests {
     use super::*;
     use serde_json::json;
     use ActionCode as C;
-    use SessionRule as R;
+    use RuleId as R;
 
     const CHECK_NUMBER: &str = "+447700900123";
     const PROTOCOL_NUMBER: &str = "+447700900111";
@@ -633,16 +609,16 @@ mod tests {
         PhoneNumber::parse(s).unwrap()
     }
 
-    fn codes(o: &SessionCheckOutcome) -> Vec<(ActionCode, SessionRule, bool)> {
+    fn codes(o: &SessionCheckOutcome) -> Vec<(ActionCode, RuleId, bool)> {
         o.actions
             .iter()
             .map(|a| (a.code, a.rule, a.blocking))
             .collect()
     }
 
-    const OFFER_F2F: (ActionCode, SessionRule, bool) = (C::OfferFaceToFace, R::F2f1, false);
+    const OFFER_F2F: (ActionCode, RuleId, bool) = (C::OfferFaceToFace, R::F2f1, false);
 
-    type Expect = (Outcome, &'static [(ActionCode, SessionRule, bool)]);
+    type Expect = (Outcome, &'static [(ActionCode, RuleId, bool)]);
     type Setup = fn(&mut Case);
     type Route = Option<(BackupMethod, &'static str, OnDisconnectSource)>;
     /// (modality, risk, sensitive, disconnections, emergency, alternatives)

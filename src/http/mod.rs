@@ -5,7 +5,10 @@ pub mod extract;
 pub mod observe;
 pub mod ops;
 pub mod plans;
+pub mod protocols;
+pub mod recommendations;
 pub mod records;
+pub mod session_checks;
 
 use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, Problem};
@@ -97,6 +100,9 @@ impl AppState {
     security(("bearer" = [])),
     tags(
         (name = "plans", description = "Telemental health preference plans (FLEX-*, CONN-*, EXCL-1)"),
+        (name = "safety-protocols", description = "Co-developed safety protocols (SAFE-1, SAFE-2)"),
+        (name = "session-checks", description = "Start-of-session safety checks and disconnections (SAFE-*, CONN-2, F2F-1)"),
+        (name = "recommendations", description = "Modality recommendations explained by guideline rule, and the rule catalog"),
         (name = "audit", description = "The audit trail"),
         (name = "operations", description = "Health, readiness, metrics")
     )
@@ -236,6 +242,9 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.configure(ops::configure).service(
         utoipa_actix_web::scope("/v1")
             .configure(plans::configure)
+            .configure(protocols::configure)
+            .configure(session_checks::configure)
+            .configure(recommendations::configure)
             .configure(audit::configure),
     );
 }

@@ -364,3 +364,24 @@ pub fn split_page<T>(
     };
     (rows, next)
 }
+
+/// The subject's current record of this kind with its version (one indexed lookup).
+pub async fn current<R: Resource>(
+    st: &AppState,
+    tenant: &str,
+    subject: &str,
+) -> Result<Option<(R, i64)>, ApiError> {
+    let Some(rec) = st
+        .store
+        .get_record_by_subject(R::TABLE, tenant, subject)
+        .await?
+    else {
+        return Ok(None);
+    };
+    let version = rec.version;
+    let content: R = serde_json::from_value(rec.body.0).map_err(|e| {
+        tracing::error!(error = %e, table = R::TABLE.table, "stored record does not parse");
+        ApiError::Internal
+    })?;
+    Ok(Some((content, version)))
+}

@@ -6,10 +6,12 @@
 
 mod audit;
 mod records;
+mod session_checks;
 mod ts;
 
 pub use audit::{AuditEntry, AuditFilter, AuditRow};
 pub use records::{ListQuery, Record, RecordTable, UpdateError, PLANS, SAFETY_PROTOCOLS};
+pub use session_checks::{CheckRow, NewCheck};
 pub use ts::Ts;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -9,3 +9,5 @@ mod helpers;
 mod ops;
 mod outage;
 mod plans;
+mod recommendations;
+mod safety;

@@ -1,0 +1,104 @@
+//! Session checks and their disconnections: written once, never changed.
+
+use super::audit::insert_audit;
+use super::{on_db, AuditEntry, DbResult, Store, Ts};
+use serde_json::Value;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct CheckRow {
+    pub id: Uuid,
+    pub subject: String,
+    pub body: Json<Value>,
+    pub result: Json<Value>,
+    pub protocol_version: Option<i64>,
+    pub plan_version: Option<i64>,
+    pub created_at: Ts,
+    pub created_by: String,
+    pub disconnections: i64,
+}
+
+pub struct NewCheck<'a> {
+    pub id: Uuid,
+    pub tenant: &'a str,
+    pub subject: &'a str,
+    pub body: &'a Value,
+    pub outcome: &'a str,
+    pub result: &'a Value,
+    pub protocol_version: Option<i64>,
+    pub plan_version: Option<i64>,
+}
+
+impl Store {
+    pub async fn insert_session_check(&self, c: &NewCheck<'_>, audit: &AuditEntry) -> DbResult<()> {
+        const SQL: &str =
+            "INSERT INTO session_checks (id, tenant, subject, body, outcome, result, \
+            protocol_version, plan_version, created_at, created_by) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+        on_db!(&self.db, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query(SQL)
+                .bind(c.id)
+                .bind(c.tenant)
+                .bind(c.subject)
+                .bind(Json(c.body))
+                .bind(c.outcome)
+                .bind(Json(c.result))
+                .bind(c.protocol_version)
+                .bind(c.plan_version)
+                .bind(audit.at)
+                .bind(&audit.actor)
+                .execute(&mut *tx)
+                .await?;
+            insert_audit!(&mut *tx, audit)?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    pub async fn get_session_check(&self, tenant: &str, id: Uuid) -> DbResult<Option<CheckRow>> {
+        const SQL: &str = "SELECT c.id, c.subject, c.body, c.result, c.protocol_version, \
+            c.plan_version, c.created_at, c.created_by, \
+            (SELECT COUNT(*) FROM session_disconnections d WHERE d.session_check_id = c.id) \
+            AS disconnections FROM session_checks c WHERE c.id = $1 AND c.tenant = $2";
+        let row = on_db!(&self.db, p => sqlx::query_as::<_, CheckRow>(SQL)
+            .bind(id)
+            .bind(tenant)
+            .fetch_optional(p)
+            .await)?;
+        Ok(row)
+    }
+
+    /// Records a disconnection; returns how many the session has had, this one included.
+    pub async fn add_disconnection(
+        &self,
+        tenant: &str,
+        check_id: Uuid,
+        body: &Value,
+        audit: &AuditEntry,
+    ) -> DbResult<i64> {
+        const INSERT: &str = "INSERT INTO session_disconnections \
+            (id, tenant, session_check_id, occurred_at, recorded_by, body) \
+            VALUES ($1, $2, $3, $4, $5, $6)";
+        const COUNT: &str =
+            "SELECT COUNT(*) FROM session_disconnections WHERE session_check_id = $1 AND tenant = $2";
+        let n = on_db!(&self.db, p => {
+            let mut tx = p.begin().await?;
+            sqlx::query(INSERT)
+                .bind(Uuid::now_v7())
+                .bind(tenant)
+                .bind(check_id)
+                .bind(audit.at)
+                .bind(&audit.actor)
+                .bind(Json(body))
+                .execute(&mut *tx)
+                .await?;
+            let (n,): (i64,) = sqlx::query_as(COUNT).bind(check_id).bind(tenant).fetch_one(&mut *tx).await?;
+            insert_audit!(&mut *tx, audit)?;
+            tx.commit().await?;
+            n
+        });
+        Ok(n)
+    }
+}
