@@ -145,12 +145,45 @@ pub struct Settings {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+    /// Allow webhook URLs on loopback, private and link-local addresses.
+    #[arg(long, env = "TELEMENTAL_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub webhook_allow_private: bool,
+    /// First retry delay of a failed webhook delivery; doubles after each failure, capped at 1 h.
+    #[arg(long, env = "TELEMENTAL_WEBHOOK_RETRY_BASE", default_value = "5s", value_parser = parse_duration)]
+    pub webhook_retry_base: Duration,
+    /// Attempts before a delivery is dead-lettered (replayable through the API).
+    #[arg(long, env = "TELEMENTAL_WEBHOOK_MAX_ATTEMPTS", default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub webhook_max_attempts: u32,
+    /// Timeout of one webhook POST.
+    #[arg(long, env = "TELEMENTAL_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub webhook_timeout: Duration,
+    /// How soon a routine fallback referral is due.
+    #[arg(long, env = "TELEMENTAL_REFERRAL_DUE_ROUTINE", default_value = "7d", value_parser = parse_duration)]
+    pub referral_due_routine: Duration,
+    /// How soon an urgent fallback referral is due.
+    #[arg(long, env = "TELEMENTAL_REFERRAL_DUE_URGENT", default_value = "24h", value_parser = parse_duration)]
+    pub referral_due_urgent: Duration,
+    /// How soon an emergency fallback referral is due.
+    #[arg(long, env = "TELEMENTAL_REFERRAL_DUE_EMERGENCY", default_value = "4h", value_parser = parse_duration)]
+    pub referral_due_emergency: Duration,
+    /// How often the background worker sweeps for overdue referrals, due plan reviews and
+    /// deliveries to retry (new events also wake it at once).
+    #[arg(long, env = "TELEMENTAL_WORKER_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub worker_interval: Duration,
     /// How long to wait for in-flight requests on shutdown.
     #[arg(long, env = "TELEMENTAL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 }
 
 impl Settings {
+    pub fn referral_due(&self) -> crate::domain::referral::DueDurations {
+        crate::domain::referral::DueDurations {
+            routine: self.referral_due_routine,
+            urgent: self.referral_due_urgent,
+            emergency: self.referral_due_emergency,
+        }
+    }
+
     /// Dev mode: no key material configured.
     pub fn dev_mode(&self) -> bool {
         self.jwt_secret.is_none() && self.jwks_url.is_none()
@@ -167,6 +200,12 @@ impl Settings {
         }
         if self.jwt_audience.trim().is_empty() {
             return Err("TELEMENTAL_JWT_AUDIENCE must not be empty".into());
+        }
+        if self.worker_interval.is_zero()
+            || self.webhook_retry_base.is_zero()
+            || self.webhook_timeout.is_zero()
+        {
+            return Err("TELEMENTAL_WORKER_INTERVAL, TELEMENTAL_WEBHOOK_RETRY_BASE and TELEMENTAL_WEBHOOK_TIMEOUT must be above zero".into());
         }
         if self.database_max_connections == 0 {
             return Err("TELEMENTAL_DATABASE_MAX_CONNECTIONS must be at least 1".into());
@@ -188,6 +227,14 @@ impl Settings {
             log: "warn".into(),
             log_format: LogFormat::Text,
             shutdown_timeout: Duration::from_secs(1),
+            webhook_allow_private: false,
+            webhook_retry_base: Duration::from_secs(5),
+            webhook_max_attempts: 12,
+            webhook_timeout: Duration::from_secs(10),
+            referral_due_routine: Duration::from_secs(7 * 86_400),
+            referral_due_urgent: Duration::from_secs(86_400),
+            referral_due_emergency: Duration::from_secs(4 * 3600),
+            worker_interval: Duration::from_millis(200),
         }
     }
 }

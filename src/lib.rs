@@ -5,6 +5,7 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod outbox;
 pub mod store;
 
 use crate::auth::Authenticator;
@@ -25,6 +26,8 @@ pub struct Application {
     port: u16,
     server: actix_web::dev::Server,
     pub store: Store,
+    worker: tokio::task::JoinHandle<()>,
+    stop_worker: tokio::sync::watch::Sender<bool>,
 }
 
 impl Application {
@@ -42,8 +45,12 @@ impl Application {
         let auth = Authenticator::new(settings, dev_secret)?;
         auth.warm_up().await;
         let auth = web::Data::new(auth);
+        let outbox_wake = Arc::new(tokio::sync::Notify::new());
         let state = web::Data::new(AppState {
             store: store.clone(),
+            referral_due: settings.referral_due(),
+            webhook_allow_private: settings.webhook_allow_private,
+            outbox_wake: outbox_wake.clone(),
         });
         let api = openapi();
         let known = web::Data::new(Arc::new(KnownPaths::of(&api)));
@@ -83,10 +90,16 @@ impl Application {
         } else {
             server.disable_signals().run()
         };
+        let (stop_worker, stop_rx) = tokio::sync::watch::channel(false);
+        let worker = tokio::spawn(
+            outbox::worker::Worker::new(store.clone(), settings, outbox_wake).run(stop_rx),
+        );
         Ok(Application {
             port,
             server,
             store,
+            worker,
+            stop_worker,
         })
     }
 
@@ -97,6 +110,10 @@ impl Application {
     /// Serves until SIGTERM/SIGINT (graceful: in-flight requests finish) or the handle stops it.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let r = self.server.await;
+        // After the last request: the worker finishes its round (an unfinished delivery's
+        // lease expires and it is sent again later), then the pool closes.
+        let _ = self.stop_worker.send(true);
+        let _ = self.worker.await;
         self.store.close().await;
         r
     }

@@ -2,6 +2,7 @@
 
 pub mod plan;
 pub mod protocol;
+pub mod referral;
 pub mod rules;
 pub mod session_check;
 pub mod types;

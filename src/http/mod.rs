@@ -8,7 +8,9 @@ pub mod plans;
 pub mod protocols;
 pub mod recommendations;
 pub mod records;
+pub mod referrals;
 pub mod session_checks;
+pub mod webhooks;
 
 use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, Problem};
@@ -28,6 +30,16 @@ use uuid::Uuid;
 /// What handlers share.
 pub struct AppState {
     pub store: Store,
+    pub referral_due: crate::domain::referral::DueDurations,
+    pub webhook_allow_private: bool,
+    /// Wakes the outbox worker after a commit that wrote events, so delivery starts at once.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
+}
+
+impl AppState {
+    pub fn wake_outbox(&self) {
+        self.outbox_wake.notify_one();
+    }
 }
 
 impl AppState {
@@ -103,6 +115,8 @@ impl AppState {
         (name = "safety-protocols", description = "Co-developed safety protocols (SAFE-1, SAFE-2)"),
         (name = "session-checks", description = "Start-of-session safety checks and disconnections (SAFE-*, CONN-2, F2F-1)"),
         (name = "recommendations", description = "Modality recommendations explained by guideline rule, and the rule catalog"),
+        (name = "referrals", description = "Face-to-face fallback referrals without delay (F2F-1)"),
+        (name = "webhooks", description = "Signed outbound notifications, delivered at least once from a transactional outbox"),
         (name = "audit", description = "The audit trail"),
         (name = "operations", description = "Health, readiness, metrics")
     )
@@ -211,10 +225,20 @@ impl Modify for Conventions {
                 if has_id && !public {
                     codes.push("404");
                 }
+                let has_if_match = op.parameters.as_ref().is_some_and(|ps| {
+                    ps.iter().any(|p| {
+                        serde_json::to_value(p)
+                            .map(|v| v["name"] == "If-Match")
+                            .unwrap_or(false)
+                    })
+                });
                 if *method == Method::PUT {
                     codes.extend(["412", "428"]);
+                } else if has_if_match {
+                    codes.push("412");
                 }
-                if *method == Method::POST && !has_id {
+                // Creates (duplicates, reused idempotency keys) and state transitions.
+                if *method == Method::POST && (!has_id || path.ends_with("/status")) {
                     codes.push("409");
                 }
                 if path == "/readyz" {
@@ -245,6 +269,8 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .configure(protocols::configure)
             .configure(session_checks::configure)
             .configure(recommendations::configure)
+            .configure(referrals::configure)
+            .configure(webhooks::configure)
             .configure(audit::configure),
     );
 }

@@ -120,6 +120,15 @@ pub async fn create_session_check(
         Some(&subject),
         "success",
     );
+    // The scheduler hears of it at once, to offer a face-to-face alternative (F2F-1). The
+    // service user's location is not part of the event.
+    let event = (outcome == "do_not_proceed").then(|| {
+        json!({
+            "session_check_id": id, "subject": subject, "modality": check.modality,
+            "appointment_type": check.appointment_type, "outcome": outcome,
+            "actions": result.actions, "face_to_face_alternative_required": true,
+        })
+    });
     st.store
         .insert_session_check(
             &NewCheck {
@@ -133,8 +142,12 @@ pub async fn create_session_check(
                 plan_version: plan.as_ref().map(|p| p.1),
             },
             &audit,
+            event.as_ref(),
         )
         .await?;
+    if event.is_some() {
+        st.wake_outbox();
+    }
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/session-checks/{id}")))
         .json(SessionCheck {

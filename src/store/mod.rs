@@ -5,7 +5,9 @@
 //! Engine-specific column types are handled by the migrations and by [`Ts`].
 
 mod audit;
+pub mod outbox;
 mod records;
+pub mod referrals;
 mod session_checks;
 mod ts;
 

@@ -1,6 +1,7 @@
 //! Session checks and their disconnections: written once, never changed.
 
 use super::audit::insert_audit;
+use super::outbox::emit_event;
 use super::{on_db, AuditEntry, DbResult, Store, Ts};
 use serde_json::Value;
 use sqlx::types::Json;
@@ -31,7 +32,13 @@ pub struct NewCheck<'a> {
 }
 
 impl Store {
-    pub async fn insert_session_check(&self, c: &NewCheck<'_>, audit: &AuditEntry) -> DbResult<()> {
+    /// Stores a check; `event` is the payload of `session_check.do_not_proceed`, when due.
+    pub async fn insert_session_check(
+        &self,
+        c: &NewCheck<'_>,
+        audit: &AuditEntry,
+        event: Option<&Value>,
+    ) -> DbResult<()> {
         const SQL: &str =
             "INSERT INTO session_checks (id, tenant, subject, body, outcome, result, \
             protocol_version, plan_version, created_at, created_by) \
@@ -52,6 +59,9 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             insert_audit!(&mut *tx, audit)?;
+            if let Some(data) = event {
+                emit_event!(tx, c.tenant, "session_check.do_not_proceed", data, audit.at);
+            }
             tx.commit().await?;
         });
         Ok(())

@@ -1,0 +1,390 @@
+//! `/v1/webhooks`: outbound, signed notifications for scheduling systems.
+
+use super::extract::{decode_cursor, page_limit, Input, ValidJson};
+use super::records::split_page;
+use super::AppState;
+use crate::auth::{Caller, Scope};
+use crate::domain::FieldError;
+use crate::error::ApiError;
+use crate::outbox::guard::{check_resolved, check_webhook_url, new_secret};
+use crate::store::Ts;
+use actix_web::{delete, get, post, web, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// The events a webhook can subscribe to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum WebhookEvent {
+    /// A fallback referral was created.
+    #[serde(rename = "referral.created")]
+    ReferralCreated,
+    /// A referral changed status.
+    #[serde(rename = "referral.status_changed")]
+    ReferralStatusChanged,
+    /// A referral passed its due time unscheduled (sent once).
+    #[serde(rename = "referral.overdue")]
+    ReferralOverdue,
+    /// A plan reached its review date (sent once per date).
+    #[serde(rename = "plan.review_due")]
+    PlanReviewDue,
+    /// A start-of-session check said do not proceed: offer face-to-face.
+    #[serde(rename = "session_check.do_not_proceed")]
+    SessionCheckDoNotProceed,
+}
+
+impl WebhookEvent {
+    fn as_str(self) -> &'static str {
+        match self {
+            WebhookEvent::ReferralCreated => "referral.created",
+            WebhookEvent::ReferralStatusChanged => "referral.status_changed",
+            WebhookEvent::ReferralOverdue => "referral.overdue",
+            WebhookEvent::PlanReviewDue => "plan.review_due",
+            WebhookEvent::SessionCheckDoNotProceed => "session_check.do_not_proceed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookInput {
+    /// Where to POST events: http(s); loopback, private and link-local addresses are refused
+    /// (also after DNS resolution) unless TELEMENTAL_WEBHOOK_ALLOW_PRIVATE=true.
+    #[schema(example = "https://scheduler.example.org/hooks/telemental")]
+    pub url: String,
+    /// At least one event type.
+    pub events: Vec<WebhookEvent>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+impl Input for WebhookInput {
+    fn template() -> Value {
+        json!({"url": "https://example.org/hook", "events": ["referral.created"]})
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Webhook {
+    pub id: Uuid,
+    pub url: String,
+    pub events: Vec<WebhookEvent>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub created_by: String,
+}
+
+/// A new webhook, with its signing secret: shown this once, never again.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookCreated {
+    #[serde(flatten)]
+    pub webhook: Webhook,
+    /// HMAC-SHA256 key for `Telemental-Signature`. Store it now.
+    pub secret: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WebhookList {
+    pub items: Vec<Webhook>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryAttempt {
+    pub at: DateTime<Utc>,
+    /// The receiver's HTTP status, when it answered.
+    pub status_code: Option<i32>,
+    pub error: Option<String>,
+    pub duration_ms: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Delivery {
+    pub id: Uuid,
+    pub event_id: Uuid,
+    pub event_type: String,
+    /// `pending`, `delivered`, `dead` (gave up; replayable) or `cancelled` (webhook deleted).
+    pub status: String,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// Every attempt, oldest first.
+    pub attempt_log: Vec<DeliveryAttempt>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryList {
+    pub items: Vec<Delivery>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryParams {
+    /// `pending`, `delivered`, `dead` or `cancelled`.
+    pub status: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+fn webhook(row: crate::store::outbox::WebhookRow) -> Webhook {
+    let events = row
+        .events
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| serde_json::from_value(Value::from(s)).ok())
+        .collect();
+    Webhook {
+        id: row.id,
+        url: row.url,
+        events,
+        description: row.description,
+        created_at: row.created_at.0,
+        created_by: row.created_by,
+    }
+}
+
+/// Register a webhook.
+///
+/// Events are POSTed as `{"id", "type", "occurred_at", "data"}` with headers
+/// `Telemental-Event-Id` and `Telemental-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`,
+/// retried with exponential backoff until a 2xx, dead-lettered after the configured attempts.
+#[utoipa::path(tag = "webhooks", operation_id = "createWebhook", request_body = WebhookInput,
+    responses((status = 201, description = "Registered; the secret is shown once", body = WebhookCreated)),
+    security(("bearer" = ["webhooks:manage"])))]
+#[post("/webhooks")]
+pub async fn create_webhook(
+    st: web::Data<AppState>,
+    caller: Caller,
+    body: ValidJson<WebhookInput>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::WebhooksManage)?;
+    let input = body.0;
+    let mut errors = Vec::new();
+    match check_webhook_url(&input.url, st.webhook_allow_private) {
+        Ok(url) => {
+            if let Err(e) = check_resolved(&url, st.webhook_allow_private).await {
+                errors.push(FieldError::new("url", e));
+            }
+        }
+        Err(e) => errors.push(FieldError::new("url", e)),
+    }
+    if input.events.is_empty() {
+        errors.push(FieldError::new(
+            "events",
+            "must name at least one event type",
+        ));
+    }
+    crate::domain::types::check_unique(&mut errors, "events", &input.events);
+    if let Some(d) = &input.description {
+        crate::domain::types::check_len(&mut errors, "description", d, 500);
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    let id = Uuid::now_v7();
+    let secret = new_secret();
+    let events = format!(
+        ",{},",
+        input
+            .events
+            .iter()
+            .map(|e| e.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let now = Ts::now();
+    st.store
+        .insert_webhook(
+            id,
+            &caller.tenant,
+            &input.url,
+            &events,
+            &secret,
+            input.description.as_deref(),
+            now,
+            &caller.sub,
+        )
+        .await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("Location", format!("/v1/webhooks/{id}")))
+        .json(WebhookCreated {
+            webhook: Webhook {
+                id,
+                url: input.url,
+                events: input.events,
+                description: input.description,
+                created_at: now.0,
+                created_by: caller.sub.clone(),
+            },
+            secret,
+        }))
+}
+
+/// List this tenant's webhooks (secrets are never shown again).
+#[utoipa::path(tag = "webhooks", operation_id = "listWebhooks",
+    responses((status = 200, description = "Webhooks", body = WebhookList)),
+    security(("bearer" = ["webhooks:manage"])))]
+#[get("/webhooks")]
+pub async fn list_webhooks(
+    st: web::Data<AppState>,
+    caller: Caller,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::WebhooksManage)?;
+    let items = st
+        .store
+        .list_webhooks(&caller.tenant)
+        .await?
+        .into_iter()
+        .map(webhook)
+        .collect();
+    Ok(HttpResponse::Ok().json(WebhookList { items }))
+}
+
+/// Read a webhook.
+#[utoipa::path(tag = "webhooks", operation_id = "getWebhook",
+    params(("id" = Uuid, Path, description = "Webhook id")),
+    responses((status = 200, description = "The webhook", body = Webhook)),
+    security(("bearer" = ["webhooks:manage"])))]
+#[get("/webhooks/{id}")]
+pub async fn get_webhook(
+    st: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::WebhooksManage)?;
+    let row = st
+        .store
+        .get_webhook(&caller.tenant, id.into_inner())
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(HttpResponse::Ok().json(webhook(row)))
+}
+
+/// Delete a webhook; its pending deliveries are cancelled, its history stays readable.
+#[utoipa::path(tag = "webhooks", operation_id = "deleteWebhook",
+    params(("id" = Uuid, Path, description = "Webhook id")),
+    responses((status = 204, description = "Deleted")),
+    security(("bearer" = ["webhooks:manage"])))]
+#[delete("/webhooks/{id}")]
+pub async fn delete_webhook(
+    st: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::WebhooksManage)?;
+    if st
+        .store
+        .delete_webhook(&caller.tenant, id.into_inner(), Ts::now())
+        .await?
+    {
+        Ok(HttpResponse::NoContent().finish())
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+/// A webhook's deliveries with every attempt, oldest first.
+#[utoipa::path(tag = "webhooks", operation_id = "listWebhookDeliveries",
+    params(("id" = Uuid, Path, description = "Webhook id"), DeliveryParams),
+    responses((status = 200, description = "Deliveries", body = DeliveryList)),
+    security(("bearer" = ["webhooks:manage"])))]
+#[get("/webhooks/{id}/deliveries")]
+pub async fn list_webhook_deliveries(
+    st: web::Data<AppState>,
+    caller: Caller,
+    id: web::Path<Uuid>,
+    q: web::Query<DeliveryParams>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::WebhooksManage)?;
+    let id = id.into_inner();
+    let q = q.into_inner();
+    let limit = page_limit(q.limit)?;
+    if let Some(s) = &q.status {
+        if !["pending", "delivered", "dead", "cancelled"].contains(&s.as_str()) {
+            return Err(ApiError::BadRequest(
+                "status must be pending, delivered, dead or cancelled".into(),
+            ));
+        }
+    }
+    let after =
+        match &q.cursor {
+            Some(c) => Some(decode_cursor(c)?.parse::<Uuid>().map_err(|_| {
+                ApiError::BadRequest("cursor is not one this service issued".into())
+            })?),
+            None => None,
+        };
+    if st.store.get_webhook(&caller.tenant, id).await?.is_none() {
+        return Err(ApiError::NotFound);
+    }
+    let (rows, attempts) = st
+        .store
+        .list_deliveries(&caller.tenant, id, q.status.as_deref(), after, limit + 1)
+        .await?;
+    let (rows, next_cursor) = split_page(rows, limit, |r| r.id.to_string());
+    let items = rows
+        .into_iter()
+        .map(|d| Delivery {
+            attempt_log: attempts
+                .iter()
+                .filter(|a| a.delivery_id == d.id)
+                .map(|a| DeliveryAttempt {
+                    at: a.at.0,
+                    status_code: a.status_code,
+                    error: a.error.clone(),
+                    duration_ms: a.duration_ms,
+                })
+                .collect(),
+            id: d.id,
+            event_id: d.event_id,
+            event_type: d.event_type,
+            status: d.status,
+            attempts: d.attempts,
+            next_attempt_at: d.next_attempt_at.0,
+            last_status: d.last_status,
+            last_error: d.last_error,
+            created_at: d.created_at.0,
+            delivered_at: d.delivered_at.map(|t| t.0),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(DeliveryList { items, next_cursor }))
+}
+
+/// Send a dead (or delivered) delivery again, from attempt one.
+#[utoipa::path(tag = "webhooks", operation_id = "replayWebhookDelivery",
+    params(("id" = Uuid, Path, description = "Webhook id"), ("delivery_id" = Uuid, Path, description = "Delivery id")),
+    responses((status = 202, description = "Queued again")),
+    security(("bearer" = ["webhooks:manage"])))]
+#[post("/webhooks/{id}/deliveries/{delivery_id}/replay")]
+pub async fn replay_webhook_delivery(
+    st: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::WebhooksManage)?;
+    let (id, delivery) = path.into_inner();
+    if st
+        .store
+        .replay_delivery(&caller.tenant, id, delivery, Ts::now())
+        .await?
+    {
+        st.wake_outbox();
+        Ok(HttpResponse::Accepted().finish())
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(create_webhook)
+        .service(list_webhooks)
+        .service(get_webhook)
+        .service(delete_webhook)
+        .service(list_webhook_deliveries)
+        .service(replay_webhook_delivery);
+}
