@@ -10,4 +10,6 @@ mod ops;
 mod outage;
 mod plans;
 mod recommendations;
+mod referrals;
 mod safety;
+mod webhooks;
