@@ -1,6 +1,6 @@
 //! `GET /v1/audit-events`: the append-only trail of every read and write of a record.
 
-use super::extract::{decode_cursor, page_limit};
+use super::extract::{page_limit, parse_cursor};
 use super::records::split_page;
 use super::AppState;
 use crate::auth::{Caller, Scope};
@@ -64,13 +64,7 @@ pub async fn list_audit_events(
     caller.require(Scope::AuditRead)?;
     let q = q.into_inner();
     let limit = page_limit(q.limit)?;
-    let after =
-        match &q.cursor {
-            Some(c) => Some(decode_cursor(c)?.parse::<Uuid>().map_err(|_| {
-                ApiError::BadRequest("cursor is not one this service issued".into())
-            })?),
-            None => None,
-        };
+    let after = parse_cursor::<Uuid>(q.cursor.as_deref())?;
     let filter = AuditFilter {
         subject: q.subject,
         resource_type: q.resource_type,

@@ -285,7 +285,18 @@ pub fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
         .decode(cursor)
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| ApiError::BadRequest("cursor is not one this service issued".into()))
+        .ok_or_else(bad_cursor)
+}
+
+pub fn bad_cursor() -> ApiError {
+    ApiError::BadRequest("cursor is not one this service issued".into())
+}
+
+/// An optional cursor holding one key (an id or a version).
+pub fn parse_cursor<T: std::str::FromStr>(cursor: Option<&str>) -> Result<Option<T>, ApiError> {
+    cursor
+        .map(|c| decode_cursor(c)?.parse::<T>().map_err(|_| bad_cursor()))
+        .transpose()
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! `POST /v1/recommendations` and `GET /v1/guideline-rules`: the guideline as explainable rules.
 
 use super::extract::{Input, ValidJson};
-use super::records::{current, today};
+use super::records::today;
 use super::AppState;
 use crate::auth::{Caller, Scope};
 use crate::domain::plan::PlanInput;
@@ -60,12 +60,10 @@ pub async fn recommend_modality(
     caller.require(Scope::RecommendationsRead)?;
     let req = body.0;
     let subject = req.subject.as_str();
-    // Two indexed lookups and nothing else on the hot path.
-    let (plan, protocol) = futures_util::future::try_join(
-        current::<PlanInput>(&st, &caller.tenant, subject),
-        current::<SafetyProtocolInput>(&st, &caller.tenant, subject),
-    )
-    .await?;
+    // Two indexed lookups in one round trip, and nothing else on the hot path.
+    let (plan, protocol) = st.store.plan_and_protocol(&caller.tenant, subject).await?;
+    let plan = parse_stored::<PlanInput>(plan)?;
+    let protocol = parse_stored::<SafetyProtocolInput>(protocol)?;
     let recommendation = recommend(
         &req,
         plan.as_ref().map(|p| &p.0),
@@ -77,6 +75,20 @@ pub async fn recommend_modality(
         plan_version: plan.map(|p| p.1),
         protocol_version: protocol.map(|p| p.1),
     }))
+}
+
+fn parse_stored<T: serde::de::DeserializeOwned>(
+    row: Option<(String, i64)>,
+) -> Result<Option<(T, i64)>, ApiError> {
+    row.map(|(body, version)| {
+        serde_json::from_str(&body)
+            .map(|t| (t, version))
+            .map_err(|e| {
+                tracing::error!(error = %e, "stored record does not parse");
+                ApiError::Internal
+            })
+    })
+    .transpose()
 }
 
 /// The guideline rules: id, section, title, guideline text and what the service does.

@@ -1,7 +1,9 @@
 //! What every versioned resource shares: create, read, replace with `If-Match`, versions and
 //! lists, each audited. A resource implements [`Resource`] and gets all of it.
 
-use super::extract::{decode_cursor, encode_cursor, etag, if_match, page_limit, Input};
+use super::extract::{
+    bad_cursor, decode_cursor, encode_cursor, etag, if_match, page_limit, parse_cursor, Input,
+};
 use super::AppState;
 use crate::auth::{Caller, Scope};
 use crate::domain::types::SubjectRef;
@@ -255,13 +257,7 @@ pub async fn versions<R: Resource>(
     st.require(caller, R::READ, R::TABLE.resource_type, "read_versions")
         .await?;
     let limit = page_limit(page.limit)?;
-    let before =
-        match &page.cursor {
-            Some(c) => Some(decode_cursor(c)?.parse::<i64>().map_err(|_| {
-                ApiError::BadRequest("cursor is not one this service issued".into())
-            })?),
-            None => None,
-        };
+    let before = parse_cursor::<i64>(page.cursor.as_deref())?;
     let Some(rows) = st
         .store
         .list_versions(R::TABLE, &caller.tenant, id, before, limit + 1)
@@ -310,7 +306,7 @@ pub async fn list<R: Resource>(
     let after = match &params.cursor {
         Some(c) => {
             let raw = decode_cursor(c)?;
-            let bad = || ApiError::BadRequest("cursor is not one this service issued".into());
+            let bad = bad_cursor;
             let (d, id) = raw.split_once('|').ok_or_else(bad)?;
             Some((
                 d.parse::<NaiveDate>().map_err(|_| bad())?,

@@ -1,7 +1,7 @@
 //! `/v1/referrals`: face-to-face fallback referrals without delay (F2F-1), idempotent under
 //! retries, each change announced by webhook through the outbox.
 
-use super::extract::{decode_cursor, etag, if_match, page_limit, Input, ValidJson};
+use super::extract::{etag, if_match, page_limit, parse_cursor, Input, ValidJson};
 use super::records::{split_page, Meta, PageParams};
 use super::AppState;
 use crate::auth::{Caller, Scope};
@@ -292,13 +292,7 @@ pub async fn list_referrals(
         .await?;
     let q = q.into_inner();
     let limit = page_limit(q.limit)?;
-    let after =
-        match &q.cursor {
-            Some(c) => Some(decode_cursor(c)?.parse::<Uuid>().map_err(|_| {
-                ApiError::BadRequest("cursor is not one this service issued".into())
-            })?),
-            None => None,
-        };
+    let after = parse_cursor::<Uuid>(q.cursor.as_deref())?;
     let now = Ts::now();
     let rows = st
         .store
@@ -354,13 +348,7 @@ pub async fn list_referral_versions(
     let id = id.into_inner();
     let page = page.into_inner();
     let limit = page_limit(page.limit)?;
-    let before =
-        match &page.cursor {
-            Some(c) => Some(decode_cursor(c)?.parse::<i64>().map_err(|_| {
-                ApiError::BadRequest("cursor is not one this service issued".into())
-            })?),
-            None => None,
-        };
+    let before = parse_cursor::<i64>(page.cursor.as_deref())?;
     let rows = st
         .store
         .referral_versions(&caller.tenant, id, before, limit + 1)

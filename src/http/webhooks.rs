@@ -1,6 +1,6 @@
 //! `/v1/webhooks`: outbound, signed notifications for scheduling systems.
 
-use super::extract::{decode_cursor, page_limit, Input, ValidJson};
+use super::extract::{page_limit, parse_cursor, Input, ValidJson};
 use super::records::split_page;
 use super::AppState;
 use crate::auth::{Caller, Scope};
@@ -312,13 +312,7 @@ pub async fn list_webhook_deliveries(
             ));
         }
     }
-    let after =
-        match &q.cursor {
-            Some(c) => Some(decode_cursor(c)?.parse::<Uuid>().map_err(|_| {
-                ApiError::BadRequest("cursor is not one this service issued".into())
-            })?),
-            None => None,
-        };
+    let after = parse_cursor::<Uuid>(q.cursor.as_deref())?;
     if st.store.get_webhook(&caller.tenant, id).await?.is_none() {
         return Err(ApiError::NotFound);
     }

@@ -12,8 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify};
 
-/// Deliveries claimed per round.
-const BATCH: i64 = 32;
+/// Deliveries in flight at once per instance. Slots are claimed as they free up, so one slow
+/// receiver holds one slot, not the whole queue.
+const IN_FLIGHT: usize = 32;
 /// How often idempotency keys older than 48 h are forgotten.
 const KEY_SWEEP_EVERY: Duration = Duration::from_secs(600);
 
@@ -26,6 +27,7 @@ pub struct Worker {
     interval: Duration,
     lease: Duration,
     wake: Arc<Notify>,
+    slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Worker {
@@ -39,29 +41,33 @@ impl Worker {
             interval: settings.worker_interval,
             lease: settings.webhook_timeout + Duration::from_secs(30),
             wake,
+            slots: Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT)),
         }
     }
 
     /// Runs until `stop` turns true.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let this = Arc::new(self);
         let mut last_key_sweep: Option<Instant> = None;
         loop {
-            if let Err(e) = self.round(&mut last_key_sweep).await {
+            if let Err(e) = this.round(&mut last_key_sweep).await {
                 tracing::warn!(error = %e, "outbox round failed; will retry");
             }
             tokio::select! {
-                _ = self.wake.notified() => {}
-                _ = tokio::time::sleep(self.interval) => {}
+                _ = this.wake.notified() => {}
+                _ = tokio::time::sleep(this.interval) => {}
                 _ = stop.changed() => {}
             }
             if *stop.borrow() {
                 break;
             }
         }
+        // Let deliveries in flight finish (bounded by the webhook timeout).
+        let _ = this.slots.acquire_many(IN_FLIGHT as u32).await;
     }
 
     async fn round(
-        &self,
+        self: &Arc<Self>,
         last_key_sweep: &mut Option<Instant>,
     ) -> Result<(), crate::store::DbError> {
         let now = Ts::now();
@@ -80,19 +86,30 @@ impl Worker {
             *last_key_sweep = Some(Instant::now());
         }
         loop {
+            let free = self.slots.available_permits();
+            if free == 0 {
+                return Ok(()); // a finishing delivery wakes the worker
+            }
             let now = Ts::now();
             let lease =
                 chrono::Duration::from_std(self.lease).unwrap_or(chrono::Duration::minutes(1));
             let jobs = self
                 .store
-                .claim_deliveries(now, Ts::from(now.0 + lease), BATCH)
+                .claim_deliveries(now, Ts::from(now.0 + lease), free as i64)
                 .await?;
-            if jobs.is_empty() {
-                return Ok(());
+            let claimed = jobs.len();
+            for job in jobs {
+                let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                    break; // cannot happen: we claimed no more than the free slots
+                };
+                let worker = self.clone();
+                tokio::spawn(async move {
+                    worker.deliver(job).await;
+                    drop(permit);
+                    worker.wake.notify_one();
+                });
             }
-            let n = jobs.len() as i64;
-            futures_util::future::join_all(jobs.into_iter().map(|j| self.deliver(j))).await;
-            if n < BATCH {
+            if claimed < free {
                 return Ok(());
             }
         }

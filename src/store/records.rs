@@ -305,3 +305,28 @@ impl Store {
         Ok(rows)
     }
 }
+
+impl Store {
+    /// The subject's current plan and safety protocol (body and version) in one round trip:
+    /// two primary-index lookups, nothing else — the recommendation's hot path.
+    pub async fn plan_and_protocol(
+        &self,
+        tenant: &str,
+        subject: &str,
+    ) -> DbResult<(Option<(String, i64)>, Option<(String, i64)>)> {
+        const SQL: &str = "SELECT 0 AS kind, version, body FROM plans WHERE tenant = $1 AND subject = $2 \
+            UNION ALL SELECT 1 AS kind, version, body FROM safety_protocols WHERE tenant = $1 AND subject = $2";
+        let rows: Vec<(i32, i64, Json<Box<serde_json::value::RawValue>>)> = on_db!(&self.db, p =>
+            sqlx::query_as(SQL).bind(tenant).bind(subject).fetch_all(p).await)?;
+        let (mut plan, mut protocol) = (None, None);
+        for (kind, version, body) in rows {
+            let found = Some((body.0.get().to_string(), version));
+            if kind == 0 {
+                plan = found;
+            } else {
+                protocol = found;
+            }
+        }
+        Ok((plan, protocol))
+    }
+}
