@@ -5,6 +5,7 @@
 mod audit;
 mod auth;
 mod binary;
+mod delivery_faults;
 mod helpers;
 mod ops;
 mod outage;
