@@ -50,18 +50,6 @@ impl ReferralStatus {
         }
     }
 
-    pub fn parse(s: &str) -> Option<ReferralStatus> {
-        [
-            ReferralStatus::Requested,
-            ReferralStatus::Accepted,
-            ReferralStatus::Scheduled,
-            ReferralStatus::Completed,
-            ReferralStatus::Cancelled,
-        ]
-        .into_iter()
-        .find(|st| st.as_str() == s)
-    }
-
     /// The states reachable from this one.
     pub fn allowed_next(self) -> &'static [ReferralStatus] {
         use ReferralStatus::*;
