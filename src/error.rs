@@ -203,6 +203,10 @@ impl From<DbError> for ApiError {
                 tracing::error!(%cause, "database error");
                 ApiError::Internal
             }
+            DbError::Unreadable(cause) => {
+                tracing::error!(%cause, "stored row does not read");
+                ApiError::Internal
+            }
         }
     }
 }

@@ -1,18 +1,19 @@
 //! Telemental health preference plans (FLEX-1, FLEX-2, FLEX-4, FLEX-5, CONN-1, CONN-2, EXCL-1).
 
 use super::types::{
-    check_len, check_unique, is_future, AppointmentType, Modality, PhoneNumber, ReviewInterval,
-    SubjectRef,
+    check_unique, is_future, list_schema, AppointmentType, CalendarDate, Label, Modality, Name,
+    Notes, PhoneNumber, Reference, ReviewInterval, ShortNote, SubjectRef, MAX_LIST,
 };
 use super::FieldError;
 use chrono::{Days, NaiveDate};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use utoipa::openapi::{RefOr, Schema};
 use utoipa::ToSchema;
 
-/// The content of a preference plan as agreed with the service user. The service adds `id`,
-/// `version`, timestamps, `next_review_due` and `digital_exclusion`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+/// The content of a preference plan as agreed with the service user, not yet checked:
+/// [`PlanInput::check`] makes a [`Plan`] of it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanInput {
     pub subject: SubjectRef,
@@ -36,37 +37,38 @@ pub struct PlanInput {
     /// When the plan was last reviewed with the service user; defaults to the day of the write
     /// and may not lie in the future.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, format = Date, example = "2026-11-20")]
-    pub last_reviewed_on: Option<NaiveDate>,
+    pub last_reviewed_on: Option<CalendarDate>,
     /// Free text, at most 10 000 characters. Never logged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notes: Option<String>,
+    pub notes: Option<Notes>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InitialConversation {
-    #[schema(value_type = String, format = Date, example = "2026-11-20")]
-    pub held_on: NaiveDate,
+    /// When it was held; not in the future.
+    pub held_on: CalendarDate,
     /// Who held it, e.g. `Practitioner/9`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = "Practitioner/9")]
-    pub held_by: Option<String>,
+    pub held_by: Option<Reference>,
 }
 
 /// Ranked modalities, most preferred first (FLEX-2, FLEX-4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Preferences {
-    /// The ranking used when no appointment-type ranking applies; at least one modality.
-    #[schema(example = json!(["video", "telephone", "in_person"]))]
+    /// The ranking used when no appointment-type ranking applies: one to four modalities,
+    /// each once.
+    #[schema(schema_with = ranking_schema)]
     pub default: Vec<Modality>,
-    /// Rankings that differ by appointment type.
+    /// Rankings that differ by appointment type (keys are appointment types).
     #[serde(default)]
-    #[schema(example = json!({"medication_review": ["telephone", "in_person"]}))]
+    #[schema(schema_with = rankings_by_type_schema)]
     pub by_appointment_type: BTreeMap<AppointmentType, Vec<Modality>>,
-    /// Modalities the service user is uncomfortable with: never suitable for them (FLEX-5).
+    /// Remote modalities the service user is uncomfortable with: never suitable for them
+    /// (FLEX-5). `in_person` cannot be listed: it is always offered (F2F-1).
     #[serde(default)]
+    #[schema(schema_with = uncomfortable_schema)]
     pub uncomfortable_with: Vec<Modality>,
 }
 
@@ -133,14 +135,16 @@ pub enum PrivateSpace {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Resources {
+    /// Each device kind at most once.
     #[serde(default)]
+    #[schema(schema_with = devices_schema)]
     pub devices: Vec<Device>,
     pub connectivity: Connectivity,
     pub digital_skills: DigitalSkills,
     /// Video platforms the service user knows, suggested for video (CONN-1).
     #[serde(default)]
-    #[schema(example = json!(["WhatsApp"]))]
-    pub familiar_platforms: Vec<String>,
+    #[schema(max_items = 20, example = json!(["WhatsApp"]))]
+    pub familiar_platforms: Vec<Label>,
     /// Whether the service user has a private space for remote sessions (SAFE-3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub private_space: Option<PrivateSpace>,
@@ -162,9 +166,8 @@ pub enum BarrierKind {
 #[serde(deny_unknown_fields)]
 pub struct Barrier {
     pub kind: BarrierKind,
-    /// Free text, at most 1 000 characters. Never logged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
+    pub note: Option<ShortNote>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -183,7 +186,7 @@ pub enum ParticipantRole {
 pub struct Participant {
     pub role: ParticipantRole,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
+    pub name: Option<Name>,
     #[serde(default)]
     pub joins_remotely: bool,
 }
@@ -201,6 +204,7 @@ pub enum ContactPattern {
 #[serde(deny_unknown_fields)]
 pub struct Personalisation {
     #[serde(default)]
+    #[schema(max_items = 20)]
     pub participants: Vec<Participant>,
     #[serde(default)]
     pub contact_pattern: ContactPattern,
@@ -280,55 +284,35 @@ impl DigitalExclusion {
 }
 
 impl PlanInput {
-    /// Checks what the types alone cannot, and fills in `last_reviewed_on` (the day of the
+    /// Checks what the types alone cannot and fills in `last_reviewed_on` (the day of the
     /// write when absent). Returns every problem found, each named by its JSON path.
-    pub fn validate(mut self, today: NaiveDate) -> Result<PlanInput, Vec<FieldError>> {
+    pub fn check(mut self, today: NaiveDate) -> Result<Plan, Vec<FieldError>> {
         let mut errors = Vec::new();
         if let Some(ic) = &self.initial_conversation {
-            if is_future(ic.held_on, today) {
+            if is_future(ic.held_on.get(), today) {
                 errors.push(FieldError::new(
                     "initial_conversation.held_on",
                     "must not lie in the future",
                 ));
             }
-            if let Some(by) = &ic.held_by {
-                check_len(&mut errors, "initial_conversation.held_by", by, 256);
-            }
         }
         let prefs = &self.preferences;
-        if prefs.default.is_empty() {
-            errors.push(FieldError::new(
-                "preferences.default",
-                "must rank at least one modality",
-            ));
-        }
-        check_unique(&mut errors, "preferences.default", &prefs.default);
+        check_ranking(&mut errors, "preferences.default", &prefs.default);
         for (kind, ranking) in &prefs.by_appointment_type {
-            let key = serde_json::to_value(kind)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            let field = format!("preferences.by_appointment_type.{key}");
-            if ranking.is_empty() {
-                errors.push(FieldError::new(
-                    field.clone(),
-                    "must rank at least one modality",
-                ));
-            }
-            check_unique(&mut errors, &field, ranking);
+            let field = format!("preferences.by_appointment_type.{}", kind.as_str());
+            check_ranking(&mut errors, &field, ranking);
         }
         check_unique(
             &mut errors,
             "preferences.uncomfortable_with",
             &prefs.uncomfortable_with,
         );
-        if prefs.uncomfortable_with.contains(&Modality::InPerson) {
+        if let Some(i) = prefs
+            .uncomfortable_with
+            .iter()
+            .position(|m| *m == Modality::InPerson)
+        {
             // F2F-1: face-to-face is always offered, so it cannot be ruled out by discomfort.
-            let i = prefs
-                .uncomfortable_with
-                .iter()
-                .position(|m| *m == Modality::InPerson)
-                .unwrap_or(0);
             errors.push(FieldError::new(
                 format!("preferences.uncomfortable_with[{i}]"),
                 "in_person is always offered (F2F-1); record the reason in barriers or notes instead",
@@ -336,70 +320,133 @@ impl PlanInput {
         }
         let res = &self.resources;
         check_unique(&mut errors, "resources.devices", &res.devices);
-        if res.familiar_platforms.len() > 20 {
-            errors.push(FieldError::new(
-                "resources.familiar_platforms",
-                "must list at most 20 platforms",
-            ));
-        }
-        for (i, p) in res.familiar_platforms.iter().enumerate() {
-            let field = format!("resources.familiar_platforms[{i}]");
-            if p.trim().is_empty() {
-                errors.push(FieldError::new(field, "must not be empty"));
-            } else {
-                check_len(&mut errors, field, p, 100);
-            }
-        }
-        if self.barriers.len() > 20 {
-            errors.push(FieldError::new("barriers", "must list at most 20 barriers"));
-        }
-        for (i, b) in self.barriers.iter().enumerate() {
-            if let Some(note) = &b.note {
-                check_len(&mut errors, format!("barriers[{i}].note"), note, 1000);
-            }
-        }
-        let participants = &self.personalisation.participants;
-        if participants.len() > 20 {
-            errors.push(FieldError::new(
-                "personalisation.participants",
-                "must list at most 20 participants",
-            ));
-        }
-        for (i, p) in participants.iter().enumerate() {
-            if let Some(name) = &p.name {
-                check_len(
-                    &mut errors,
-                    format!("personalisation.participants[{i}].name"),
-                    name,
-                    200,
-                );
-            }
-        }
+        check_max(
+            &mut errors,
+            "resources.familiar_platforms",
+            res.familiar_platforms.len(),
+            "platforms",
+        );
+        check_max(&mut errors, "barriers", self.barriers.len(), "barriers");
+        check_max(
+            &mut errors,
+            "personalisation.participants",
+            self.personalisation.participants.len(),
+            "participants",
+        );
         match self.last_reviewed_on {
-            Some(d) if is_future(d, today) => errors.push(FieldError::new(
+            Some(d) if is_future(d.get(), today) => errors.push(FieldError::new(
                 "last_reviewed_on",
                 "must not lie in the future",
             )),
             Some(_) => {}
-            None => self.last_reviewed_on = Some(today),
-        }
-        if let Some(notes) = &self.notes {
-            check_len(&mut errors, "notes", notes, 10_000);
+            None => self.last_reviewed_on = Some(CalendarDate::recorded(today)),
         }
         if errors.is_empty() {
-            Ok(self)
+            Ok(Plan(self))
         } else {
             Err(errors)
         }
     }
+}
 
-    /// `last_reviewed_on` + the review interval (FLEX-4). Call after `validate`.
+/// A ranking: at least one modality, each once.
+fn check_ranking(errors: &mut Vec<FieldError>, field: &str, ranking: &[Modality]) {
+    if ranking.is_empty() {
+        errors.push(FieldError::new(field, "must rank at least one modality"));
+    }
+    check_unique(errors, field, ranking);
+}
+
+/// Lists in a record hold at most [`MAX_LIST`] entries.
+pub(crate) fn check_max(errors: &mut Vec<FieldError>, field: &str, len: usize, what: &str) {
+    if len > MAX_LIST {
+        errors.push(FieldError::new(
+            field,
+            format!("must list at most {MAX_LIST} {what}"),
+        ));
+    }
+}
+
+fn ranking_schema() -> impl Into<RefOr<Schema>> {
+    list_schema::<Modality>(1, Some(Modality::ALL.len()), true)
+}
+
+fn rankings_by_type_schema() -> impl Into<RefOr<Schema>> {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder};
+    use utoipa::PartialSchema;
+    ObjectBuilder::new()
+        .property_names(Some(AppointmentType::schema()))
+        .additional_properties(Some(AdditionalProperties::RefOr(ranking_schema().into())))
+        .examples([serde_json::json!({"medication_review": ["telephone", "in_person"]})])
+}
+
+fn uncomfortable_schema() -> impl Into<RefOr<Schema>> {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    let remote: Vec<&str> = Modality::ALL
+        .iter()
+        .filter(|m| m.is_remote())
+        .map(|m| m.as_str())
+        .collect();
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(remote)),
+        )
+        .max_items(Some(3))
+        .unique_items(true)
+}
+
+fn devices_schema() -> impl Into<RefOr<Schema>> {
+    list_schema::<Device>(0, Some(5), true)
+}
+
+/// A preference plan whose content has been checked (by [`PlanInput::check`]), or was checked
+/// when it was recorded ([`Plan::recorded`]). Reads like its content.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan(PlanInput);
+
+impl std::ops::Deref for Plan {
+    type Target = PlanInput;
+    fn deref(&self) -> &PlanInput {
+        &self.0
+    }
+}
+
+impl Plan {
+    /// A plan read back from storage: it was checked when it was written, and history is read
+    /// as written even where today's checks are stricter.
+    pub fn recorded(content: PlanInput) -> Plan {
+        Plan(content)
+    }
+
+    pub fn content(&self) -> &PlanInput {
+        &self.0
+    }
+
+    pub fn into_content(self) -> PlanInput {
+        self.0
+    }
+
+    /// When the plan was last reviewed (the day of the write when the client gave none).
+    pub fn last_reviewed_on(&self) -> NaiveDate {
+        self.0
+            .last_reviewed_on
+            .map_or(NaiveDate::MIN, CalendarDate::get)
+    }
+}
+
+impl PlanInput {
+    /// `last_reviewed_on` + the review interval (FLEX-4); after `check`, `last_reviewed_on`
+    /// is always set.
     pub fn next_review_due(&self) -> NaiveDate {
-        let last = self.last_reviewed_on.unwrap_or(NaiveDate::MIN);
-        last.checked_add_days(Days::new(self.review_interval_days.days() as u64))
+        self.last_reviewed_on
+            .map_or(NaiveDate::MIN, CalendarDate::get)
+            .checked_add_days(Days::new(self.review_interval_days.days() as u64))
             .unwrap_or(NaiveDate::MAX)
     }
 
+    /// The plan's digital exclusion (EXCL-1); a property of the resources alone.
     pub fn digital_exclusion(&self) -> DigitalExclusion {
         DigitalExclusion::of(&self.resources)
     }
@@ -460,7 +507,7 @@ mod tests {
 
     #[test]
     fn the_outline_example_is_a_valid_plan() {
-        let plan = parse(example()).validate(today()).expect("valid");
+        let plan = parse(example()).check(today()).expect("valid");
         assert_eq!(
             plan.next_review_due(),
             NaiveDate::from_ymd_opt(2027, 2, 18).unwrap()
@@ -481,8 +528,8 @@ mod tests {
     fn last_reviewed_on_defaults_to_today_and_may_not_be_in_the_future() {
         let mut v = example();
         v.as_object_mut().unwrap().remove("last_reviewed_on");
-        let plan = parse(v).validate(today()).unwrap();
-        assert_eq!(plan.last_reviewed_on, Some(today()));
+        let plan = parse(v).check(today()).unwrap();
+        assert_eq!(plan.last_reviewed_on(), today());
         assert_eq!(
             plan.next_review_due(),
             NaiveDate::from_ymd_opt(2027, 2, 26).unwrap()
@@ -490,7 +537,7 @@ mod tests {
 
         let mut v = example();
         v["last_reviewed_on"] = json!("2026-11-30");
-        let errs = parse(v).validate(today()).unwrap_err();
+        let errs = parse(v).check(today()).unwrap_err();
         assert_eq!(
             errs,
             vec![FieldError::new(
@@ -508,8 +555,7 @@ mod tests {
         v["preferences"]["uncomfortable_with"] = json!(["in_person"]);
         v["resources"]["devices"] = json!(["tablet", "tablet"]);
         v["initial_conversation"]["held_on"] = json!("2030-01-01");
-        v["notes"] = json!("x".repeat(10_001));
-        let errs = parse(v).validate(today()).unwrap_err();
+        let errs = parse(v).check(today()).unwrap_err();
         let fields: Vec<&str> = errs.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,
@@ -520,9 +566,12 @@ mod tests {
                 "preferences.by_appointment_type.therapy",
                 "preferences.uncomfortable_with[0]",
                 "resources.devices[1]",
-                "notes",
             ]
         );
+        // Bounded text is refused as it is parsed.
+        let mut v = example();
+        v["notes"] = json!("x".repeat(10_001));
+        assert!(serde_json::from_value::<PlanInput>(v).is_err());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Face-to-face fallback referrals (F2F-1): reasons, urgency, due times and the state machine.
 
-use super::types::{check_len, AppointmentType, SubjectRef};
+use super::types::{AppointmentType, Detail, Reference, SubjectRef, Timestamp};
 use super::FieldError;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -77,31 +77,12 @@ pub struct ReferralInput {
     pub urgency: Urgency,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub appointment_type: Option<AppointmentType>,
-    /// Free text, at most 2 000 characters. Never logged.
+    /// Why, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = "no private space at home")]
-    pub detail: Option<String>,
+    pub detail: Option<Detail>,
     /// Who asked for it, e.g. `Practitioner/9`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = "Practitioner/9")]
-    pub requested_by: Option<String>,
-}
-
-impl ReferralInput {
-    pub fn validate(self) -> Result<ReferralInput, Vec<FieldError>> {
-        let mut errors = Vec::new();
-        if let Some(d) = &self.detail {
-            check_len(&mut errors, "detail", d, 2000);
-        }
-        if let Some(r) = &self.requested_by {
-            check_len(&mut errors, "requested_by", r, 256);
-        }
-        if errors.is_empty() {
-            Ok(self)
-        } else {
-            Err(errors)
-        }
-    }
+    pub requested_by: Option<Reference>,
 }
 
 /// A requested change of status.
@@ -109,12 +90,11 @@ impl ReferralInput {
 #[serde(deny_unknown_fields)]
 pub struct StatusChange {
     pub status: ReferralStatus,
-    /// Required for `scheduled`: when the face-to-face appointment is (RFC 3339).
+    /// Required for `scheduled`, refused otherwise: when the face-to-face appointment is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub appointment_at: Option<DateTime<Utc>>,
-    /// Free text, at most 2 000 characters. Never logged.
+    pub appointment_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
+    pub note: Option<Detail>,
 }
 
 /// One step of a referral's history.
@@ -163,9 +143,6 @@ pub fn transition(current: ReferralStatus, change: &StatusChange) -> Result<(), 
             "is only given with the status scheduled",
         )),
         _ => {}
-    }
-    if let Some(n) = &change.note {
-        check_len(&mut errors, "note", n, 2000);
     }
     if errors.is_empty() {
         Ok(())
@@ -219,7 +196,7 @@ mod tests {
     fn change(status: ReferralStatus, at: bool) -> StatusChange {
         StatusChange {
             status,
-            appointment_at: at.then(Utc::now),
+            appointment_at: at.then(|| Timestamp::new(Utc::now()).unwrap()),
             note: None,
         }
     }
@@ -339,15 +316,16 @@ impl ReferralState {
     ) -> Result<Self, TransitionError> {
         transition(self.status, &change)?;
         self.status = change.status;
-        if change.appointment_at.is_some() {
-            self.appointment_at = change.appointment_at;
+        let appointment_at = change.appointment_at.map(Timestamp::get);
+        if appointment_at.is_some() {
+            self.appointment_at = appointment_at;
         }
         self.history.push(Transition {
             status: change.status,
             at: now,
             actor: actor.to_string(),
-            appointment_at: change.appointment_at,
-            note: change.note,
+            appointment_at,
+            note: change.note.map(String::from),
         });
         Ok(self)
     }

@@ -6,13 +6,10 @@
 use super::plan::{BackupMethod, PlanInput};
 use super::protocol::{SafetyProtocolInput, UsualLocation};
 use super::rules::RuleId;
-use super::types::{check_len, AppointmentType, Modality, PhoneNumber, RiskLevel, SubjectRef};
+use super::types::{Address, AppointmentType, Modality, Name, PhoneNumber, RiskLevel, SubjectRef};
 use super::FieldError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-
-/// The most people that can be listed in `others_present`.
-const MAX_OTHERS_PRESENT: usize = 20;
 
 /// What the clinician records at the start of a remote session.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -20,6 +17,7 @@ const MAX_OTHERS_PRESENT: usize = 20;
 pub struct SessionCheckInput {
     pub subject: SubjectRef,
     /// The session's modality; must be remote (`video`, `telephone` or `text`).
+    #[schema(schema_with = remote_modality_schema)]
     pub modality: Modality,
     pub appointment_type: AppointmentType,
     /// Where the service user says they are now (SAFE-1); absent when unknown.
@@ -32,10 +30,10 @@ pub struct SessionCheckInput {
     /// Whether the clinician is in a private space (SAFE-3).
     pub clinician_in_private_space: bool,
     /// Who else is with the clinician, as disclosed to the service user (SAFE-3); at most 20
-    /// entries of at most 200 characters. Empty means nobody has been disclosed.
+    /// entries. Empty means nobody has been disclosed.
     #[serde(default)]
-    #[schema(example = json!(["trainee psychologist"]))]
-    pub others_present: Vec<String>,
+    #[schema(max_items = 20, example = json!(["trainee psychologist"]))]
+    pub others_present: Vec<Name>,
     /// Whether the clinician uses headphones (SAFE-3).
     #[serde(default)]
     pub headphones: bool,
@@ -58,19 +56,16 @@ pub struct SessionCheckInput {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceUserLocation {
-    /// A short description such as `home` or `work`; 1–200 characters.
-    #[schema(example = "home")]
-    pub description: String,
-    /// At most 500 characters.
+    /// A short description such as `home` or `work`.
+    pub description: Name,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = "1 High St, Leeds")]
-    pub address: Option<String>,
+    pub address: Option<Address>,
 }
 
 impl SessionCheckInput {
     /// Checks what the types alone cannot; returns every problem found, each named by its
     /// JSON path.
-    pub fn validate(self) -> Result<SessionCheckInput, Vec<FieldError>> {
+    pub fn check(self) -> Result<SessionCheck, Vec<FieldError>> {
         let mut errors = Vec::new();
         if !self.modality.is_remote() {
             errors.push(FieldError::new(
@@ -78,41 +73,58 @@ impl SessionCheckInput {
                 "must be a remote modality (video, telephone or text); in_person sessions need no session check",
             ));
         }
-        if let Some(loc) = &self.service_user_location {
-            non_blank(
-                &mut errors,
-                "service_user_location.description",
-                &loc.description,
-                200,
-            );
-            if let Some(a) = &loc.address {
-                non_blank(&mut errors, "service_user_location.address", a, 500);
-            }
-        }
-        if self.others_present.len() > MAX_OTHERS_PRESENT {
-            errors.push(FieldError::new(
-                "others_present",
-                format!("must list at most {MAX_OTHERS_PRESENT} people"),
-            ));
-        }
-        for (i, o) in self.others_present.iter().enumerate() {
-            non_blank(&mut errors, format!("others_present[{i}]"), o, 200);
-        }
+        super::plan::check_max(
+            &mut errors,
+            "others_present",
+            self.others_present.len(),
+            "people",
+        );
         if errors.is_empty() {
-            Ok(self)
+            Ok(SessionCheck(self))
         } else {
             Err(errors)
         }
     }
 }
 
-fn non_blank(errors: &mut Vec<FieldError>, field: impl Into<String>, s: &str, max: usize) {
-    let field = field.into();
-    if s.trim().is_empty() {
-        errors.push(FieldError::new(field, "must not be blank"));
-    } else {
-        check_len(errors, field, s, max);
+/// A session check whose content has been checked, or was when it was recorded. Reads like
+/// its content.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionCheck(SessionCheckInput);
+
+impl std::ops::Deref for SessionCheck {
+    type Target = SessionCheckInput;
+    fn deref(&self) -> &SessionCheckInput {
+        &self.0
     }
+}
+
+impl SessionCheck {
+    /// A check read back from storage, as it was written.
+    pub fn recorded(content: SessionCheckInput) -> SessionCheck {
+        SessionCheck(content)
+    }
+
+    pub fn content(&self) -> &SessionCheckInput {
+        &self.0
+    }
+
+    pub fn into_content(self) -> SessionCheckInput {
+        self.0
+    }
+}
+
+fn remote_modality_schema() -> impl Into<utoipa::openapi::RefOr<utoipa::openapi::Schema>> {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    let remote: Vec<&str> = Modality::ALL
+        .iter()
+        .filter(|m| m.is_remote())
+        .map(|m| m.as_str())
+        .collect();
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(remote))
+        .description(Some("A remote modality"))
 }
 
 /// What the clinician must do, as a stable code.
@@ -182,6 +194,16 @@ pub enum Outcome {
     ProceedWithActions,
     /// The session must not proceed remotely; a face-to-face alternative is offered (F2F-1).
     DoNotProceed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Proceed => "proceed",
+            Outcome::ProceedWithActions => "proceed_with_actions",
+            Outcome::DoNotProceed => "do_not_proceed",
+        }
+    }
 }
 
 /// Where the reconnection route comes from.
@@ -599,8 +621,8 @@ mod tests {
         }
         fn location(&mut self, description: &str, address: Option<&str>) {
             self.check.service_user_location = Some(ServiceUserLocation {
-                description: description.into(),
-                address: address.map(str::to_string),
+                description: Name::parse(description).unwrap(),
+                address: address.map(|a| Address::parse(a).unwrap()),
             });
         }
     }
@@ -735,7 +757,7 @@ mod tests {
                     c.check.call_back_number = None;
                     c.check.sensitive_topics = true;
                     c.check.clinician_in_private_space = false;
-                    c.check.others_present = vec!["trainee".into()];
+                    c.check.others_present = vec![Name::parse("trainee").unwrap()];
                 },
                 (
                     DoNotProceed,
@@ -783,7 +805,7 @@ mod tests {
                 "not private, disclosed but no headphones",
                 |c| {
                     c.check.clinician_in_private_space = false;
-                    c.check.others_present = vec!["trainee".into()];
+                    c.check.others_present = vec![Name::parse("trainee").unwrap()];
                 },
                 (ProceedWithActions, &[(C::UseHeadphones, R::Safe3, false)]),
             ),
@@ -791,7 +813,7 @@ mod tests {
                 "not private, disclosed and headphones",
                 |c| {
                     c.check.clinician_in_private_space = false;
-                    c.check.others_present = vec!["trainee".into()];
+                    c.check.others_present = vec![Name::parse("trainee").unwrap()];
                     c.check.headphones = true;
                 },
                 (Proceed, &[]),
@@ -1120,29 +1142,31 @@ mod tests {
 
     #[test]
     fn validation_names_each_field() {
-        assert!(Case::base().check.validate().is_ok());
+        assert!(Case::base().check.check().is_ok());
         let mut v = check_json();
         v["modality"] = json!("in_person");
-        v["service_user_location"] = json!({"description": "  ", "address": ""});
-        v["others_present"] = json!(["trainee", " ", "x".repeat(201)]);
         let check: SessionCheckInput = serde_json::from_value(v).unwrap();
-        let errs = check.validate().unwrap_err();
-        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            vec![
-                "modality",
-                "service_user_location.description",
-                "service_user_location.address",
-                "others_present[1]",
-                "others_present[2]",
-            ]
-        );
+        let errs = check.check().unwrap_err();
+        assert_eq!(errs[0].field, "modality");
         let mut v = check_json();
-        v["others_present"] = json!(vec!["someone"; MAX_OTHERS_PRESENT + 1]);
+        v["others_present"] = json!(vec!["someone"; crate::domain::types::MAX_LIST + 1]);
         let check: SessionCheckInput = serde_json::from_value(v).unwrap();
-        let errs = check.validate().unwrap_err();
+        let errs = check.check().unwrap_err();
         assert_eq!(errs[0].field, "others_present");
+        // Blank, multi-line or over-long text does not even parse.
+        for (field, bad) in [
+            ("service_user_location", json!({"description": "  "})),
+            (
+                "service_user_location",
+                json!({"description": "home", "address": ""}),
+            ),
+            ("others_present", json!(["trainee", " "])),
+            ("others_present", json!(["x".repeat(201)])),
+        ] {
+            let mut v = check_json();
+            v[field] = bad;
+            assert!(serde_json::from_value::<SessionCheckInput>(v).is_err());
+        }
     }
 
     #[test]

@@ -66,6 +66,30 @@ pub enum AppointmentType {
     Other,
 }
 
+impl AppointmentType {
+    pub const ALL: [AppointmentType; 7] = [
+        AppointmentType::Assessment,
+        AppointmentType::Therapy,
+        AppointmentType::MedicationReview,
+        AppointmentType::CareReview,
+        AppointmentType::CrisisFollowUp,
+        AppointmentType::Group,
+        AppointmentType::Other,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppointmentType::Assessment => "assessment",
+            AppointmentType::Therapy => "therapy",
+            AppointmentType::MedicationReview => "medication_review",
+            AppointmentType::CareReview => "care_review",
+            AppointmentType::CrisisFollowUp => "crisis_follow_up",
+            AppointmentType::Group => "group",
+            AppointmentType::Other => "other",
+        }
+    }
+}
+
 /// Clinician-assessed risk, ordered from lowest to highest.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
@@ -101,6 +125,11 @@ impl PhoneNumber {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A number that was checked when it was recorded.
+    pub fn recorded(s: String) -> Self {
+        PhoneNumber(s)
+    }
 }
 
 impl TryFrom<String> for PhoneNumber {
@@ -127,7 +156,11 @@ impl utoipa::PartialSchema for SubjectRef {
             .schema_type(Type::String)
             .min_length(Some(1))
             .max_length(Some(256))
-            .description(Some("The EHR's reference to the service user"))
+            .pattern(Some(pattern::NO_SPACE))
+            .description(Some(
+                "The EHR's reference to the service user: 1 to 256 characters without spaces or \
+                 control characters",
+            ))
             .examples(["Patient/123"])
             .into()
     }
@@ -139,7 +172,7 @@ impl SubjectRef {
         if s.is_empty() || s.chars().count() > 256 {
             return Err("must be 1 to 256 characters, e.g. Patient/123".into());
         }
-        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if !s.chars().all(is_visible) {
             return Err("must not contain spaces or control characters".into());
         }
         Ok(SubjectRef(s.to_string()))
@@ -147,6 +180,11 @@ impl SubjectRef {
 
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// A subject that was checked when it was recorded.
+    pub fn recorded(s: String) -> Self {
+        SubjectRef(s)
     }
 }
 
@@ -187,6 +225,11 @@ impl ReviewInterval {
     pub fn days(self) -> i64 {
         self.0 as i64
     }
+
+    /// An interval that was checked when it was recorded (kept within what a `u16` holds).
+    pub fn recorded(days: i64) -> Self {
+        ReviewInterval(days.clamp(1, u16::MAX as i64) as u16)
+    }
 }
 
 impl Default for ReviewInterval {
@@ -212,26 +255,366 @@ impl From<ReviewInterval> for i64 {
     }
 }
 
+/// Characters that make text "blank" when nothing else is there: Unicode white space that is
+/// not a control character. Kept identical to the JSON Schema patterns below, so that clients
+/// validating with the published document and the service agree on every string.
+fn is_visible(c: char) -> bool {
+    !c.is_control() && !c.is_whitespace()
+}
+
+/// JSON Schema patterns (ECMA-262 and Python agree on these explicit classes).
+mod pattern {
+    /// One line: no control characters, at least one visible character.
+    pub const LINE: &str = r"^[^\u0000-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u001f\u007f-\u009f]*$";
+    /// No white space and no control characters.
+    pub const NO_SPACE: &str =
+        r"^[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+$";
+    /// Several lines (tab, line feed and carriage return allowed), possibly empty.
+    pub const MULTILINE: &str = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$";
+    /// Several lines, at least one visible character.
+    pub const MULTILINE_NOT_BLANK: &str = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*[^\u0000-\u0020\u007f-\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$";
+}
+
+/// Whether text is one line or may hold several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lines {
+    One,
+    Many,
+}
+
+/// Checks a string against a text type's bounds; the message names what is expected.
+fn check_text(s: &str, lines: Lines, min: usize, max: usize) -> Result<(), String> {
+    let n = s.chars().count();
+    if n > max {
+        return Err(format!("must be at most {max} characters"));
+    }
+    let bad_control = s
+        .chars()
+        .any(|c| c.is_control() && (lines == Lines::One || !matches!(c, '\t' | '\n' | '\r')));
+    if bad_control {
+        return Err(match lines {
+            Lines::One => "must be one line without control characters".into(),
+            Lines::Many => {
+                "must not contain control characters other than tab and line breaks".into()
+            }
+        });
+    }
+    if min > 0 && !s.chars().any(is_visible) {
+        return Err("must not be blank".into());
+    }
+    if n < min {
+        return Err(format!("must be at least {min} characters"));
+    }
+    Ok(())
+}
+
+/// Declares a text newtype with its bounds, named once: the parser enforces them and the
+/// OpenAPI schema states them (`minLength`, `maxLength`, `pattern`).
+macro_rules! text_type {
+    ($name:ident, lines = $lines:ident, min = $min:literal, max = $max:literal, doc = $doc:literal, example = $ex:literal) => {
+        #[doc = $doc]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub const MIN: usize = $min;
+            pub const MAX: usize = $max;
+
+            pub fn parse(s: &str) -> Result<Self, String> {
+                check_text(s, Lines::$lines, $min, $max).map(|()| $name(s.to_string()))
+            }
+
+            /// A value that was checked when it was recorded: stored history is read back as
+            /// written, even where today's bounds are stricter.
+            pub fn recorded(s: String) -> Self {
+                $name(s)
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                check_text(&s, Lines::$lines, $min, $max).map(|()| $name(s))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(t: $name) -> String {
+                t.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> RefOr<Schema> {
+                let pattern = match (Lines::$lines, $min) {
+                    (Lines::One, _) => pattern::LINE,
+                    (Lines::Many, 0) => pattern::MULTILINE,
+                    (Lines::Many, _) => pattern::MULTILINE_NOT_BLANK,
+                };
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .min_length(($min > 0).then_some($min))
+                    .max_length(Some($max))
+                    .pattern(Some(pattern))
+                    .description(Some($doc))
+                    .examples([$ex])
+                    .into()
+            }
+        }
+        impl ToSchema for $name {}
+    };
+}
+
+text_type!(
+    Notes,
+    lines = Many,
+    min = 0,
+    max = 10000,
+    doc = "Free text of up to 10 000 characters (line breaks allowed). Never logged.",
+    example = "Prefers morning appointments."
+);
+text_type!(
+    Detail,
+    lines = Many,
+    min = 0,
+    max = 2000,
+    doc = "Free text of up to 2 000 characters (line breaks allowed). Never logged.",
+    example = "no private space at home"
+);
+text_type!(
+    ShortNote,
+    lines = Many,
+    min = 0,
+    max = 1000,
+    doc = "Free text of up to 1 000 characters (line breaks allowed). Never logged.",
+    example = "uses captions"
+);
+text_type!(
+    PlanText,
+    lines = Many,
+    min = 1,
+    max = 2000,
+    doc = "A plan in words, 1 to 2 000 characters (line breaks allowed), not blank.",
+    example = "Crisis team attends within 4 hours"
+);
+text_type!(
+    Address,
+    lines = Many,
+    min = 1,
+    max = 500,
+    doc = "A postal address or place, 1 to 500 characters (line breaks allowed), not blank.",
+    example = "1 High St, Leeds"
+);
+text_type!(
+    Label,
+    lines = One,
+    min = 1,
+    max = 100,
+    doc = "A short label, one line of 1 to 100 characters, not blank.",
+    example = "home"
+);
+text_type!(
+    Name,
+    lines = One,
+    min = 1,
+    max = 200,
+    doc = "A name or short description, one line of 1 to 200 characters, not blank.",
+    example = "A. Carer"
+);
+text_type!(
+    Reference, lines = One, min = 1, max = 256, doc = "A reference to a person or system in the EHR, e.g. `Practitioner/9`: one line of 1 to 256 characters.", example = "Practitioner/9"
+);
+
+/// Most entries of a list in a record (participants, barriers, locations, contacts, …).
+pub const MAX_LIST: usize = 20;
+/// Most call-back numbers in a safety protocol.
+pub const MAX_CALL_BACK_NUMBERS: usize = 10;
+
+/// The calendar dates the service accepts: years 1900 to 9999.
+const FIRST_YEAR: i32 = 1900;
+const LAST_YEAR: i32 = 9999;
+
+/// A calendar date, `YYYY-MM-DD` (RFC 3339 full-date), in the years 1900–9999.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct CalendarDate(chrono::NaiveDate);
+
+impl CalendarDate {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let shape_ok = s.len() == 10
+            && s.bytes().enumerate().all(|(i, b)| match i {
+                4 | 7 => b == b'-',
+                _ => b.is_ascii_digit(),
+            });
+        let date = shape_ok
+            .then(|| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok())
+            .flatten()
+            .ok_or_else(|| format!("must be a date YYYY-MM-DD, not {s:?}"))?;
+        CalendarDate::new(date)
+    }
+
+    pub fn new(date: chrono::NaiveDate) -> Result<Self, String> {
+        use chrono::Datelike;
+        if (FIRST_YEAR..=LAST_YEAR).contains(&date.year()) {
+            Ok(CalendarDate(date))
+        } else {
+            Err(format!("must lie in the years {FIRST_YEAR} to {LAST_YEAR}"))
+        }
+    }
+
+    /// A date that was checked when it was recorded.
+    pub fn recorded(date: chrono::NaiveDate) -> Self {
+        CalendarDate(date)
+    }
+
+    pub fn get(self) -> chrono::NaiveDate {
+        self.0
+    }
+}
+
+impl TryFrom<String> for CalendarDate {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        CalendarDate::parse(&s)
+    }
+}
+
+impl From<CalendarDate> for String {
+    fn from(d: CalendarDate) -> String {
+        d.0.format("%Y-%m-%d").to_string()
+    }
+}
+
+impl fmt::Display for CalendarDate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.format("%Y-%m-%d"))
+    }
+}
+
+impl utoipa::PartialSchema for CalendarDate {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::Date,
+            )))
+            .pattern(Some(
+                r"^(19|[2-9][0-9])[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$",
+            ))
+            .description(Some(
+                "A calendar date, YYYY-MM-DD, in the years 1900 to 9999",
+            ))
+            .examples(["2026-11-20"])
+            .into()
+    }
+}
+impl ToSchema for CalendarDate {}
+
+/// An instant in RFC 3339 form with a time zone (`2026-12-01T09:30:00Z`), in the years
+/// 1900–9999; kept in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Timestamp(chrono::DateTime<chrono::Utc>);
+
+impl Timestamp {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let t = chrono::DateTime::parse_from_rfc3339(s)
+            .map_err(|_| {
+                format!("must be an RFC 3339 date-time such as 2026-12-01T09:30:00Z, not {s:?}")
+            })?
+            .with_timezone(&chrono::Utc);
+        Timestamp::new(t)
+    }
+
+    pub fn new(t: chrono::DateTime<chrono::Utc>) -> Result<Self, String> {
+        use chrono::Datelike;
+        if (FIRST_YEAR..=LAST_YEAR).contains(&t.year()) {
+            Ok(Timestamp(t))
+        } else {
+            Err(format!("must lie in the years {FIRST_YEAR} to {LAST_YEAR}"))
+        }
+    }
+
+    /// An instant that was checked when it was recorded.
+    pub fn recorded(t: chrono::DateTime<chrono::Utc>) -> Self {
+        Timestamp(t)
+    }
+
+    pub fn get(self) -> chrono::DateTime<chrono::Utc> {
+        self.0
+    }
+}
+
+impl TryFrom<String> for Timestamp {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Timestamp::parse(&s)
+    }
+}
+
+impl From<Timestamp> for String {
+    fn from(t: Timestamp) -> String {
+        t.0.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    }
+}
+
+impl utoipa::PartialSchema for Timestamp {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                utoipa::openapi::KnownFormat::DateTime,
+            )))
+            .pattern(Some(r"^(19|[2-9][0-9])[0-9]{2}-"))
+            .description(Some(
+                "An RFC 3339 date-time with a time zone, in the years 1900 to 9999",
+            ))
+            .examples(["2026-12-01T09:30:00Z"])
+            .into()
+    }
+}
+impl ToSchema for Timestamp {}
+
 /// Whether a calendar date lies in the future. `today` is the UTC date; one day of slack
 /// covers clinics in time zones ahead of UTC, whose local date may already be tomorrow's.
 pub fn is_future(date: chrono::NaiveDate, today: chrono::NaiveDate) -> bool {
     today.succ_opt().is_some_and(|tomorrow| date > tomorrow)
 }
 
-/// Free text with a bounded length, so a record cannot grow without limit.
-/// The bound is enforced by `check_len` during validation.
-pub fn check_len(
-    errors: &mut Vec<super::FieldError>,
-    field: impl Into<String>,
-    s: &str,
-    max: usize,
-) {
-    if s.chars().count() > max {
-        errors.push(super::FieldError::new(
-            field,
-            format!("must be at most {max} characters"),
-        ));
+/// The schema of a list: `minItems`, `maxItems` and `uniqueItems` as the checks enforce them.
+pub fn list_schema<T: ToSchema>(
+    min: usize,
+    max: Option<usize>,
+    unique: bool,
+) -> utoipa::openapi::schema::Array {
+    let mut b = utoipa::openapi::schema::ArrayBuilder::new()
+        .items(RefOr::Ref(
+            utoipa::openapi::Ref::from_schema_name(T::name()),
+        ))
+        .max_items(max)
+        .unique_items(unique);
+    if min > 0 {
+        b = b.min_items(Some(min));
     }
+    b.build()
 }
 
 /// Pushes an error for each repeated entry of a list.

@@ -16,19 +16,27 @@ use serde_json::Value;
 /// Largest accepted body.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
-/// A request body type: how to fill gaps while collecting errors, and which server-computed
-/// fields a client may echo back (read-modify-write) without being refused.
+/// A request body type: how to fill gaps while collecting errors.
 pub trait Input: DeserializeOwned + 'static {
     /// A complete, valid example; missing required fields are borrowed from it so that parsing
     /// can go on and report every other bad field too.
     fn template() -> Value;
-    /// Top-level fields the server computes; ignored in requests.
-    const SERVER_FIELDS: &'static [&'static str] = &[];
 }
 
 /// A JSON body parsed into `T`: 415 when not JSON, 413 over 1 MiB, 400 when not parsable JSON,
 /// 422 with every bad field when well-formed but invalid.
-pub struct ValidJson<T>(pub T);
+///
+/// Extraction itself never fails: the outcome is kept until the handler asks for it with
+/// [`ValidJson::parse`] after checking the caller's scope, so that a caller without the scope
+/// gets 403 whatever the body (401, then 403, then 400/413/415, then 404/422).
+pub struct ValidJson<T>(Result<T, ApiError>);
+
+impl<T> ValidJson<T> {
+    /// The parsed body, or the problem with it.
+    pub fn parse(self) -> Result<T, ApiError> {
+        self.0
+    }
+}
 
 impl<T: Input> FromRequest for ValidJson<T> {
     type Error = ApiError;
@@ -47,6 +55,20 @@ impl<T: Input> FromRequest for ValidJson<T> {
             .and_then(|s| s.parse::<usize>().ok());
         let mut payload = payload.take();
         Box::pin(async move {
+            Ok(ValidJson(
+                read_json::<T>(content_type, declared_len, &mut payload).await,
+            ))
+        })
+    }
+}
+
+async fn read_json<T: Input>(
+    content_type: Option<String>,
+    declared_len: Option<usize>,
+    payload: &mut Payload,
+) -> Result<T, ApiError> {
+    {
+        {
             let is_json = content_type.as_deref().is_some_and(|ct| {
                 let essence = ct.split(';').next().unwrap_or("").trim();
                 essence == "application/json" || essence.ends_with("+json")
@@ -71,19 +93,51 @@ impl<T: Input> FromRequest for ValidJson<T> {
             }
             let value: Value = serde_json::from_slice(&body)
                 .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
-            parse_value::<T>(value).map(ValidJson)
-        })
+            parse_value::<T>(value)
+        }
     }
+}
+
+/// Query parameters parsed into `T`; like [`ValidJson`], a bad query (400) is kept until the
+/// handler asks for it after the scope check.
+pub struct QueryParams<T>(Result<T, ApiError>);
+
+impl<T> QueryParams<T> {
+    pub fn parse(self) -> Result<T, ApiError> {
+        self.0
+    }
+}
+
+impl<T: DeserializeOwned> FromRequest for QueryParams<T> {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let parsed = actix_web::web::Query::<T>::from_query(req.query_string())
+            .map(actix_web::web::Query::into_inner)
+            .map_err(|e| {
+                let msg = match &e {
+                    actix_web::error::QueryPayloadError::Deserialize(d) => d.to_string(),
+                    other => other.to_string(),
+                };
+                ApiError::BadRequest(format!("invalid query: {msg}"))
+            });
+        std::future::ready(Ok(QueryParams(parsed)))
+    }
+}
+
+/// The id in the request's path (`{id}`, or `name`); a malformed id names nothing: 404.
+pub fn path_id(req: &HttpRequest, name: &str) -> Result<uuid::Uuid, ApiError> {
+    req.match_info()
+        .get(name)
+        .and_then(|s| s.parse().ok())
+        .ok_or(ApiError::NotFound)
 }
 
 /// Deserialises `value` into `T`, collecting every structural error (wrong type, unknown
 /// variant, unknown field, missing field) with its JSON path instead of stopping at the first.
 pub fn parse_value<T: Input>(mut value: Value) -> Result<T, ApiError> {
-    if let Value::Object(map) = &mut value {
-        for f in T::SERVER_FIELDS {
-            map.remove(*f);
-        }
-    } else {
+    if !value.is_object() {
         return Err(ApiError::invalid("$", "the body must be a JSON object"));
     }
     let template = T::template();
@@ -302,7 +356,7 @@ pub fn parse_cursor<T: std::str::FromStr>(cursor: Option<&str>) -> Result<Option
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::plan::PlanInput;
+    use crate::http::plans::PlanRequest as PlanInput;
     use serde_json::json;
 
     fn fields(r: Result<PlanInput, ApiError>) -> Vec<String> {

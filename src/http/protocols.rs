@@ -1,42 +1,94 @@
 //! `/v1/safety-protocols`: co-developed safety protocols (SAFE-1, SAFE-2).
 
-use super::extract::{Input, ValidJson};
-use super::records::{self, Meta, PageParams, RecordListParams, Resource};
+use super::extract::{Input, QueryParams, ValidJson};
+use super::records::{self, Ignored, Meta, PageParams, RecordListParams, Resource};
 use super::AppState;
 use crate::auth::{Caller, Scope};
-use crate::domain::protocol::SafetyProtocolInput;
-use crate::domain::types::SubjectRef;
+use crate::domain::protocol::{
+    CrisisResponse, EmergencyContact, SafetyProtocol, SafetyProtocolInput, UsualLocation,
+};
+use crate::domain::types::{
+    list_schema, CalendarDate, Notes, PhoneNumber, ReviewInterval, RiskLevel, SubjectRef,
+    MAX_CALL_BACK_NUMBERS,
+};
 use crate::domain::FieldError;
 use crate::error::ApiError;
-use crate::store::{RecordTable, SAFETY_PROTOCOLS};
+use crate::store::Record;
 use actix_web::{get, post, put, web, HttpRequest, HttpResponse};
 use chrono::NaiveDate;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use utoipa::openapi::{RefOr, Schema};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
-/// A safety protocol as stored.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SafetyProtocol {
-    #[serde(flatten)]
-    pub meta: Meta,
-    #[serde(flatten)]
-    pub content: SafetyProtocolInput,
-    /// `agreed_with_service_user_on` + `review_interval_days`.
-    #[schema(value_type = String, format = Date)]
-    pub next_review_due: NaiveDate,
+/// A safety protocol as a client sends it (create, or replace with `If-Match`).
+///
+/// The fields the server sets (`id`, `version`, `created_at`, `updated_at`, `updated_by`,
+/// `next_review_due`) may be sent back as they were read, and are ignored; any other unknown
+/// field is refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SafetyProtocolRequest {
+    pub subject: SubjectRef,
+    /// The clinician's current assessment.
+    pub risk_level: RiskLevel,
+    /// Numbers to call the service user back on after a disconnection (SAFE-2); 1 to 10, each
+    /// once.
+    #[schema(schema_with = call_back_numbers_schema)]
+    pub call_back_numbers: Vec<PhoneNumber>,
+    /// Where the service user usually is during remote sessions (SAFE-1).
+    #[serde(default)]
+    #[schema(max_items = 20)]
+    pub usual_locations: Vec<UsualLocation>,
+    #[serde(default)]
+    #[schema(max_items = 20)]
+    pub emergency_contacts: Vec<EmergencyContact>,
+    /// How a fast in-person crisis response is mobilised (SAFE-1). Required, with an
+    /// `in_person_plan`, when `risk_level` is `high`.
+    #[serde(default)]
+    pub crisis_response: Option<CrisisResponse>,
+    /// The day the protocol was agreed with the service user; not in the future.
+    pub agreed_with_service_user_on: CalendarDate,
+    /// Days between reviews (7–365, default 90).
+    #[serde(default)]
+    pub review_interval_days: ReviewInterval,
+    #[serde(default)]
+    pub notes: Option<Notes>,
+    #[serde(default)]
+    pub id: Ignored,
+    #[serde(default)]
+    pub version: Ignored,
+    #[serde(default)]
+    pub created_at: Ignored,
+    #[serde(default)]
+    pub updated_at: Ignored,
+    #[serde(default)]
+    pub updated_by: Ignored,
+    #[serde(default)]
+    pub next_review_due: Ignored,
 }
 
-/// A page of safety protocols or of one protocol's versions.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SafetyProtocolList {
-    pub items: Vec<SafetyProtocol>,
-    /// Pass as `cursor` for the next page; `null` on the last page.
-    pub next_cursor: Option<String>,
+fn call_back_numbers_schema() -> impl Into<RefOr<Schema>> {
+    list_schema::<PhoneNumber>(1, Some(MAX_CALL_BACK_NUMBERS), true)
 }
 
-impl Input for SafetyProtocolInput {
+impl From<SafetyProtocolRequest> for SafetyProtocolInput {
+    fn from(r: SafetyProtocolRequest) -> SafetyProtocolInput {
+        SafetyProtocolInput {
+            subject: r.subject,
+            risk_level: r.risk_level,
+            call_back_numbers: r.call_back_numbers,
+            usual_locations: r.usual_locations,
+            emergency_contacts: r.emergency_contacts,
+            crisis_response: r.crisis_response,
+            agreed_with_service_user_on: r.agreed_with_service_user_on,
+            review_interval_days: r.review_interval_days,
+            notes: r.notes,
+        }
+    }
+}
+
+impl Input for SafetyProtocolRequest {
     fn template() -> Value {
         json!({
             "subject": "Patient/123",
@@ -48,37 +100,74 @@ impl Input for SafetyProtocolInput {
             "agreed_with_service_user_on": "2026-01-01"
         })
     }
-    const SERVER_FIELDS: &'static [&'static str] = &[
-        "id",
-        "version",
-        "created_at",
-        "updated_at",
-        "updated_by",
-        "next_review_due",
-    ];
 }
 
-impl Resource for SafetyProtocolInput {
-    const TABLE: RecordTable = SAFETY_PROTOCOLS;
+/// A safety protocol: the agreed content, its next review date, and the version's metadata.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SafetyProtocol)]
+pub struct SafetyProtocolView {
+    #[serde(flatten)]
+    pub meta: Meta,
+    pub subject: SubjectRef,
+    pub risk_level: RiskLevel,
+    pub call_back_numbers: Vec<PhoneNumber>,
+    pub usual_locations: Vec<UsualLocation>,
+    pub emergency_contacts: Vec<EmergencyContact>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub crisis_response: Option<CrisisResponse>,
+    pub agreed_with_service_user_on: CalendarDate,
+    pub review_interval_days: ReviewInterval,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub notes: Option<Notes>,
+    /// `agreed_with_service_user_on` + `review_interval_days`.
+    #[schema(value_type = String, format = Date)]
+    pub next_review_due: NaiveDate,
+}
+
+/// A page of safety protocols or of one protocol's versions.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SafetyProtocolList {
+    pub items: Vec<SafetyProtocolView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(required = true)]
+    pub next_cursor: Option<String>,
+}
+
+/// The safety protocols resource.
+pub struct Protocols;
+
+impl Resource for Protocols {
+    type Kind = SafetyProtocol;
+    type Request = SafetyProtocolRequest;
+    type View = SafetyProtocolView;
     const READ: Scope = Scope::ProtocolsRead;
     const WRITE: Scope = Scope::ProtocolsWrite;
     const PATH: &'static str = "/v1/safety-protocols";
-    type View = SafetyProtocol;
 
-    fn subject(&self) -> &SubjectRef {
-        &self.subject
+    fn check(
+        request: SafetyProtocolRequest,
+        today: NaiveDate,
+    ) -> Result<SafetyProtocol, Vec<FieldError>> {
+        SafetyProtocolInput::from(request).check(today)
     }
-    fn validate(self, today: NaiveDate) -> Result<Self, Vec<FieldError>> {
-        SafetyProtocolInput::validate(self, today)
-    }
-    fn review_due(&self) -> NaiveDate {
-        self.next_review_due()
-    }
-    fn view(meta: Meta, content: Self) -> SafetyProtocol {
-        SafetyProtocol {
-            meta,
-            next_review_due: content.next_review_due(),
-            content,
+
+    fn view(record: Record<SafetyProtocol>) -> SafetyProtocolView {
+        let next_review_due = record.content.next_review_due();
+        let p = record.content.into_content();
+        SafetyProtocolView {
+            meta: record.meta.into(),
+            subject: p.subject,
+            risk_level: p.risk_level,
+            call_back_numbers: p.call_back_numbers,
+            usual_locations: p.usual_locations,
+            emergency_contacts: p.emergency_contacts,
+            crisis_response: p.crisis_response,
+            agreed_with_service_user_on: p.agreed_with_service_user_on,
+            review_interval_days: p.review_interval_days,
+            notes: p.notes,
+            next_review_due,
         }
     }
 }
@@ -90,8 +179,8 @@ impl Resource for SafetyProtocolInput {
 #[utoipa::path(
     tag = "safety-protocols",
     operation_id = "createSafetyProtocol",
-    request_body = SafetyProtocolInput,
-    responses((status = 201, description = "Created", body = SafetyProtocol,
+    request_body = SafetyProtocolRequest,
+    responses((status = 201, description = "Created", body = SafetyProtocolView,
         headers(("ETag" = String, description = "The version, quoted"), ("Location" = String)))),
     security(("bearer" = ["protocols:write"]))
 )]
@@ -99,9 +188,9 @@ impl Resource for SafetyProtocolInput {
 pub async fn create_safety_protocol(
     st: web::Data<AppState>,
     caller: Caller,
-    body: ValidJson<SafetyProtocolInput>,
+    body: ValidJson<SafetyProtocolRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    records::create(&st, &caller, body.0).await
+    records::create::<Protocols>(&st, &caller, body).await
 }
 
 /// Read a safety protocol (its current version).
@@ -109,7 +198,7 @@ pub async fn create_safety_protocol(
     tag = "safety-protocols",
     operation_id = "getSafetyProtocol",
     params(("id" = Uuid, Path, description = "Safety protocol id")),
-    responses((status = 200, description = "The current version", body = SafetyProtocol,
+    responses((status = 200, description = "The current version", body = SafetyProtocolView,
         headers(("ETag" = String, description = "The version, quoted")))),
     security(("bearer" = ["protocols:read"]))
 )]
@@ -117,9 +206,9 @@ pub async fn create_safety_protocol(
 pub async fn get_safety_protocol(
     st: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
-    records::read::<SafetyProtocolInput>(&st, &caller, id.into_inner()).await
+    records::read::<Protocols>(&st, &caller, &req).await
 }
 
 /// Replace a safety protocol, making a new version (needs `If-Match`).
@@ -130,8 +219,8 @@ pub async fn get_safety_protocol(
         ("id" = Uuid, Path, description = "Safety protocol id"),
         ("If-Match" = String, Header, description = "The ETag of the version being replaced, e.g. \"3\"")
     ),
-    request_body = SafetyProtocolInput,
-    responses((status = 200, description = "The new version", body = SafetyProtocol,
+    request_body = SafetyProtocolRequest,
+    responses((status = 200, description = "The new version", body = SafetyProtocolView,
         headers(("ETag" = String, description = "The new version, quoted")))),
     security(("bearer" = ["protocols:write"]))
 )]
@@ -140,10 +229,9 @@ pub async fn replace_safety_protocol(
     st: web::Data<AppState>,
     caller: Caller,
     req: HttpRequest,
-    id: web::Path<Uuid>,
-    body: ValidJson<SafetyProtocolInput>,
+    body: ValidJson<SafetyProtocolRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    records::replace(&st, &caller, &req, id.into_inner(), body.0).await
+    records::replace::<Protocols>(&st, &caller, &req, body).await
 }
 
 /// Every version of a safety protocol, newest first.
@@ -158,12 +246,10 @@ pub async fn replace_safety_protocol(
 pub async fn list_safety_protocol_versions(
     st: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
-    page: web::Query<PageParams>,
+    req: HttpRequest,
+    page: QueryParams<PageParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let (items, next_cursor) =
-        records::versions::<SafetyProtocolInput>(&st, &caller, id.into_inner(), page.into_inner())
-            .await?;
+    let (items, next_cursor) = records::versions::<Protocols>(&st, &caller, &req, page).await?;
     Ok(HttpResponse::Ok().json(SafetyProtocolList { items, next_cursor }))
 }
 
@@ -179,10 +265,9 @@ pub async fn list_safety_protocol_versions(
 pub async fn list_safety_protocols(
     st: web::Data<AppState>,
     caller: Caller,
-    q: web::Query<RecordListParams>,
+    q: QueryParams<RecordListParams>,
 ) -> Result<HttpResponse, ApiError> {
-    let (items, next_cursor) =
-        records::list::<SafetyProtocolInput>(&st, &caller, q.into_inner()).await?;
+    let (items, next_cursor) = records::list::<Protocols>(&st, &caller, q).await?;
     Ok(HttpResponse::Ok().json(SafetyProtocolList { items, next_cursor }))
 }
 

@@ -4,8 +4,6 @@ use super::extract::{Input, ValidJson};
 use super::records::today;
 use super::AppState;
 use crate::auth::{Caller, Scope};
-use crate::domain::plan::PlanInput;
-use crate::domain::protocol::SafetyProtocolInput;
 use crate::domain::rules::{catalog, recommend, Recommendation, RecommendationRequest, Rule};
 use crate::error::ApiError;
 use actix_web::{get, post, web, HttpResponse};
@@ -58,16 +56,14 @@ pub async fn recommend_modality(
     body: ValidJson<RecommendationRequest>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Scope::RecommendationsRead)?;
-    let req = body.0;
+    let req = body.parse()?;
     let subject = req.subject.as_str();
     // Two indexed lookups in one round trip, and nothing else on the hot path.
     let (plan, protocol) = st.store.plan_and_protocol(&caller.tenant, subject).await?;
-    let plan = parse_stored::<PlanInput>(plan)?;
-    let protocol = parse_stored::<SafetyProtocolInput>(protocol)?;
     let recommendation = recommend(
         &req,
-        plan.as_ref().map(|p| &p.0),
-        protocol.as_ref().map(|p| &p.0),
+        plan.as_ref().map(|p| p.0.content()),
+        protocol.as_ref().map(|p| p.0.content()),
         today(),
     );
     Ok(HttpResponse::Ok().json(RecommendationResponse {
@@ -75,20 +71,6 @@ pub async fn recommend_modality(
         plan_version: plan.map(|p| p.1),
         protocol_version: protocol.map(|p| p.1),
     }))
-}
-
-fn parse_stored<T: serde::de::DeserializeOwned>(
-    row: Option<(String, i64)>,
-) -> Result<Option<(T, i64)>, ApiError> {
-    row.map(|(body, version)| {
-        serde_json::from_str(&body)
-            .map(|t| (t, version))
-            .map_err(|e| {
-                tracing::error!(error = %e, "stored record does not parse");
-                ApiError::Internal
-            })
-    })
-    .transpose()
 }
 
 /// The guideline rules: id, section, title, guideline text and what the service does.

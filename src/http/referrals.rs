@@ -1,16 +1,19 @@
 //! `/v1/referrals`: face-to-face fallback referrals without delay (F2F-1), idempotent under
 //! retries, each change announced by webhook through the outbox.
 
-use super::extract::{etag, if_match, page_limit, parse_cursor, Input, ValidJson};
+use super::extract::{
+    etag, if_match, page_limit, parse_cursor, path_id, Input, QueryParams, ValidJson,
+};
 use super::records::{split_page, Meta, PageParams};
 use super::AppState;
 use crate::auth::{Caller, Scope};
 use crate::domain::referral::{
-    is_overdue, ReferralInput, ReferralState, ReferralStatus, StatusChange, Transition,
-    TransitionError,
+    is_overdue, ReferralInput, ReferralReason, ReferralState, ReferralStatus, StatusChange,
+    Transition, TransitionError, Urgency,
 };
+use crate::domain::types::{AppointmentType, Detail, Reference, SubjectRef};
 use crate::error::ApiError;
-use crate::store::referrals::{ChangeError, IdemKey, Idempotent, ReferralRow, StoredResponse};
+use crate::store::referrals::{ChangeError, IdemKey, Idempotent, ReferralRecord, StoredResponse};
 use crate::store::Ts;
 use actix_web::http::header;
 use actix_web::{get, post, web, HttpRequest, HttpResponse};
@@ -23,20 +26,34 @@ use uuid::Uuid;
 
 const RESOURCE: &str = "referral";
 
-/// A fallback referral as stored, with `overdue` computed at read time.
+/// A fallback referral: the request, where it stands, and the version's metadata; `overdue`
+/// is computed when read.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Referral {
+#[schema(as = Referral)]
+pub struct ReferralView {
     #[serde(flatten)]
     pub meta: Meta,
-    #[serde(flatten)]
-    pub request: ReferralInput,
+    pub subject: SubjectRef,
+    pub reason: ReferralReason,
+    pub urgency: Urgency,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub appointment_type: Option<AppointmentType>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub detail: Option<Detail>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub requested_by: Option<Reference>,
     pub status: ReferralStatus,
     /// The face-to-face appointment, once scheduled.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub appointment_at: Option<DateTime<Utc>>,
     /// Requested time + the urgency's duration (`TELEMENTAL_REFERRAL_DUE_*`).
     pub due_by: DateTime<Utc>,
-    /// Past `due_by` while neither scheduled, completed nor cancelled.
+    /// Past `due_by` while neither scheduled, completed nor cancelled (for a version: whether
+    /// the current version is overdue now, false for older versions).
     pub overdue: bool,
     /// Every status, oldest first, with who set it and when.
     pub history: Vec<Transition>,
@@ -44,18 +61,22 @@ pub struct Referral {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReferralList {
-    pub items: Vec<Referral>,
+    pub items: Vec<ReferralView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ReferralListParams {
-    pub subject: Option<String>,
+    /// Only referrals of this subject.
+    pub subject: Option<SubjectRef>,
     pub status: Option<ReferralStatus>,
     /// `true`: only overdue referrals; `false`: only those not overdue.
     pub overdue: Option<bool>,
     /// Page size, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -65,18 +86,6 @@ impl Input for ReferralInput {
     fn template() -> Value {
         json!({"subject": "Patient/123", "reason": "not_accessible", "urgency": "routine"})
     }
-    const SERVER_FIELDS: &'static [&'static str] = &[
-        "id",
-        "version",
-        "created_at",
-        "updated_at",
-        "updated_by",
-        "status",
-        "appointment_at",
-        "due_by",
-        "overdue",
-        "history",
-    ];
 }
 
 impl Input for StatusChange {
@@ -85,38 +94,31 @@ impl Input for StatusChange {
     }
 }
 
-fn view(row: &ReferralRow, now: DateTime<Utc>) -> Result<Referral, ApiError> {
-    let state: ReferralState = serde_json::from_value(row.body.0.clone()).map_err(|e| {
-        tracing::error!(error = %e, "stored referral does not parse");
-        ApiError::Internal
-    })?;
-    Ok(Referral {
-        meta: Meta {
-            id: row.id,
-            version: row.version,
-            created_at: row.created_at.0,
-            updated_at: row.updated_at.0,
-            updated_by: row.updated_by.clone(),
-        },
-        overdue: is_overdue(state.status, state.due_by, now),
-        request: state.request,
-        status: state.status,
-        appointment_at: state.appointment_at,
-        due_by: state.due_by,
-        history: state.history,
-    })
+/// The response body of a referral version (also the payload of its events).
+pub fn view(r: &ReferralRecord, now: DateTime<Utc>) -> ReferralView {
+    let s = &r.state;
+    ReferralView {
+        meta: r.meta.clone().into(),
+        subject: s.request.subject.clone(),
+        reason: s.request.reason,
+        urgency: s.request.urgency,
+        appointment_type: s.request.appointment_type,
+        detail: s.request.detail.clone(),
+        requested_by: s.request.requested_by.clone(),
+        status: s.status,
+        appointment_at: s.appointment_at,
+        due_by: s.due_by,
+        overdue: is_overdue(s.status, s.due_by, now),
+        history: s.history.clone(),
+    }
 }
 
-fn stored(row: &ReferralRow, status: u16) -> StoredResponse {
-    let body = view(row, Utc::now())
-        .ok()
-        .and_then(|v| serde_json::to_value(v).ok())
-        .unwrap_or(Value::Null);
+fn stored(r: &ReferralRecord, status: u16) -> StoredResponse {
     StoredResponse {
         status,
-        body,
-        etag: Some(format!("\"{}\"", row.version)),
-        location: Some(format!("/v1/referrals/{}", row.id)),
+        body: serde_json::to_value(view(r, Utc::now())).unwrap_or(Value::Null),
+        etag: Some(format!("\"{}\"", r.meta.version)),
+        location: Some(format!("/v1/referrals/{}", r.meta.id)),
     }
 }
 
@@ -178,13 +180,13 @@ fn replay_or_conflict<T>(
 /// `due_by` follows the urgency (defaults: routine 7 days, urgent 24 h, emergency 4 h). With an
 /// `Idempotency-Key`, a retry with the same body replays the first response (header
 /// `Idempotent-Replayed: true`) and creates nothing, also under concurrent retries; the same key
-/// with another body is 409. Keys are kept for at least 24 h. Emits `referral.created`.
+/// with another body is 409. Keys are kept for 48 h. Emits `referral.created`.
 #[utoipa::path(
     tag = "referrals",
     operation_id = "createReferral",
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1–255 visible ASCII characters")),
     request_body = ReferralInput,
-    responses((status = 201, description = "Created (or the replayed first response)", body = Referral,
+    responses((status = 201, description = "Created (or the replayed first response)", body = ReferralView,
         headers(("ETag" = String), ("Location" = String)))),
     security(("bearer" = ["referrals:write"]))
 )]
@@ -198,7 +200,7 @@ pub async fn create_referral(
     st.require(&caller, Scope::ReferralsWrite, RESOURCE, "create")
         .await?;
     let key = idempotency_key(&req)?;
-    let input = body.0.validate().map_err(ApiError::Invalid)?;
+    let input = body.parse()?;
     let idem = key.as_deref().map(|k| IdemKey {
         endpoint: "POST /v1/referrals",
         key: k,
@@ -208,8 +210,6 @@ pub async fn create_referral(
     let id = Uuid::now_v7();
     let subject = input.subject.as_str().to_string();
     let state = ReferralState::new(input, &st.referral_due, now.0, &caller.sub);
-    let due_by = Ts::from(state.due_by);
-    let body = serde_json::to_value(&state).map_err(|_| ApiError::Internal)?;
     let mut audit = st.audit_entry(
         &caller,
         "create",
@@ -221,16 +221,9 @@ pub async fn create_referral(
     audit.at = now;
     let r = st
         .store
-        .create_referral(
-            &caller.tenant,
-            id,
-            &subject,
-            &body,
-            due_by,
-            &audit,
-            idem.as_ref(),
-            |row| stored(row, 201),
-        )
+        .create_referral(&caller.tenant, id, state, &audit, idem.as_ref(), |r| {
+            stored(r, 201)
+        })
         .await?;
     if matches!(r, Idempotent::Fresh(..)) {
         st.wake_outbox();
@@ -243,19 +236,19 @@ pub async fn create_referral(
     tag = "referrals",
     operation_id = "getReferral",
     params(("id" = Uuid, Path, description = "Referral id")),
-    responses((status = 200, description = "The referral", body = Referral, headers(("ETag" = String)))),
+    responses((status = 200, description = "The referral", body = ReferralView, headers(("ETag" = String)))),
     security(("bearer" = ["referrals:read"]))
 )]
 #[get("/referrals/{id}")]
 pub async fn get_referral(
     st: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     st.require(&caller, Scope::ReferralsRead, RESOURCE, "read")
         .await?;
-    let id = id.into_inner();
-    let Some(row) = st.store.get_referral(&caller.tenant, id).await? else {
+    let id = path_id(&req, "id")?;
+    let Some(r) = st.store.get_referral(&caller.tenant, id).await? else {
         st.audit(&caller, "read", RESOURCE, Some(id), None, "not_found")
             .await?;
         return Err(ApiError::NotFound);
@@ -265,13 +258,13 @@ pub async fn get_referral(
         "read",
         RESOURCE,
         Some(id),
-        Some(&row.subject),
+        Some(&r.meta.subject),
         "success",
     )
     .await?;
     Ok(HttpResponse::Ok()
-        .insert_header(etag(row.version))
-        .json(view(&row, Utc::now())?))
+        .insert_header(etag(r.meta.version))
+        .json(view(&r, Utc::now())))
 }
 
 /// List referrals by subject, status and `overdue`, oldest first.
@@ -286,11 +279,11 @@ pub async fn get_referral(
 pub async fn list_referrals(
     st: web::Data<AppState>,
     caller: Caller,
-    q: web::Query<ReferralListParams>,
+    q: QueryParams<ReferralListParams>,
 ) -> Result<HttpResponse, ApiError> {
     st.require(&caller, Scope::ReferralsRead, RESOURCE, "list")
         .await?;
-    let q = q.into_inner();
+    let q = q.parse()?;
     let limit = page_limit(q.limit)?;
     let after = parse_cursor::<Uuid>(q.cursor.as_deref())?;
     let now = Ts::now();
@@ -298,7 +291,7 @@ pub async fn list_referrals(
         .store
         .list_referrals(
             &caller.tenant,
-            q.subject.as_deref(),
+            q.subject.as_ref().map(SubjectRef::as_str),
             q.status.map(ReferralStatus::as_str),
             q.overdue,
             now,
@@ -306,7 +299,7 @@ pub async fn list_referrals(
             limit + 1,
         )
         .await?;
-    let (rows, next_cursor) = split_page(rows, limit, |r| r.id.to_string());
+    let (rows, next_cursor) = split_page(rows, limit, |r| r.meta.id.to_string());
     let entries: Vec<_> = rows
         .iter()
         .map(|r| {
@@ -314,17 +307,14 @@ pub async fn list_referrals(
                 &caller,
                 "list",
                 RESOURCE,
-                Some(r.id),
-                Some(&r.subject),
+                Some(r.meta.id),
+                Some(&r.meta.subject),
                 "success",
             )
         })
         .collect();
     st.store.audit(&entries).await?;
-    let items = rows
-        .iter()
-        .map(|r| view(r, now.0))
-        .collect::<Result<_, _>>()?;
+    let items = rows.iter().map(|r| view(r, now.0)).collect();
     Ok(HttpResponse::Ok().json(ReferralList { items, next_cursor }))
 }
 
@@ -340,51 +330,62 @@ pub async fn list_referrals(
 pub async fn list_referral_versions(
     st: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
-    page: web::Query<PageParams>,
+    req: HttpRequest,
+    page: QueryParams<PageParams>,
 ) -> Result<HttpResponse, ApiError> {
     st.require(&caller, Scope::ReferralsRead, RESOURCE, "read_versions")
         .await?;
-    let id = id.into_inner();
-    let page = page.into_inner();
+    let page = page.parse()?;
     let limit = page_limit(page.limit)?;
     let before = parse_cursor::<i64>(page.cursor.as_deref())?;
+    let id = path_id(&req, "id")?;
     let rows = st
         .store
         .referral_versions(&caller.tenant, id, before, limit + 1)
         .await?;
-    if rows.is_empty() && st.store.get_referral(&caller.tenant, id).await?.is_none() {
-        st.audit(
-            &caller,
-            "read_versions",
-            RESOURCE,
-            Some(id),
-            None,
-            "not_found",
-        )
-        .await?;
-        return Err(ApiError::NotFound);
-    }
+    let Some(current) = rows.first().map(|r| r.meta.version) else {
+        if st.store.get_referral(&caller.tenant, id).await?.is_none() {
+            st.audit(
+                &caller,
+                "read_versions",
+                RESOURCE,
+                Some(id),
+                None,
+                "not_found",
+            )
+            .await?;
+            return Err(ApiError::NotFound);
+        }
+        return Ok(HttpResponse::Ok().json(ReferralList {
+            items: vec![],
+            next_cursor: None,
+        }));
+    };
     st.audit(
         &caller,
         "read_versions",
         RESOURCE,
         Some(id),
-        rows.first().map(|r| r.subject.as_str()),
+        rows.first().map(|r| r.meta.subject.as_str()),
         "success",
     )
     .await?;
-    let (rows, next_cursor) = split_page(rows, limit, |r| r.version.to_string());
+    let (rows, next_cursor) = split_page(rows, limit, |r| r.meta.version.to_string());
     let now = Utc::now();
+    let newest = if before.is_none() {
+        Some(current)
+    } else {
+        None
+    };
     let items = rows
         .iter()
         .map(|r| {
-            // A version's own status, from its snapshot.
-            let mut v = view(r, now)?;
-            v.overdue = is_overdue(v.status, v.due_by, now) && r.version == v.meta.version;
-            Ok(v)
+            // Only the current version can be overdue now.
+            let mut v = view(r, now);
+            v.overdue &= Some(r.meta.version) == newest;
+            v
         })
-        .collect::<Result<_, ApiError>>()?;
+        .collect();
     Ok(HttpResponse::Ok().json(ReferralList { items, next_cursor }))
 }
 
@@ -403,7 +404,7 @@ pub async fn list_referral_versions(
         ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")
     ),
     request_body = StatusChange,
-    responses((status = 200, description = "The referral in its new state", body = Referral, headers(("ETag" = String)))),
+    responses((status = 200, description = "The referral in its new state", body = ReferralView, headers(("ETag" = String)))),
     security(("bearer" = ["referrals:write"]))
 )]
 #[post("/referrals/{id}/status")]
@@ -411,15 +412,14 @@ pub async fn change_referral_status(
     st: web::Data<AppState>,
     caller: Caller,
     req: HttpRequest,
-    id: web::Path<Uuid>,
     body: ValidJson<StatusChange>,
 ) -> Result<HttpResponse, ApiError> {
     st.require(&caller, Scope::ReferralsWrite, RESOURCE, "change_status")
         .await?;
-    let id = id.into_inner();
     let key = idempotency_key(&req)?;
     let expected = if_match(&req, false)?;
-    let change = body.0;
+    let change = body.parse()?;
+    let id = path_id(&req, "id")?;
     let endpoint = format!("POST /v1/referrals/{id}/status");
     let idem = key.as_deref().map(|k| IdemKey {
         endpoint: &endpoint,
@@ -445,16 +445,8 @@ pub async fn change_referral_status(
             expected,
             &audit,
             idem.as_ref(),
-            |row| {
-                let state: ReferralState = serde_json::from_value(row.body.0.clone())
-                    .map_err(|_| TransitionError::Invalid(vec![]))?;
-                let next = state.apply(change, now.0, &actor)?;
-                let status = next.status.as_str().to_string();
-                let body =
-                    serde_json::to_value(&next).map_err(|_| TransitionError::Invalid(vec![]))?;
-                Ok((body, status))
-            },
-            |row| stored(row, 200),
+            |r| r.state.clone().apply(change, now.0, &actor),
+            |r| stored(r, 200),
         )
         .await;
     let r = match r {
@@ -496,9 +488,6 @@ pub async fn change_referral_status(
                 existing_id: None,
                 allowed: Some(allowed.iter().map(|s| s.as_str().to_string()).collect()),
             })
-        }
-        Err(ChangeError::Rejected(TransitionError::Invalid(errors))) if errors.is_empty() => {
-            return Err(ApiError::Internal)
         }
         Err(ChangeError::Rejected(TransitionError::Invalid(errors))) => {
             return Err(ApiError::Invalid(errors))

@@ -1,18 +1,22 @@
 //! `/v1/session-checks`: the start-of-session safety check and disconnections
 //! (SAFE-1, SAFE-2, SAFE-3, CONN-2, THER-2, F2F-1).
 
-use super::extract::{Input, ValidJson};
+use super::extract::{path_id, Input, ValidJson};
 use super::records::current;
 use super::AppState;
 use crate::auth::{Caller, Scope};
-use crate::domain::plan::PlanInput;
-use crate::domain::protocol::SafetyProtocolInput;
+use crate::domain::plan::Plan;
+use crate::domain::protocol::SafetyProtocol;
 use crate::domain::session_check::{
-    evaluate, on_disconnection, DisconnectionAdvice, SessionCheckInput, SessionCheckOutcome,
+    evaluate, on_disconnection, DisconnectionAdvice, Outcome, ServiceUserLocation,
+    SessionCheckInput, SessionCheckOutcome,
+};
+use crate::domain::types::{
+    AppointmentType, Modality, Name, PhoneNumber, RiskLevel, ShortNote, SubjectRef,
 };
 use crate::error::ApiError;
-use crate::store::NewCheck;
-use actix_web::{get, http::header, post, web, HttpResponse};
+use crate::store::{CheckRecord, NewCheck};
+use actix_web::{get, http::header, post, web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -23,21 +27,69 @@ const RESOURCE: &str = "session_check";
 
 /// A recorded session check: what the clinician confirmed and the service's answer.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct SessionCheck {
+#[schema(as = SessionCheck)]
+pub struct SessionCheckView {
     pub id: Uuid,
     pub created_at: DateTime<Utc>,
     /// Who ran the check (the token's `sub`).
     pub created_by: String,
-    #[serde(flatten)]
-    pub check: SessionCheckInput,
+    pub subject: SubjectRef,
+    pub modality: Modality,
+    pub appointment_type: AppointmentType,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub service_user_location: Option<ServiceUserLocation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub call_back_number: Option<PhoneNumber>,
+    pub clinician_in_private_space: bool,
+    pub others_present: Vec<Name>,
+    pub headphones: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub service_user_private: Option<bool>,
+    pub sensitive_topics: bool,
+    pub first_remote_appointment: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub risk_level: Option<RiskLevel>,
     #[serde(flatten)]
     pub result: SessionCheckOutcome,
     /// The safety protocol version the outcome was computed from (`null`: none on record).
+    #[schema(required = true)]
     pub protocol_version: Option<i64>,
     /// The plan version used (`null`: none on record).
+    #[schema(required = true)]
     pub plan_version: Option<i64>,
     /// Disconnections recorded for this session so far.
     pub disconnections: i64,
+}
+
+impl SessionCheckView {
+    fn of(r: CheckRecord) -> SessionCheckView {
+        let c = r.check.into_content();
+        SessionCheckView {
+            id: r.id,
+            created_at: r.created_at.0,
+            created_by: r.created_by,
+            subject: c.subject,
+            modality: c.modality,
+            appointment_type: c.appointment_type,
+            service_user_location: c.service_user_location,
+            call_back_number: c.call_back_number,
+            clinician_in_private_space: c.clinician_in_private_space,
+            others_present: c.others_present,
+            headphones: c.headphones,
+            service_user_private: c.service_user_private,
+            sensitive_topics: c.sensitive_topics,
+            first_remote_appointment: c.first_remote_appointment,
+            risk_level: c.risk_level,
+            result: r.result,
+            protocol_version: r.protocol_version,
+            plan_version: r.plan_version,
+            disconnections: r.disconnections,
+        }
+    }
 }
 
 impl Input for SessionCheckInput {
@@ -55,9 +107,8 @@ impl Input for SessionCheckInput {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DisconnectionInput {
-    /// Free text, at most 1 000 characters. Never logged.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub note: Option<String>,
+    pub note: Option<ShortNote>,
 }
 
 impl Input for DisconnectionInput {
@@ -87,7 +138,7 @@ pub struct Disconnection {
     tag = "session-checks",
     operation_id = "createSessionCheck",
     request_body = SessionCheckInput,
-    responses((status = 201, description = "The check and its outcome", body = SessionCheck,
+    responses((status = 201, description = "The check and its outcome", body = SessionCheckView,
         headers(("Location" = String)))),
     security(("bearer" = ["sessions:write"]))
 )]
@@ -99,19 +150,16 @@ pub async fn create_session_check(
 ) -> Result<HttpResponse, ApiError> {
     st.require(&caller, Scope::SessionsWrite, RESOURCE, "create")
         .await?;
-    let check = body.0.validate().map_err(ApiError::Invalid)?;
+    let check = body.parse()?.check().map_err(ApiError::Invalid)?;
     let subject = check.subject.as_str().to_string();
-    let protocol = current::<SafetyProtocolInput>(&st, &caller.tenant, &subject).await?;
-    let plan = current::<PlanInput>(&st, &caller.tenant, &subject).await?;
+    let protocol = current::<SafetyProtocol>(&st, &caller.tenant, &subject).await?;
+    let plan = current::<Plan>(&st, &caller.tenant, &subject).await?;
     let result = evaluate(
         &check,
-        protocol.as_ref().map(|p| &p.0),
-        plan.as_ref().map(|p| &p.0),
+        protocol.as_ref().map(|p| p.0.content()),
+        plan.as_ref().map(|p| p.0.content()),
     );
     let id = Uuid::now_v7();
-    let body = serde_json::to_value(&check).map_err(|_| ApiError::Internal)?;
-    let result_json = serde_json::to_value(&result).map_err(|_| ApiError::Internal)?;
-    let outcome = result_json["outcome"].as_str().unwrap_or("").to_string();
     let audit = st.audit_entry(
         &caller,
         "create",
@@ -122,24 +170,24 @@ pub async fn create_session_check(
     );
     // The scheduler hears of it at once, to offer a face-to-face alternative (F2F-1). The
     // service user's location is not part of the event.
-    let event = (outcome == "do_not_proceed").then(|| {
+    let event = (result.outcome == Outcome::DoNotProceed).then(|| {
         json!({
             "session_check_id": id, "subject": subject, "modality": check.modality,
-            "appointment_type": check.appointment_type, "outcome": outcome,
+            "appointment_type": check.appointment_type, "outcome": result.outcome,
             "actions": result.actions, "face_to_face_alternative_required": true,
         })
     });
+    let (protocol_version, plan_version) =
+        (protocol.as_ref().map(|p| p.1), plan.as_ref().map(|p| p.1));
     st.store
         .insert_session_check(
             &NewCheck {
                 id,
                 tenant: &caller.tenant,
-                subject: &subject,
-                body: &body,
-                outcome: &outcome,
-                result: &result_json,
-                protocol_version: protocol.as_ref().map(|p| p.1),
-                plan_version: plan.as_ref().map(|p| p.1),
+                check: &check,
+                result: &result,
+                protocol_version,
+                plan_version,
             },
             &audit,
             event.as_ref(),
@@ -148,18 +196,20 @@ pub async fn create_session_check(
     if event.is_some() {
         st.wake_outbox();
     }
+    let view = SessionCheckView::of(CheckRecord {
+        id,
+        subject,
+        check,
+        result,
+        protocol_version,
+        plan_version,
+        created_at: audit.at,
+        created_by: caller.sub.clone(),
+        disconnections: 0,
+    });
     Ok(HttpResponse::Created()
         .insert_header((header::LOCATION, format!("/v1/session-checks/{id}")))
-        .json(SessionCheck {
-            id,
-            created_at: audit.at.0,
-            created_by: caller.sub.clone(),
-            check,
-            result,
-            protocol_version: protocol.map(|p| p.1),
-            plan_version: plan.map(|p| p.1),
-            disconnections: 0,
-        }))
+        .json(view))
 }
 
 async fn load(
@@ -167,32 +217,15 @@ async fn load(
     caller: &Caller,
     id: Uuid,
     action: &'static str,
-) -> Result<(SessionCheck, crate::store::CheckRow), ApiError> {
-    let Some(row) = st.store.get_session_check(&caller.tenant, id).await? else {
-        st.audit(caller, action, RESOURCE, Some(id), None, "not_found")
-            .await?;
-        return Err(ApiError::NotFound);
-    };
-    let parse = |e: serde_json::Error| {
-        tracing::error!(error = %e, "stored session check does not parse");
-        ApiError::Internal
-    };
-    let check: SessionCheckInput = serde_json::from_value(row.body.0.clone()).map_err(parse)?;
-    let result: SessionCheckOutcome =
-        serde_json::from_value(row.result.0.clone()).map_err(parse)?;
-    Ok((
-        SessionCheck {
-            id: row.id,
-            created_at: row.created_at.0,
-            created_by: row.created_by.clone(),
-            check,
-            result,
-            protocol_version: row.protocol_version,
-            plan_version: row.plan_version,
-            disconnections: row.disconnections,
-        },
-        row,
-    ))
+) -> Result<CheckRecord, ApiError> {
+    match st.store.get_session_check(&caller.tenant, id).await? {
+        Some(r) => Ok(r),
+        None => {
+            st.audit(caller, action, RESOURCE, Some(id), None, "not_found")
+                .await?;
+            Err(ApiError::NotFound)
+        }
+    }
 }
 
 /// Read a recorded session check.
@@ -200,28 +233,29 @@ async fn load(
     tag = "session-checks",
     operation_id = "getSessionCheck",
     params(("id" = Uuid, Path, description = "Session check id")),
-    responses((status = 200, description = "The check", body = SessionCheck)),
+    responses((status = 200, description = "The check", body = SessionCheckView)),
     security(("bearer" = ["sessions:write"]))
 )]
 #[get("/session-checks/{id}")]
 pub async fn get_session_check(
     st: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     st.require(&caller, Scope::SessionsWrite, RESOURCE, "read")
         .await?;
-    let (check, row) = load(&st, &caller, id.into_inner(), "read").await?;
+    let id = path_id(&req, "id")?;
+    let r = load(&st, &caller, id, "read").await?;
     st.audit(
         &caller,
         "read",
         RESOURCE,
-        Some(check.id),
-        Some(&row.subject),
+        Some(r.id),
+        Some(&r.subject),
         "success",
     )
     .await?;
-    Ok(HttpResponse::Ok().json(check))
+    Ok(HttpResponse::Ok().json(SessionCheckView::of(r)))
 }
 
 /// Record a disconnection and say how to reconnect.
@@ -241,7 +275,7 @@ pub async fn get_session_check(
 pub async fn record_disconnection(
     st: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
+    req: HttpRequest,
     body: ValidJson<DisconnectionInput>,
 ) -> Result<HttpResponse, ApiError> {
     st.require(
@@ -251,37 +285,30 @@ pub async fn record_disconnection(
         "record_disconnection",
     )
     .await?;
-    let input = body.0;
-    if input
-        .note
-        .as_ref()
-        .is_some_and(|n| n.chars().count() > 1000)
-    {
-        return Err(ApiError::invalid("note", "must be at most 1000 characters"));
-    }
-    let (check, row) = load(&st, &caller, id.into_inner(), "record_disconnection").await?;
-    let protocol = current::<SafetyProtocolInput>(&st, &caller.tenant, &row.subject).await?;
+    let input = body.parse()?;
+    let id = path_id(&req, "id")?;
+    let r = load(&st, &caller, id, "record_disconnection").await?;
+    let protocol = current::<SafetyProtocol>(&st, &caller.tenant, &r.subject).await?;
     let audit = st.audit_entry(
         &caller,
         "record_disconnection",
         RESOURCE,
-        Some(check.id),
-        Some(&row.subject),
+        Some(r.id),
+        Some(&r.subject),
         "success",
     );
-    let body = serde_json::to_value(&input).map_err(|_| ApiError::Internal)?;
     let n = st
         .store
-        .add_disconnection(&caller.tenant, check.id, &body, &audit)
+        .add_disconnection(&caller.tenant, r.id, input.note.as_ref(), &audit)
         .await?;
     let advice = on_disconnection(
-        &check.check,
-        &check.result,
-        protocol.as_ref().map(|p| &p.0),
+        &r.check,
+        &r.result,
+        protocol.as_ref().map(|p| p.0.content()),
         u32::try_from(n).unwrap_or(u32::MAX),
     );
     Ok(HttpResponse::Created().json(Disconnection {
-        session_check_id: check.id,
+        session_check_id: r.id,
         recorded_at: audit.at.0,
         advice,
     }))

@@ -164,7 +164,7 @@ pub async fn create_webhook(
     body: ValidJson<WebhookInput>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Scope::WebhooksManage)?;
-    let input = body.0;
+    let input = body.parse()?;
     let mut errors = Vec::new();
     match check_webhook_url(&input.url, st.webhook_allow_private) {
         Ok(url) => {
@@ -182,7 +182,12 @@ pub async fn create_webhook(
     }
     crate::domain::types::check_unique(&mut errors, "events", &input.events);
     if let Some(d) = &input.description {
-        crate::domain::types::check_len(&mut errors, "description", d, 500);
+        if d.chars().count() > 500 {
+            errors.push(FieldError::new(
+                "description",
+                "must be at most 500 characters",
+            ));
+        }
     }
     if !errors.is_empty() {
         return Err(ApiError::Invalid(errors));

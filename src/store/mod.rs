@@ -5,6 +5,7 @@
 //! Engine-specific column types are handled by the migrations and by [`Ts`].
 
 mod audit;
+pub mod forms;
 pub mod outbox;
 mod records;
 pub mod referrals;
@@ -12,8 +13,10 @@ mod session_checks;
 mod ts;
 
 pub use audit::{AuditEntry, AuditFilter, AuditRow};
-pub use records::{ListQuery, Record, RecordTable, UpdateError, PLANS, SAFETY_PROTOCOLS};
-pub use session_checks::{CheckRow, NewCheck};
+pub use records::{
+    ListQuery, Record, RecordKind, RecordMeta, RecordTable, UpdateError, PLANS, SAFETY_PROTOCOLS,
+};
+pub use session_checks::{CheckRecord, NewCheck};
 pub use ts::Ts;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -50,6 +53,9 @@ pub enum DbError {
     Unavailable(String),
     #[error("database error: {0}")]
     Other(sqlx::Error),
+    /// A stored row that this build cannot read (see `forms`).
+    #[error(transparent)]
+    Unreadable(#[from] forms::FormError),
 }
 
 impl From<sqlx::Error> for DbError {

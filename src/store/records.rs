@@ -1,9 +1,16 @@
 //! Versioned records (plans, safety protocols): one current row and every version kept.
+//!
+//! The store takes and returns domain values ([`Plan`], [`SafetyProtocol`]); what goes into
+//! the JSON column is the record's stored form (`super::forms`), written at its newest format
+//! and read back from any format it has had.
 
 use super::audit::insert_audit;
+use super::forms::StoredForm;
 use super::{on_db, AuditEntry, DbError, DbResult, Store, Ts};
+use crate::domain::plan::Plan;
+use crate::domain::protocol::SafetyProtocol;
 use chrono::NaiveDate;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use sqlx::types::Json;
 use uuid::Uuid;
 
@@ -28,18 +35,87 @@ pub const SAFETY_PROTOCOLS: RecordTable = RecordTable {
     resource_type: "safety_protocol",
 };
 
-/// One version of a record, as stored.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Record {
+/// A domain type kept as a versioned record.
+pub trait RecordKind: StoredForm {
+    const TABLE: RecordTable;
+    fn subject(&self) -> &str;
+    /// The date the record is next due for review (indexed for `review_due_before`).
+    fn review_due(&self) -> NaiveDate;
+}
+
+impl RecordKind for Plan {
+    const TABLE: RecordTable = PLANS;
+    fn subject(&self) -> &str {
+        self.subject.as_str()
+    }
+    fn review_due(&self) -> NaiveDate {
+        self.next_review_due()
+    }
+}
+
+impl RecordKind for SafetyProtocol {
+    const TABLE: RecordTable = SAFETY_PROTOCOLS;
+    fn subject(&self) -> &str {
+        self.subject.as_str()
+    }
+    fn review_due(&self) -> NaiveDate {
+        self.next_review_due()
+    }
+}
+
+/// What the service keeps about every version of a record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordMeta {
     pub id: Uuid,
     pub subject: String,
     pub version: i64,
-    pub body: Json<Value>,
-    pub review_due: NaiveDate,
     pub created_at: Ts,
+    /// When this version was written.
     pub updated_at: Ts,
     /// Who wrote this version (the token's `sub`).
     pub updated_by: Option<String>,
+}
+
+/// One version of a record.
+#[derive(Debug, Clone)]
+pub struct Record<T> {
+    pub meta: RecordMeta,
+    pub review_due: NaiveDate,
+    pub content: T,
+}
+
+/// A row as selected, before its body is read.
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: Uuid,
+    subject: String,
+    version: i64,
+    body: Json<Box<RawValue>>,
+    review_due: NaiveDate,
+    created_at: Ts,
+    updated_at: Ts,
+    updated_by: Option<String>,
+}
+
+impl Row {
+    fn read<T: RecordKind>(self) -> DbResult<Record<T>> {
+        Ok(Record {
+            content: T::decode_str(self.body.0.get())?,
+            meta: RecordMeta {
+                id: self.id,
+                subject: self.subject,
+                version: self.version,
+                created_at: self.created_at,
+                updated_at: self.updated_at,
+                updated_by: self.updated_by,
+            },
+            review_due: self.review_due,
+        })
+    }
+}
+
+fn read_all<T: RecordKind>(rows: Vec<Row>) -> DbResult<Vec<Record<T>>> {
+    rows.into_iter().map(Row::read).collect()
 }
 
 #[derive(Debug)]
@@ -78,18 +154,15 @@ impl RecordTable {
 }
 
 impl Store {
-    #[allow(clippy::too_many_arguments)]
-    /// Inserts version 1. `Conflict` when the subject already has one (returned with its id).
-    pub async fn insert_record(
+    /// Inserts version 1. `Conflict` when the subject already has one.
+    pub async fn insert_record<T: RecordKind>(
         &self,
-        t: RecordTable,
         id: Uuid,
         tenant: &str,
-        subject: &str,
-        body: &Value,
-        review_due: NaiveDate,
+        content: T,
         audit: &AuditEntry,
-    ) -> DbResult<Record> {
+    ) -> DbResult<Record<T>> {
+        let t = T::TABLE;
         let insert = format!(
             "INSERT INTO {} (id, tenant, subject, version, body, review_due, created_at, updated_at) \
              VALUES ($1, $2, $3, 1, $4, $5, $6, $6)",
@@ -100,14 +173,16 @@ impl Store {
              VALUES ($1, $2, 1, $3, $4, $5, $6)",
             t.versions
         );
+        let body = content.encode();
+        let (subject, review_due) = (content.subject().to_string(), content.review_due());
         let now = audit.at;
         on_db!(&self.db, p => {
             let mut tx = p.begin().await?;
             sqlx::query(&insert)
                 .bind(id)
                 .bind(tenant)
-                .bind(subject)
-                .bind(Json(body))
+                .bind(&subject)
+                .bind(Json(&body))
                 .bind(review_due)
                 .bind(now)
                 .execute(&mut *tx)
@@ -115,7 +190,7 @@ impl Store {
             sqlx::query(&insert_version)
                 .bind(id)
                 .bind(tenant)
-                .bind(Json(body))
+                .bind(Json(&body))
                 .bind(review_due)
                 .bind(now)
                 .bind(&audit.actor)
@@ -125,61 +200,82 @@ impl Store {
             tx.commit().await?;
         });
         Ok(Record {
-            id,
-            subject: subject.to_string(),
-            version: 1,
-            body: Json(body.clone()),
+            meta: RecordMeta {
+                id,
+                subject,
+                version: 1,
+                created_at: now,
+                updated_at: now,
+                updated_by: Some(audit.actor.clone()),
+            },
             review_due,
-            created_at: now,
-            updated_at: now,
-            updated_by: Some(audit.actor.clone()),
+            content,
         })
     }
 
-    pub async fn get_record(
+    pub async fn get_record<T: RecordKind>(
         &self,
-        t: RecordTable,
         tenant: &str,
         id: Uuid,
-    ) -> DbResult<Option<Record>> {
-        let sql = format!("{} WHERE r.id = $1 AND r.tenant = $2", t.select());
-        let row = on_db!(&self.db, p => sqlx::query_as::<_, Record>(&sql)
+    ) -> DbResult<Option<Record<T>>> {
+        let sql = format!("{} WHERE r.id = $1 AND r.tenant = $2", T::TABLE.select());
+        let row = on_db!(&self.db, p => sqlx::query_as::<_, Row>(&sql)
             .bind(id)
             .bind(tenant)
             .fetch_optional(p)
             .await)?;
-        Ok(row)
+        row.map(Row::read).transpose()
     }
 
-    pub async fn get_record_by_subject(
+    pub async fn get_record_by_subject<T: RecordKind>(
         &self,
-        t: RecordTable,
         tenant: &str,
         subject: &str,
-    ) -> DbResult<Option<Record>> {
-        let sql = format!("{} WHERE r.tenant = $1 AND r.subject = $2", t.select());
-        let row = on_db!(&self.db, p => sqlx::query_as::<_, Record>(&sql)
+    ) -> DbResult<Option<Record<T>>> {
+        let sql = format!(
+            "{} WHERE r.tenant = $1 AND r.subject = $2",
+            T::TABLE.select()
+        );
+        let row = on_db!(&self.db, p => sqlx::query_as::<_, Row>(&sql)
             .bind(tenant)
             .bind(subject)
             .fetch_optional(p)
             .await)?;
-        Ok(row)
+        row.map(Row::read).transpose()
+    }
+
+    /// The id of the subject's record of this kind, if any.
+    pub async fn record_id_by_subject(
+        &self,
+        t: RecordTable,
+        tenant: &str,
+        subject: &str,
+    ) -> DbResult<Option<Uuid>> {
+        let sql = format!(
+            "SELECT id FROM {} WHERE tenant = $1 AND subject = $2",
+            t.table
+        );
+        let row: Option<(Uuid,)> = on_db!(&self.db, p => sqlx::query_as(&sql)
+            .bind(tenant)
+            .bind(subject)
+            .fetch_optional(p)
+            .await)?;
+        Ok(row.map(|(id,)| id))
     }
 
     /// Writes a new version if the current one is `expected` (any when `None`). Of concurrent
     /// writers naming the same version exactly one wins: the version check and the increment
-    /// are one conditional UPDATE.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn update_record(
+    /// are one conditional UPDATE. The subject cannot change: another subject is `NotFound`
+    /// from the caller's point of view and is checked by the caller first.
+    pub async fn update_record<T: RecordKind>(
         &self,
-        t: RecordTable,
         tenant: &str,
         id: Uuid,
         expected: Option<i64>,
-        body: &Value,
-        review_due: NaiveDate,
+        content: T,
         audit: &AuditEntry,
-    ) -> Result<Record, UpdateError> {
+    ) -> Result<Record<T>, UpdateError> {
+        let t = T::TABLE;
         let update = format!(
             "UPDATE {} SET version = version + 1, body = $1, review_due = $2, updated_at = $3 \
              WHERE id = $4 AND tenant = $5 AND ($6 IS NULL OR version = $6) \
@@ -195,11 +291,13 @@ impl Store {
             "SELECT version FROM {} WHERE id = $1 AND tenant = $2",
             t.table
         );
+        let body = content.encode();
+        let review_due = content.review_due();
         let now = audit.at;
-        on_db!(&self.db, p => {
+        let (version, subject, created_at) = on_db!(&self.db, p => {
             let mut tx = p.begin().await?;
             let row: Option<(i64, String, Ts)> = sqlx::query_as(&update)
-                .bind(Json(body))
+                .bind(Json(&body))
                 .bind(review_due)
                 .bind(now)
                 .bind(id)
@@ -207,7 +305,7 @@ impl Store {
                 .bind(expected)
                 .fetch_optional(&mut *tx)
                 .await?;
-            let Some((version, subject, created_at)) = row else {
+            let Some(row) = row else {
                 let cur: Option<(i64,)> = sqlx::query_as(&current)
                     .bind(id)
                     .bind(tenant)
@@ -221,8 +319,8 @@ impl Store {
             sqlx::query(&insert_version)
                 .bind(id)
                 .bind(tenant)
-                .bind(version)
-                .bind(Json(body))
+                .bind(row.0)
+                .bind(Json(&body))
                 .bind(review_due)
                 .bind(now)
                 .bind(&audit.actor)
@@ -230,29 +328,32 @@ impl Store {
                 .await?;
             insert_audit!(&mut *tx, audit)?;
             tx.commit().await?;
-            Ok(Record {
+            row
+        });
+        Ok(Record {
+            meta: RecordMeta {
                 id,
                 subject,
                 version,
-                body: Json(body.clone()),
-                review_due,
                 created_at,
                 updated_at: now,
                 updated_by: Some(audit.actor.clone()),
-            })
+            },
+            review_due,
+            content,
         })
     }
 
     /// Versions newest first, below `before_version` when given; `None` when the record does
     /// not exist for this tenant.
-    pub async fn list_versions(
+    pub async fn list_versions<T: RecordKind>(
         &self,
-        t: RecordTable,
         tenant: &str,
         id: Uuid,
         before_version: Option<i64>,
         limit: i64,
-    ) -> DbResult<Option<Vec<Record>>> {
+    ) -> DbResult<Option<Vec<Record<T>>>> {
+        let t = T::TABLE;
         let sql = format!(
             "SELECT v.record_id AS id, r.subject, v.version, v.body, v.review_due, r.created_at, \
              v.recorded_at AS updated_at, v.recorded_by AS updated_by \
@@ -262,38 +363,37 @@ impl Store {
             t = t.table,
             v = t.versions
         );
-        let rows = on_db!(&self.db, p => sqlx::query_as::<_, Record>(&sql)
+        let rows = on_db!(&self.db, p => sqlx::query_as::<_, Row>(&sql)
             .bind(id)
             .bind(tenant)
             .bind(before_version)
             .bind(limit)
             .fetch_all(p)
             .await)?;
-        if rows.is_empty() && self.get_record(t, tenant, id).await?.is_none() {
+        if rows.is_empty() && self.get_record::<T>(tenant, id).await?.is_none() {
             return Ok(None);
         }
-        Ok(Some(rows))
+        read_all(rows).map(Some)
     }
 
     /// Records of a tenant by subject and/or review date, ordered by review date then id.
-    pub async fn list_records(
+    pub async fn list_records<T: RecordKind>(
         &self,
-        t: RecordTable,
         tenant: &str,
         q: &ListQuery,
-    ) -> DbResult<Vec<Record>> {
+    ) -> DbResult<Vec<Record<T>>> {
         let sql = format!(
             "{} WHERE r.tenant = $1 AND ($2 IS NULL OR r.subject = $2) \
              AND ($3 IS NULL OR r.review_due < $3) \
              AND ($4 IS NULL OR r.review_due > $4 OR (r.review_due = $4 AND r.id > $5)) \
              ORDER BY r.review_due, r.id LIMIT $6",
-            t.select()
+            T::TABLE.select()
         );
         let (after_due, after_id) = match q.after {
             Some((d, id)) => (Some(d), Some(id)),
             None => (None, None),
         };
-        let rows = on_db!(&self.db, p => sqlx::query_as::<_, Record>(&sql)
+        let rows = on_db!(&self.db, p => sqlx::query_as::<_, Row>(&sql)
             .bind(tenant)
             .bind(&q.subject)
             .bind(q.review_due_before)
@@ -302,29 +402,26 @@ impl Store {
             .bind(q.limit)
             .fetch_all(p)
             .await)?;
-        Ok(rows)
+        read_all(rows)
     }
-}
 
-impl Store {
-    /// The subject's current plan and safety protocol (body and version) in one round trip:
+    /// The subject's current plan and safety protocol with their versions, in one round trip:
     /// two primary-index lookups, nothing else — the recommendation's hot path.
     pub async fn plan_and_protocol(
         &self,
         tenant: &str,
         subject: &str,
-    ) -> DbResult<(Option<(String, i64)>, Option<(String, i64)>)> {
+    ) -> DbResult<(Option<(Plan, i64)>, Option<(SafetyProtocol, i64)>)> {
         const SQL: &str = "SELECT 0 AS kind, version, body FROM plans WHERE tenant = $1 AND subject = $2 \
             UNION ALL SELECT 1 AS kind, version, body FROM safety_protocols WHERE tenant = $1 AND subject = $2";
-        let rows: Vec<(i32, i64, Json<Box<serde_json::value::RawValue>>)> = on_db!(&self.db, p =>
+        let rows: Vec<(i32, i64, Json<Box<RawValue>>)> = on_db!(&self.db, p =>
             sqlx::query_as(SQL).bind(tenant).bind(subject).fetch_all(p).await)?;
         let (mut plan, mut protocol) = (None, None);
         for (kind, version, body) in rows {
-            let found = Some((body.0.get().to_string(), version));
             if kind == 0 {
-                plan = found;
+                plan = Some((Plan::decode_str(body.0.get())?, version));
             } else {
-                protocol = found;
+                protocol = Some((SafetyProtocol::decode_str(body.0.get())?, version));
             }
         }
         Ok((plan, protocol))

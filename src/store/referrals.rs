@@ -1,24 +1,55 @@
 //! Fallback referrals: versioned, idempotent under retries, events in the same transaction.
+//! The store takes and returns the domain's [`ReferralState`]; the JSON column holds its
+//! stored form (`super::forms::referral`).
 
 use super::audit::insert_audit;
+use super::forms::StoredForm;
 use super::outbox::emit_event;
-use super::{on_db, AuditEntry, DbError, DbResult, Store, Ts};
+use super::{on_db, AuditEntry, DbError, DbResult, RecordMeta, Store, Ts};
+use crate::domain::referral::ReferralState;
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
+/// A referral as selected, before its body is read.
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct ReferralRow {
-    pub id: Uuid,
-    pub subject: String,
-    pub version: i64,
-    pub body: Json<Value>,
-    pub status: String,
-    pub due_by: Ts,
-    pub created_at: Ts,
-    pub updated_at: Ts,
-    pub updated_by: Option<String>,
+struct ReferralRow {
+    id: Uuid,
+    subject: String,
+    version: i64,
+    body: Json<Box<RawValue>>,
+    created_at: Ts,
+    updated_at: Ts,
+    updated_by: Option<String>,
+}
+
+impl ReferralRow {
+    fn read(self) -> DbResult<ReferralRecord> {
+        Ok(ReferralRecord {
+            state: ReferralState::decode_str(self.body.0.get())?,
+            meta: RecordMeta {
+                id: self.id,
+                subject: self.subject,
+                version: self.version,
+                created_at: self.created_at,
+                updated_at: self.updated_at,
+                updated_by: self.updated_by,
+            },
+        })
+    }
+}
+
+fn read_all(rows: Vec<ReferralRow>) -> DbResult<Vec<ReferralRecord>> {
+    rows.into_iter().map(ReferralRow::read).collect()
+}
+
+/// One version of a referral.
+#[derive(Debug, Clone)]
+pub struct ReferralRecord {
+    pub meta: RecordMeta,
+    pub state: ReferralState,
 }
 
 /// An `Idempotency-Key` for one endpoint, with a hash of the request it came with.
@@ -60,8 +91,7 @@ impl<E> From<sqlx::Error> for ChangeError<E> {
     }
 }
 
-const SELECT: &str =
-    "SELECT r.id, r.subject, r.version, r.body, r.status, r.due_by, r.created_at, \
+const SELECT: &str = "SELECT r.id, r.subject, r.version, r.body, r.created_at, \
     r.updated_at, v.recorded_by AS updated_by FROM referrals r \
     LEFT JOIN referral_versions v ON v.record_id = r.id AND v.version = r.version";
 
@@ -115,43 +145,47 @@ impl Store {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Creates a referral (version 1) with its audit entry and `referral.created`, whose
+    /// payload is the rendered response; with an idempotency key, a retry gets the first
+    /// response back.
     pub async fn create_referral(
         &self,
         tenant: &str,
         id: Uuid,
-        subject: &str,
-        body: &Value,
-        due_by: Ts,
+        state: ReferralState,
         audit: &AuditEntry,
         idem: Option<&IdemKey<'_>>,
-        render: impl FnOnce(&ReferralRow) -> StoredResponse,
-    ) -> DbResult<Idempotent<ReferralRow>> {
+        render: impl FnOnce(&ReferralRecord) -> StoredResponse,
+    ) -> DbResult<Idempotent<ReferralRecord>> {
         let now = audit.at;
-        let row = ReferralRow {
-            id,
-            subject: subject.to_string(),
-            version: 1,
-            body: Json(body.clone()),
-            status: "requested".into(),
-            due_by,
-            created_at: now,
-            updated_at: now,
-            updated_by: Some(audit.actor.clone()),
+        let body = state.encode();
+        let status = state.status.as_str();
+        let due_by = Ts::from(state.due_by);
+        let record = ReferralRecord {
+            meta: RecordMeta {
+                id,
+                subject: state.request.subject.as_str().to_string(),
+                version: 1,
+                created_at: now,
+                updated_at: now,
+                updated_by: Some(audit.actor.clone()),
+            },
+            state,
         };
-        let resp = render(&row);
+        let subject = record.meta.subject.as_str();
+        let resp = render(&record);
         let claimed = on_db!(&self.db, p => {
             let mut tx = p.begin().await?;
             if !claim_key!(tx, tenant, idem, now) {
                 false
             } else {
                 sqlx::query("INSERT INTO referrals (id, tenant, subject, version, body, status, due_by, created_at, updated_at) \
-                    VALUES ($1, $2, $3, 1, $4, 'requested', $5, $6, $6)")
-                    .bind(id).bind(tenant).bind(subject).bind(Json(body)).bind(due_by).bind(now)
+                    VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $7)")
+                    .bind(id).bind(tenant).bind(subject).bind(Json(&body)).bind(status).bind(due_by).bind(now)
                     .execute(&mut *tx).await?;
                 sqlx::query("INSERT INTO referral_versions (record_id, tenant, version, body, recorded_at, recorded_by) \
                     VALUES ($1, $2, 1, $3, $4, $5)")
-                    .bind(id).bind(tenant).bind(Json(body)).bind(now).bind(&audit.actor)
+                    .bind(id).bind(tenant).bind(Json(&body)).bind(now).bind(&audit.actor)
                     .execute(&mut *tx).await?;
                 insert_audit!(&mut *tx, audit)?;
                 emit_event!(tx, tenant, "referral.created", &resp.body, now);
@@ -161,16 +195,16 @@ impl Store {
             }
         });
         match (claimed, idem) {
-            (true, _) => Ok(Idempotent::Fresh(row, resp)),
+            (true, _) => Ok(Idempotent::Fresh(record, resp)),
             (false, Some(k)) => self.stored_response(tenant, k).await,
             (false, None) => Err(DbError::Conflict),
         }
     }
 
-    pub async fn get_referral(&self, tenant: &str, id: Uuid) -> DbResult<Option<ReferralRow>> {
+    pub async fn get_referral(&self, tenant: &str, id: Uuid) -> DbResult<Option<ReferralRecord>> {
         let sql = format!("{SELECT} WHERE r.id = $1 AND r.tenant = $2");
         let row = on_db!(&self.db, p => sqlx::query_as::<_, ReferralRow>(&sql).bind(id).bind(tenant).fetch_optional(p).await)?;
-        Ok(row)
+        row.map(ReferralRow::read).transpose()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -184,7 +218,7 @@ impl Store {
         now: Ts,
         after: Option<Uuid>,
         limit: i64,
-    ) -> DbResult<Vec<ReferralRow>> {
+    ) -> DbResult<Vec<ReferralRecord>> {
         let overdue_sql = match overdue {
             None => "",
             Some(true) => " AND r.status IN ('requested', 'accepted') AND r.due_by < $4",
@@ -197,7 +231,7 @@ impl Store {
         let rows = on_db!(&self.db, p => sqlx::query_as::<_, ReferralRow>(&sql)
             .bind(tenant).bind(subject).bind(status).bind(now).bind(after).bind(limit)
             .fetch_all(p).await)?;
-        Ok(rows)
+        read_all(rows)
     }
 
     pub async fn referral_versions(
@@ -206,18 +240,20 @@ impl Store {
         id: Uuid,
         before: Option<i64>,
         limit: i64,
-    ) -> DbResult<Vec<ReferralRow>> {
-        const SQL: &str = "SELECT v.record_id AS id, r.subject, v.version, v.body, r.status, r.due_by, r.created_at, \
+    ) -> DbResult<Vec<ReferralRecord>> {
+        const SQL: &str = "SELECT v.record_id AS id, r.subject, v.version, v.body, r.created_at, \
             v.recorded_at AS updated_at, v.recorded_by AS updated_by FROM referral_versions v \
             JOIN referrals r ON r.id = v.record_id WHERE v.record_id = $1 AND v.tenant = $2 \
             AND ($3 IS NULL OR v.version < $3) ORDER BY v.version DESC LIMIT $4";
         let rows = on_db!(&self.db, p => sqlx::query_as::<_, ReferralRow>(SQL).bind(id).bind(tenant).bind(before).bind(limit).fetch_all(p).await)?;
-        Ok(rows)
+        read_all(rows)
     }
 
     /// Applies a status change decided by `apply` (the domain state machine) to the current
-    /// row, under a row lock taken first (a no-op UPDATE: SQLite's write lock, PostgreSQL's row
-    /// lock), writing a new version, the audit entry and `referral.status_changed`.
+    /// referral, under a row lock taken first (a no-op UPDATE: SQLite's write lock, PostgreSQL's
+    /// row lock), writing a new version, the audit entry (with the referral's subject) and
+    /// `referral.status_changed`, whose payload is the rendered response plus
+    /// `previous_status`.
     #[allow(clippy::too_many_arguments)]
     pub async fn change_referral_status<E>(
         &self,
@@ -226,12 +262,12 @@ impl Store {
         expected: Option<i64>,
         audit: &AuditEntry,
         idem: Option<&IdemKey<'_>>,
-        apply: impl FnOnce(&ReferralRow) -> Result<(Value, String), E>,
-        render: impl FnOnce(&ReferralRow) -> StoredResponse,
-    ) -> Result<Idempotent<ReferralRow>, ChangeError<E>> {
+        apply: impl FnOnce(&ReferralRecord) -> Result<ReferralState, E>,
+        render: impl FnOnce(&ReferralRecord) -> StoredResponse,
+    ) -> Result<Idempotent<ReferralRecord>, ChangeError<E>> {
         let now = audit.at;
         let sql = format!("{SELECT} WHERE r.id = $1 AND r.tenant = $2");
-        let outcome: Option<(ReferralRow, StoredResponse)> = on_db!(&self.db, p => {
+        let outcome: Option<(ReferralRecord, StoredResponse)> = on_db!(&self.db, p => {
             let mut tx = p.begin().await?;
             if !claim_key!(tx, tenant, idem, now) {
                 None
@@ -241,46 +277,51 @@ impl Store {
                 let Some(cur) = sqlx::query_as::<_, ReferralRow>(&sql).bind(id).bind(tenant).fetch_optional(&mut *tx).await? else {
                     return Err(ChangeError::NotFound);
                 };
+                let cur = cur.read().map_err(ChangeError::Db)?;
                 if let Some(v) = expected {
-                    if v != cur.version {
-                        return Err(ChangeError::VersionMismatch(cur.version));
+                    if v != cur.meta.version {
+                        return Err(ChangeError::VersionMismatch(cur.meta.version));
                     }
                 }
-                let previous = cur.status.clone();
-                let (body, status) = apply(&cur).map_err(ChangeError::Rejected)?;
+                let previous = cur.state.status;
+                let next = apply(&cur).map_err(ChangeError::Rejected)?;
+                let body = next.encode();
                 let n = sqlx::query("UPDATE referrals SET version = version + 1, body = $1, status = $2, updated_at = $3 \
                     WHERE id = $4 AND tenant = $5 AND version = $6")
-                    .bind(Json(&body)).bind(&status).bind(now).bind(id).bind(tenant).bind(cur.version)
+                    .bind(Json(&body)).bind(next.status.as_str()).bind(now).bind(id).bind(tenant).bind(cur.meta.version)
                     .execute(&mut *tx).await?.rows_affected();
                 if n != 1 {
                     return Err(ChangeError::Concurrent);
                 }
-                let row = ReferralRow {
-                    version: cur.version + 1,
-                    body: Json(body.clone()),
-                    status,
-                    updated_at: now,
-                    updated_by: Some(audit.actor.clone()),
-                    ..cur
+                let record = ReferralRecord {
+                    meta: RecordMeta {
+                        version: cur.meta.version + 1,
+                        updated_at: now,
+                        updated_by: Some(audit.actor.clone()),
+                        ..cur.meta
+                    },
+                    state: next,
                 };
+                let mut audit = audit.clone();
+                audit.subject = Some(record.meta.subject.clone());
                 sqlx::query("INSERT INTO referral_versions (record_id, tenant, version, body, recorded_at, recorded_by) \
                     VALUES ($1, $2, $3, $4, $5, $6)")
-                    .bind(id).bind(tenant).bind(row.version).bind(Json(&body)).bind(now).bind(&audit.actor)
+                    .bind(id).bind(tenant).bind(record.meta.version).bind(Json(&body)).bind(now).bind(&audit.actor)
                     .execute(&mut *tx).await?;
-                insert_audit!(&mut *tx, audit)?;
-                let resp = render(&row);
+                insert_audit!(&mut *tx, &audit)?;
+                let resp = render(&record);
                 let mut data = resp.body.clone();
                 if let Value::Object(m) = &mut data {
-                    m.insert("previous_status".into(), Value::from(previous));
+                    m.insert("previous_status".into(), Value::from(previous.as_str()));
                 }
                 emit_event!(tx, tenant, "referral.status_changed", &data, now);
                 keep_response!(tx, tenant, idem, &resp);
                 tx.commit().await?;
-                Some((row, resp))
+                Some((record, resp))
             }
         });
         match (outcome, idem) {
-            (Some((row, resp)), _) => Ok(Idempotent::Fresh(row, resp)),
+            (Some((record, resp)), _) => Ok(Idempotent::Fresh(record, resp)),
             (None, Some(k)) => self
                 .stored_response(tenant, k)
                 .await

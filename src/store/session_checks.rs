@@ -1,18 +1,38 @@
 //! Session checks and their disconnections: written once, never changed.
 
 use super::audit::insert_audit;
+use super::forms::session_check::DisconnectionForm;
+use super::forms::StoredForm;
 use super::outbox::emit_event;
 use super::{on_db, AuditEntry, DbResult, Store, Ts};
+use crate::domain::session_check::{SessionCheck, SessionCheckOutcome};
+use crate::domain::types::ShortNote;
+use serde_json::value::RawValue;
 use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct CheckRow {
+#[derive(sqlx::FromRow)]
+struct CheckRow {
+    id: Uuid,
+    subject: String,
+    body: Json<Box<RawValue>>,
+    result: Json<Box<RawValue>>,
+    protocol_version: Option<i64>,
+    plan_version: Option<i64>,
+    created_at: Ts,
+    created_by: String,
+    disconnections: i64,
+}
+
+/// A recorded session check: what was confirmed, the outcome given at the time, and the
+/// versions of the records it was computed from.
+#[derive(Debug, Clone)]
+pub struct CheckRecord {
     pub id: Uuid,
     pub subject: String,
-    pub body: Json<Value>,
-    pub result: Json<Value>,
+    pub check: SessionCheck,
+    pub result: SessionCheckOutcome,
     pub protocol_version: Option<i64>,
     pub plan_version: Option<i64>,
     pub created_at: Ts,
@@ -23,10 +43,8 @@ pub struct CheckRow {
 pub struct NewCheck<'a> {
     pub id: Uuid,
     pub tenant: &'a str,
-    pub subject: &'a str,
-    pub body: &'a Value,
-    pub outcome: &'a str,
-    pub result: &'a Value,
+    pub check: &'a SessionCheck,
+    pub result: &'a SessionCheckOutcome,
     pub protocol_version: Option<i64>,
     pub plan_version: Option<i64>,
 }
@@ -43,15 +61,18 @@ impl Store {
             "INSERT INTO session_checks (id, tenant, subject, body, outcome, result, \
             protocol_version, plan_version, created_at, created_by) \
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
+        let body = c.check.encode();
+        let result = c.result.encode();
+        let outcome = c.result.outcome.as_str();
         on_db!(&self.db, p => {
             let mut tx = p.begin().await?;
             sqlx::query(SQL)
                 .bind(c.id)
                 .bind(c.tenant)
-                .bind(c.subject)
-                .bind(Json(c.body))
-                .bind(c.outcome)
-                .bind(Json(c.result))
+                .bind(c.check.subject.as_str())
+                .bind(Json(&body))
+                .bind(outcome)
+                .bind(Json(&result))
                 .bind(c.protocol_version)
                 .bind(c.plan_version)
                 .bind(audit.at)
@@ -67,7 +88,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn get_session_check(&self, tenant: &str, id: Uuid) -> DbResult<Option<CheckRow>> {
+    pub async fn get_session_check(&self, tenant: &str, id: Uuid) -> DbResult<Option<CheckRecord>> {
         const SQL: &str = "SELECT c.id, c.subject, c.body, c.result, c.protocol_version, \
             c.plan_version, c.created_at, c.created_by, \
             (SELECT COUNT(*) FROM session_disconnections d WHERE d.session_check_id = c.id) \
@@ -77,7 +98,18 @@ impl Store {
             .bind(tenant)
             .fetch_optional(p)
             .await)?;
-        Ok(row)
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(CheckRecord {
+            check: SessionCheck::decode_str(r.body.0.get())?,
+            result: SessionCheckOutcome::decode_str(r.result.0.get())?,
+            id: r.id,
+            subject: r.subject,
+            protocol_version: r.protocol_version,
+            plan_version: r.plan_version,
+            created_at: r.created_at,
+            created_by: r.created_by,
+            disconnections: r.disconnections,
+        }))
     }
 
     /// Records a disconnection; returns how many the session has had, this one included.
@@ -85,9 +117,10 @@ impl Store {
         &self,
         tenant: &str,
         check_id: Uuid,
-        body: &Value,
+        note: Option<&ShortNote>,
         audit: &AuditEntry,
     ) -> DbResult<i64> {
+        let body = DisconnectionForm::encode(note);
         const INSERT: &str = "INSERT INTO session_disconnections \
             (id, tenant, session_check_id, occurred_at, recorded_by, body) \
             VALUES ($1, $2, $3, $4, $5, $6)";
@@ -101,7 +134,7 @@ impl Store {
                 .bind(check_id)
                 .bind(audit.at)
                 .bind(&audit.actor)
-                .bind(Json(body))
+                .bind(Json(&body))
                 .execute(&mut *tx)
                 .await?;
             let (n,): (i64,) = sqlx::query_as(COUNT).bind(check_id).bind(tenant).fetch_one(&mut *tx).await?;

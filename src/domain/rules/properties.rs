@@ -9,7 +9,8 @@ use crate::domain::plan::{
 };
 use crate::domain::protocol::{CrisisResponse, SafetyProtocolInput};
 use crate::domain::types::{
-    AppointmentType, Modality, PhoneNumber, ReviewInterval, RiskLevel, SubjectRef,
+    AppointmentType, CalendarDate, Label, Modality, Name, PhoneNumber, PlanText, ReviewInterval,
+    RiskLevel, SubjectRef,
 };
 use chrono::Days;
 use proptest::prelude::*;
@@ -82,7 +83,11 @@ fn resources() -> impl Strategy<Value = Resources> {
                 devices,
                 connectivity,
                 digital_skills,
-                familiar_platforms: if zoom { vec!["Zoom".into()] } else { vec![] },
+                familiar_platforms: if zoom {
+                    vec![Label::parse("Zoom").unwrap()]
+                } else {
+                    vec![]
+                },
                 private_space,
             },
         )
@@ -134,7 +139,7 @@ fn plan() -> impl Strategy<Value = PlanInput> {
                 PlanInput {
                     subject: subject(),
                     initial_conversation: ic.then(|| InitialConversation {
-                        held_on: today(),
+                        held_on: CalendarDate::recorded(today()),
                         held_by: None,
                     }),
                     preferences: Preferences {
@@ -153,7 +158,7 @@ fn plan() -> impl Strategy<Value = PlanInput> {
                         number: phone(1),
                     }),
                     review_interval_days: ReviewInterval::DEFAULT,
-                    last_reviewed_on: reviewed,
+                    last_reviewed_on: reviewed.map(CalendarDate::recorded),
                     notes: None,
                 }
             },
@@ -169,12 +174,12 @@ fn protocol_at(risk: RiskLevel, numbers: u32, crisis: u8) -> SafetyProtocolInput
         usual_locations: vec![],
         emergency_contacts: vec![],
         crisis_response: (crisis > 0).then(|| CrisisResponse {
-            team: "Crisis team".into(),
+            team: Name::parse("Crisis team").unwrap(),
             phone: None,
-            in_person_plan: (crisis > 1).then(|| "Visit within 4 hours".into()),
+            in_person_plan: (crisis > 1).then(|| PlanText::parse("Visit within 4 hours").unwrap()),
             hours: None,
         }),
-        agreed_with_service_user_on: today(),
+        agreed_with_service_user_on: CalendarDate::recorded(today()),
         review_interval_days: ReviewInterval::DEFAULT,
         notes: None,
     }

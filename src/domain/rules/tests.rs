@@ -150,7 +150,11 @@ pub(super) fn check_invariants(rec: &Recommendation, plan: Option<&PlanInput>) {
     }
     match plan {
         Some(p) if option(rec, V).suitable => {
-            assert_eq!(rec.suggested_platforms, p.resources.familiar_platforms)
+            assert!(rec.suggested_platforms.iter().map(String::as_str).eq(p
+                .resources
+                .familiar_platforms
+                .iter()
+                .map(|l| l.as_str())))
         }
         _ => assert!(rec.suggested_platforms.is_empty()),
     }

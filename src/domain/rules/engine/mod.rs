@@ -67,9 +67,12 @@ pub fn recommend(
     let session_actions = readiness::session_actions(&ctx, &opts);
 
     let suggested_platforms = match plan {
-        Some(plan) if opts.get(Modality::Video).suitable() => {
-            plan.resources.familiar_platforms.clone()
-        }
+        Some(plan) if opts.get(Modality::Video).suitable() => plan
+            .resources
+            .familiar_platforms
+            .iter()
+            .map(|p| p.to_string())
+            .collect(),
         _ => Vec::new(),
     };
     let options = order
