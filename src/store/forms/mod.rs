@@ -96,3 +96,147 @@ macro_rules! has_format {
     };
 }
 pub(crate) use has_format;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::plan::{BackupMethod, Plan};
+    use crate::domain::protocol::SafetyProtocol;
+    use crate::domain::referral::{ReferralState, ReferralStatus};
+    use crate::domain::session_check::{Outcome, SessionCheck, SessionCheckOutcome};
+    use serde_json::Value;
+    use std::path::PathBuf;
+
+    fn dir() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/stored")
+    }
+
+    fn sample(name: &str) -> Value {
+        let text = std::fs::read_to_string(dir().join(name)).expect("saved sample");
+        serde_json::from_str(&text).expect("saved sample is JSON")
+    }
+
+    /// The samples of one kind: (file prefix, format).
+    fn samples(prefix: &str) -> Vec<(String, u32)> {
+        let mut out: Vec<(String, u32)> = std::fs::read_dir(dir())
+            .expect("samples directory")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter_map(|n| {
+                let rest = n.strip_prefix(prefix)?.strip_prefix("-v")?;
+                let (format, _) = rest.split_once('-')?;
+                Some((n.clone(), format.parse().ok()?))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Every saved sample of `prefix` reads; the newest samples are exactly what is written
+    /// today; every older sample, upgraded and written again, is the newest sample of the same
+    /// case. `TELEMENTAL_WRITE_SAMPLES=1` writes the newest samples instead of comparing (only
+    /// when adding a new format).
+    fn check_kind<T: StoredForm>(prefix: &str) -> Vec<(String, T)> {
+        let all = samples(prefix);
+        assert!(
+            all.iter().any(|(_, f)| *f == 0),
+            "no format-0 sample of {prefix}"
+        );
+        let mut read = Vec::new();
+        for (name, _) in &all {
+            let value = T::decode(sample(name))
+                .unwrap_or_else(|e| panic!("saved sample {name} no longer reads: {e}"));
+            read.push((name.clone(), value));
+        }
+        for (name, value) in &read {
+            let case = name.rsplit_once('-').map(|(_, c)| c).unwrap_or(name);
+            let newest = format!("{prefix}-v{}-{case}", T::FORMAT);
+            let written = value.encode();
+            if std::env::var("TELEMENTAL_WRITE_SAMPLES").is_ok_and(|v| v == "1") {
+                let text = serde_json::to_string_pretty(&written).unwrap() + "\n";
+                std::fs::write(dir().join(&newest), text).unwrap();
+                continue;
+            }
+            assert_eq!(
+                written,
+                sample(&newest),
+                "{name}, read and written again, is not {newest}: a stored shape changed; give \
+                 it a new format number and new samples"
+            );
+            assert_eq!(written["format"], T::FORMAT);
+        }
+        read
+    }
+
+    #[test]
+    fn every_saved_plan_shape_reads_back() {
+        let read = check_kind::<Plan>("plan");
+        let (_, full) = read.iter().find(|(n, _)| n == "plan-v0-full.json").unwrap();
+        assert_eq!(full.subject.as_str(), "Patient/fixture-1");
+        assert_eq!(full.review_interval_days.days(), 60);
+        assert_eq!(full.barriers.len(), 2);
+        assert_eq!(
+            full.backup_contact.as_ref().map(|b| b.method),
+            Some(BackupMethod::Text)
+        );
+        assert_eq!(full.personalisation.participants[1].name, None);
+        assert_eq!(full.last_reviewed_on().to_string(), "2026-11-20");
+    }
+
+    #[test]
+    fn every_saved_protocol_shape_reads_back() {
+        let read = check_kind::<SafetyProtocol>("protocol");
+        let (_, full) = read
+            .iter()
+            .find(|(n, _)| n == "protocol-v0-full.json")
+            .unwrap();
+        assert!(full.has_in_person_crisis_response());
+        assert_eq!(full.call_back_numbers.len(), 2);
+        assert_eq!(full.usual_locations[1].address, None);
+    }
+
+    #[test]
+    fn every_saved_session_check_shape_reads_back() {
+        let checks = check_kind::<SessionCheck>("session-check");
+        assert!(checks.iter().any(|(_, c)| c.first_remote_appointment));
+        let outcomes = check_kind::<SessionCheckOutcome>("session-check-outcome");
+        let (_, minimal) = outcomes
+            .iter()
+            .find(|(n, _)| n == "session-check-outcome-v0-minimal.json")
+            .unwrap();
+        assert_eq!(minimal.outcome, Outcome::DoNotProceed);
+        assert_eq!(minimal.actions.len(), 6);
+        assert!(minimal.on_disconnect.is_none());
+    }
+
+    #[test]
+    fn every_saved_referral_shape_reads_back() {
+        let read = check_kind::<ReferralState>("referral");
+        let (_, full) = read
+            .iter()
+            .find(|(n, _)| n == "referral-v0-full.json")
+            .unwrap();
+        assert_eq!(full.status, ReferralStatus::Scheduled);
+        assert_eq!(full.history.len(), 2);
+        assert_eq!(full.history[1].note.as_deref(), Some("room 4"));
+    }
+
+    #[test]
+    fn a_format_newer_than_this_build_is_refused_not_misread() {
+        let mut v = sample("plan-v0-full.json");
+        v["format"] = Value::from(Plan::FORMAT + 1);
+        assert!(matches!(Plan::decode(v), Err(FormError::TooNew { .. })));
+    }
+
+    #[test]
+    fn reading_is_lenient_about_unknown_and_missing_optional_fields() {
+        let mut v = sample("plan-v0-minimal.json");
+        let m = v.as_object_mut().unwrap();
+        m.insert("added_by_a_later_build".into(), Value::from(true));
+        m.remove("barriers");
+        m.remove("personalisation");
+        m.remove("review_interval_days");
+        let plan = Plan::decode(v).expect("reads");
+        assert!(plan.barriers.is_empty());
+        assert_eq!(plan.review_interval_days.days(), 90);
+    }
+}
