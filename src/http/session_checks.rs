@@ -226,9 +226,12 @@ pub async fn get_session_check(
 
 /// Record a disconnection and say how to reconnect.
 ///
-/// Returns the back-up route (CONN-2); for `high` risk with sensitive topics, that the
-/// emergency protocol applies if the call-back fails (SAFE-2); from the second disconnection
-/// on, that a face-to-face or telephone alternative should be offered (F2F-1).
+/// Returns the back-up route (CONN-2), flagged when the subject's current plan says the
+/// service user cannot use it (e.g. a call with a hearing barrier, FLEX-5); for `high` risk
+/// with sensitive topics, that the emergency protocol applies if the call-back fails (SAFE-2);
+/// from the second disconnection on, that an alternative should be offered (F2F-1):
+/// face-to-face, and telephone or text only when the rules leave them suitable for the
+/// service user under their current plan and safety protocol.
 #[utoipa::path(
     tag = "session-checks",
     operation_id = "recordDisconnection",
@@ -261,6 +264,7 @@ pub async fn record_disconnection(
     }
     let (check, row) = load(&st, &caller, id.into_inner(), "record_disconnection").await?;
     let protocol = current::<SafetyProtocolInput>(&st, &caller.tenant, &row.subject).await?;
+    let plan = current::<PlanInput>(&st, &caller.tenant, &row.subject).await?;
     let audit = st.audit_entry(
         &caller,
         "record_disconnection",
@@ -278,6 +282,7 @@ pub async fn record_disconnection(
         &check.check,
         &check.result,
         protocol.as_ref().map(|p| &p.0),
+        plan.as_ref().map(|p| &p.0),
         u32::try_from(n).unwrap_or(u32::MAX),
     );
     Ok(HttpResponse::Created().json(Disconnection {
