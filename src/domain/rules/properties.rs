@@ -411,7 +411,8 @@ proptest! {
             }
             None => {
                 prop_assert_eq!(rec.recommended_modality, Modality::InPerson);
-                prop_assert!(f.reason.is_none() || f.reason == Some(FallbackReason::NotAppropriate));
+                let not_appropriate = Some(FallbackReason::NotAppropriate);
+                prop_assert!(f.reason.is_none() || f.reason == not_appropriate);
             }
         }
     }

@@ -388,14 +388,16 @@ fn the_reasons_say_where_the_recommendation_went_and_why() {
         .iter()
         .all(|t| !t.contains("fallback")));
 
-    // Nothing remote ranked above in person is left: in person says so, and why.
+    // Nothing remote ranked above in person is left: in person says so, why, and which
+    // remote options the service user did not rank remain to be asked about.
     i.plan("/preferences/default", json!(["telephone", "in_person"]));
     let rec = i.run();
     let why = text_of(&rec, IP, R::F2f1).join(" ");
     assert!(
         why.contains("Nothing remote that the service user ranked above in person")
             && why.contains("not accessible")
-            && why.contains("fallback referral is suggested"),
+            && why.contains("fallback referral is suggested")
+            && why.contains("video and text, which they did not rank, remain suitable"),
         "{why}"
     );
 

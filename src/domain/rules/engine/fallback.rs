@@ -32,7 +32,7 @@ pub(super) fn choose(
                 trigger: Trigger::NoPlan,
                 reason: FallbackReason::NotAppropriate,
             });
-        return (IN_PERSON, fallback.map(|f| f.note(opts)));
+        return (IN_PERSON, fallback.map(|f| f.note(ctx, opts)));
     };
 
     // FLEX-2: the highest-ranked option that remains suitable (in_person when none does).
@@ -47,7 +47,7 @@ pub(super) fn choose(
     // still goes with it when remote care would not have been recommended anyway.
     if plan.initial_conversation.is_none() {
         flex_1(opts);
-        return (IN_PERSON, fallback.map(|f| f.note(opts)));
+        return (IN_PERSON, fallback.map(|f| f.note(ctx, opts)));
     }
 
     let can_attend = !ctx.cannot_attend_in_person();
@@ -72,7 +72,7 @@ pub(super) fn choose(
             ther_1(opts);
         }
         if let Some(f) = fallback {
-            return (IN_PERSON, Some(f.note(opts)));
+            return (IN_PERSON, Some(f.note(ctx, opts)));
         }
         // Only the guideline's re-ranking (FLEX-5 vision, SAFE-3) put in_person first: a
         // remote option they ranked above it remains suitable, so remote care has not failed.
@@ -152,8 +152,9 @@ struct Fallback {
 }
 
 impl Fallback {
-    /// Says on `in_person` why it is recommended, and returns the reason.
-    fn note(self, opts: &mut Assessments) -> FallbackReason {
+    /// Says on `in_person` why it is recommended, and what remote option, unranked, remains
+    /// for the clinician to raise; returns the reason.
+    fn note(self, ctx: &Context, opts: &mut Assessments) -> FallbackReason {
         let why = match self.reason {
             FallbackReason::NotPreferred => "not preferred",
             FallbackReason::NotAppropriate => "not appropriate",
@@ -169,11 +170,26 @@ impl Fallback {
                 in_person_ranked: false,
             } => "None of the modalities the service user ranked remains suitable",
         };
+        let unranked: Vec<String> = opts
+            .remote()
+            .filter(|a| a.suitable() && !ctx.ranking.contains(&a.modality))
+            .map(|a| a.modality.to_string())
+            .collect();
+        let unranked = match (self.trigger, unranked.as_slice()) {
+            (Trigger::NoPlan, _) | (_, []) => String::new(),
+            (_, [m]) => format!(
+                " {m}, which they did not rank, remains suitable: ask whether they would use it."
+            ),
+            (_, ms) => format!(
+                " {}, which they did not rank, remain suitable: ask whether they would use one.",
+                ms.join(" and ")
+            ),
+        };
         opts.get_mut(IN_PERSON).note(
             RuleId::F2f1,
             format!(
-                "{what}, and telemental health is {why}: face-to-face care without delay; a \
-                 fallback referral is suggested."
+                "{what}: face-to-face care without delay, and a fallback referral is suggested \
+                 (telemental health {why}).{unranked}"
             ),
         );
         self.reason
