@@ -5,7 +5,7 @@
 
 use super::plan::{BackupMethod, PlanInput};
 use super::protocol::{SafetyProtocolInput, UsualLocation};
-use super::rules::{self, RecommendationRequest, RuleId};
+use super::rules::{self, Reason, RecommendationRequest, RuleId};
 use super::types::{check_len, AppointmentType, Modality, PhoneNumber, RiskLevel, SubjectRef};
 use super::FieldError;
 use serde::{Deserialize, Serialize};
@@ -482,11 +482,16 @@ fn modality_of(method: BackupMethod) -> Modality {
 /// the risk level does not close it. `None` when they can.
 fn unusable_route(plan: &PlanInput, method: BackupMethod) -> Option<String> {
     let reasons = rules::accessibility(plan).reasons_against(modality_of(method));
-    let why: Vec<String> = reasons
+    (!reasons.is_empty()).then(|| cited(&reasons))
+}
+
+/// Reasons as one clause, each after its rule: `FLEX-5: Hearing barrier: …; CONN-1: …`.
+fn cited(reasons: &[Reason]) -> String {
+    let parts: Vec<String> = reasons
         .iter()
         .map(|r| format!("{}: {}", r.rule, r.text.trim_end_matches('.')))
         .collect();
-    (!why.is_empty()).then(|| why.join("; "))
+    parts.join("; ")
 }
 
 /// Advice after a disconnection. `protocol` and `plan` are the subject's current safety
@@ -620,12 +625,7 @@ fn alternatives_to_offer(
     // (FLEX-1: …)" without a plan).
     let mut left_out: Vec<(Vec<String>, String)> = Vec::new();
     for m in closed {
-        let why: Vec<String> = open
-            .reasons_against(m)
-            .iter()
-            .map(|r| format!("{}: {}", r.rule, r.text.trim_end_matches('.')))
-            .collect();
-        let why = why.join("; ");
+        let why = cited(&open.reasons_against(m));
         match left_out.iter_mut().find(|(_, w)| *w == why) {
             Some((ms, _)) => ms.push(m.to_string()),
             None => left_out.push((vec![m.to_string()], why)),
