@@ -5,7 +5,7 @@
 
 use super::plan::{BackupMethod, PlanInput};
 use super::protocol::{SafetyProtocolInput, UsualLocation};
-use super::rules::RuleId;
+use super::rules::{self, Reason, RecommendationRequest, RuleId};
 use super::types::{Address, AppointmentType, Modality, Name, PhoneNumber, RiskLevel, SubjectRef};
 use super::FieldError;
 use serde::{Deserialize, Serialize};
@@ -159,7 +159,8 @@ pub enum ActionCode {
     /// After a disconnection, if the call-back fails: follow the safety protocol's emergency
     /// steps (SAFE-2, SAFE-1).
     FollowEmergencyProtocol,
-    /// After repeated disconnections: offer a face-to-face or telephone alternative (F2F-1).
+    /// After repeated disconnections: offer a face-to-face alternative, or a remote one the
+    /// rules leave suitable for the service user (F2F-1).
     OfferAlternative,
 }
 
@@ -175,11 +176,11 @@ pub struct Action {
 }
 
 impl Action {
-    fn new(code: ActionCode, rule: RuleId, blocking: bool, text: &str) -> Self {
+    fn new(code: ActionCode, rule: RuleId, blocking: bool, text: impl Into<String>) -> Self {
         Action {
             code,
             rule,
-            text: text.to_string(),
+            text: text.into(),
             blocking,
         }
     }
@@ -255,8 +256,11 @@ pub struct DisconnectionAdvice {
     pub emergency_protocol_applies_if_call_back_fails: bool,
     /// Two or more disconnections in this session: offer an alternative (F2F-1).
     pub offer_alternative: bool,
-    /// The alternatives to offer: `in_person`, and `telephone` unless the session already was
-    /// by telephone. Empty unless `offer_alternative`.
+    /// The alternatives to offer: `in_person` always, then `telephone` and `text` (other than
+    /// the session's own modality) in the service user's order, each only when the rules
+    /// leave it suitable for them (e.g. never `telephone` with a hearing or speech barrier, or
+    /// discomfort with calls: FLEX-5; nothing remote without a plan: FLEX-1). Empty unless
+    /// `offer_alternative`.
     pub alternatives: Vec<Modality>,
     /// The disconnections in this session so far, this one included.
     pub disconnections: u32,
@@ -425,14 +429,29 @@ pub fn evaluate(
         )),
     }
 
-    // CONN-2: a back-up way of reconnecting agreed ahead of time.
-    if plan.and_then(|p| p.backup_contact.as_ref()).is_none() {
-        actions.push(Action::new(
+    // CONN-2: a back-up way of reconnecting agreed ahead of time, that the service user can
+    // use.
+    match plan.and_then(|p| p.backup_contact.as_ref().map(|b| (p, b.method))) {
+        None => actions.push(Action::new(
             C::AgreeBackupContact,
             R::Conn2,
             false,
             "No back-up way of reconnecting is agreed: agree one now and record it in the plan.",
-        ));
+        )),
+        Some((plan, method)) => {
+            if let Some(why) = unusable_route(plan, method) {
+                actions.push(Action::new(
+                    C::AgreeBackupContact,
+                    R::Conn2,
+                    false,
+                    format!(
+                        "The agreed back-up way of reconnecting ({}) is not one the service user \
+                         can use ({why}): agree one they can use and record it in the plan.",
+                        modality_of(method)
+                    ),
+                ));
+            }
+        }
     }
 
     // THER-2: more time for rapport in the first remote appointment.
@@ -472,13 +491,41 @@ pub fn evaluate(
     }
 }
 
-/// Advice after a disconnection. `protocol` is the subject's current safety protocol: it
-/// supplies a route when the check had none, and its risk level counts if it has risen since.
+/// The modality a back-up route relies on.
+fn modality_of(method: BackupMethod) -> Modality {
+    match method {
+        BackupMethod::Telephone => Modality::Telephone,
+        BackupMethod::Text => Modality::Text,
+    }
+}
+
+/// Why the service user cannot use a route by this method, by the accessibility rules alone
+/// (CONN-1, EXCL-1, FLEX-5: barriers and discomfort): a call-back is a safety measure, so
+/// the risk level does not close it. `None` when they can.
+fn unusable_route(plan: &PlanInput, method: BackupMethod) -> Option<String> {
+    let reasons = rules::accessibility(plan).reasons_against(modality_of(method));
+    (!reasons.is_empty()).then(|| cited(&reasons))
+}
+
+/// Reasons as one clause, each after its rule: `FLEX-5: Hearing barrier: …; CONN-1: …`.
+fn cited(reasons: &[Reason]) -> String {
+    let parts: Vec<String> = reasons
+        .iter()
+        .map(|r| format!("{}: {}", r.rule, r.text.trim_end_matches('.')))
+        .collect();
+    parts.join("; ")
+}
+
+/// Advice after a disconnection. `protocol` and `plan` are the subject's current safety
+/// protocol and preference plan: the protocol supplies a route when the check had none, and
+/// its risk level counts if it has risen since; the plan and the rules decide which remote
+/// alternatives may be offered, and whether the route is one the service user can use.
 /// A count of 0 is treated as 1.
 pub fn on_disconnection(
     check: &SessionCheckInput,
     outcome: &SessionCheckOutcome,
     protocol: Option<&SafetyProtocolInput>,
+    plan: Option<&PlanInput>,
     disconnections_so_far_including_this_one: u32,
 ) -> DisconnectionAdvice {
     use ActionCode as C;
@@ -497,20 +544,35 @@ pub fn on_disconnection(
             })
     });
     let mut actions = Vec::new();
-    actions.push(match &reconnect {
-        Some(r) if r.method == BackupMethod::Text => Action::new(
+    let unusable = reconnect
+        .as_ref()
+        .zip(plan)
+        .and_then(|(r, plan)| unusable_route(plan, r.method));
+    actions.push(match (&reconnect, unusable) {
+        (Some(r), Some(why)) => Action::new(
+            C::Reconnect,
+            R::Conn2,
+            false,
+            format!(
+                "The back-up route on record is by {}, which the service user cannot use \
+                 ({why}): reconnect another way they can use, and agree a back-up they can use \
+                 in the plan.",
+                modality_of(r.method)
+            ),
+        ),
+        (Some(r), None) if r.method == BackupMethod::Text => Action::new(
             C::Reconnect,
             R::Conn2,
             false,
             "Reconnect by the agreed back-up route: send a text message to the back-up number.",
         ),
-        Some(_) => Action::new(
+        (Some(_), None) => Action::new(
             C::Reconnect,
             R::Conn2,
             false,
             "Reconnect by the agreed back-up route: call the service user on the back-up number.",
         ),
-        None => Action::new(
+        (None, _) => Action::new(
             C::Reconnect,
             R::Conn2,
             true,
@@ -527,21 +589,10 @@ pub fn on_disconnection(
         ));
     }
     let offer_alternative = n >= 2;
-    let alternatives = if offer_alternative {
-        let mut alts = vec![Modality::InPerson];
-        if check.modality != Modality::Telephone {
-            alts.push(Modality::Telephone);
-        }
-        alts
-    } else {
-        Vec::new()
-    };
+    let mut alternatives = Vec::new();
     if offer_alternative {
-        let text = if alternatives.contains(&Modality::Telephone) {
-            "The connection has dropped more than once: offer a face-to-face or telephone alternative."
-        } else {
-            "The connection has dropped more than once: offer a face-to-face alternative."
-        };
+        let (alts, text) = alternatives_to_offer(check, risk, protocol, plan);
+        alternatives = alts;
         actions.push(Action::new(C::OfferAlternative, R::F2f1, false, text));
     }
     DisconnectionAdvice {
@@ -552,6 +603,62 @@ pub fn on_disconnection(
         disconnections: n,
         actions,
     }
+}
+
+/// After repeated disconnections (F2F-1): `in_person` always; `telephone` and `text`, other
+/// than the session's own modality, when the rules leave them suitable for this service user
+/// at this risk, in the order they ranked them for the appointment type. Returns them with
+/// the clinician's sentence, which names what is not offered and why.
+fn alternatives_to_offer(
+    check: &SessionCheckInput,
+    risk: Option<RiskLevel>,
+    protocol: Option<&SafetyProtocolInput>,
+    plan: Option<&PlanInput>,
+) -> (Vec<Modality>, String) {
+    let req = RecommendationRequest {
+        subject: check.subject.clone(),
+        appointment_type: check.appointment_type,
+        first_appointment: false,
+        sensitive_topics: check.sensitive_topics,
+        risk_level: risk,
+    };
+    let open = rules::suitability(&req, plan, protocol);
+    let ranking = plan.map_or(&[][..], |p| {
+        p.preferences.ranking_for(check.appointment_type)
+    });
+    let mut remote = vec![Modality::Telephone, Modality::Text];
+    remote.retain(|&m| m != check.modality);
+    // A stable sort: ranked ones in their order, then telephone before text.
+    remote.sort_by_key(|m| ranking.iter().position(|r| r == m).unwrap_or(usize::MAX));
+    let (offered, closed): (Vec<Modality>, Vec<Modality>) =
+        remote.into_iter().partition(|&m| open.suitable(m));
+
+    let mut text = String::from("The connection has dropped more than once: offer a ");
+    text.push_str(&match offered.as_slice() {
+        [] => "face-to-face alternative".to_string(),
+        [m] => format!("face-to-face or {m} alternative"),
+        ms => {
+            let names: Vec<String> = ms.iter().map(ToString::to_string).collect();
+            format!("face-to-face, {} alternative", names.join(" or "))
+        }
+    });
+    text.push('.');
+    // What is left out and why, one sentence per distinct reason ("Not telephone or text
+    // (FLEX-1: …)" without a plan).
+    let mut left_out: Vec<(Vec<String>, String)> = Vec::new();
+    for m in closed {
+        let why = cited(&open.reasons_against(m));
+        match left_out.iter_mut().find(|(_, w)| *w == why) {
+            Some((ms, _)) => ms.push(m.to_string()),
+            None => left_out.push((vec![m.to_string()], why)),
+        }
+    }
+    for (ms, why) in left_out {
+        text.push_str(&format!(" Not {} ({why}).", ms.join(" or ")));
+    }
+    let mut alternatives = vec![Modality::InPerson];
+    alternatives.extend(offered);
+    (alternatives, text)
 }
 
 #[cfg(test)]
@@ -1065,7 +1172,7 @@ mod tests {
                 false,
                 2,
                 false,
-                &[Modality::InPerson, Modality::Telephone],
+                &[Modality::InPerson, Modality::Telephone, Modality::Text],
             ),
             (
                 Modality::Text,
@@ -1081,7 +1188,7 @@ mod tests {
                 false,
                 2,
                 false,
-                &[Modality::InPerson],
+                &[Modality::InPerson, Modality::Text],
             ),
             (Modality::Telephone, RiskLevel::Low, false, 0, false, &[]),
         ];
@@ -1091,7 +1198,8 @@ mod tests {
             c.check.sensitive_topics = sensitive;
             c.risk(risk);
             let outcome = c.run();
-            let advice = on_disconnection(&c.check, &outcome, c.protocol.as_ref(), n);
+            let advice =
+                on_disconnection(&c.check, &outcome, c.protocol.as_ref(), c.plan.as_ref(), n);
             let label = format!("{modality:?} {risk:?} sensitive={sensitive} n={n}");
             assert_eq!(
                 advice.emergency_protocol_applies_if_call_back_fails, emergency,
@@ -1113,6 +1221,220 @@ mod tests {
         }
     }
 
+    /// The alternatives after a second disconnection, and what the clinician reads about
+    /// those left out.
+    #[test]
+    fn disconnection_alternatives_are_only_what_the_rules_leave_suitable() {
+        use Modality::{InPerson as IP, Telephone as T, Text as TX, Video as V};
+        fn barrier(c: &mut Case, kind: &str) {
+            c.plan.as_mut().unwrap().barriers =
+                serde_json::from_value(json!([{ "kind": kind }])).unwrap();
+        }
+        fn uncomfortable(c: &mut Case, ms: &[Modality]) {
+            c.plan.as_mut().unwrap().preferences.uncomfortable_with = ms.to_vec();
+        }
+        // (name, setup, session modality, alternatives, what the action text must say)
+        type AltCase = (
+            &'static str,
+            Setup,
+            Modality,
+            &'static [Modality],
+            &'static [&'static str],
+        );
+        let cases: &[AltCase] = &[
+            (
+                "nothing in the way",
+                |_| {},
+                V,
+                &[IP, T, TX],
+                &["face-to-face, telephone or text"],
+            ),
+            (
+                "the session's own modality is not an alternative",
+                |_| {},
+                TX,
+                &[IP, T],
+                &[],
+            ),
+            (
+                "hearing barrier: no call",
+                |c| barrier(c, "hearing"),
+                V,
+                &[IP, TX],
+                &[
+                    "face-to-face or text",
+                    "Not telephone (FLEX-5: Hearing barrier",
+                ],
+            ),
+            (
+                "speech barrier: no call",
+                |c| barrier(c, "speech"),
+                V,
+                &[IP, TX],
+                &["Not telephone (FLEX-5: Speech barrier"],
+            ),
+            (
+                "uncomfortable with calls",
+                |c| uncomfortable(c, &[T]),
+                V,
+                &[IP, TX],
+                &["Not telephone (FLEX-5: The service user is uncomfortable"],
+            ),
+            (
+                "hearing barrier in a text session: only face-to-face",
+                |c| barrier(c, "hearing"),
+                TX,
+                &[IP],
+                &["offer a face-to-face alternative.", "Not telephone (FLEX-5"],
+            ),
+            (
+                "hearing barrier and uncomfortable with text",
+                |c| {
+                    barrier(c, "hearing");
+                    uncomfortable(c, &[TX]);
+                },
+                V,
+                &[IP],
+                &["Not telephone (FLEX-5", "Not text (FLEX-5"],
+            ),
+            (
+                "a landline only: no text",
+                |c| {
+                    c.plan.as_mut().unwrap().resources.devices =
+                        vec![crate::domain::plan::Device::Landline];
+                },
+                V,
+                &[IP, T],
+                &["Not text (CONN-1"],
+            ),
+            (
+                "the service user's order: text before telephone",
+                |c| c.plan.as_mut().unwrap().preferences.default = vec![TX, IP, T],
+                V,
+                &[IP, TX, T],
+                &["face-to-face, text or telephone"],
+            ),
+            (
+                "no plan: nothing remote is known to suit them",
+                |c| c.plan = None,
+                V,
+                &[IP],
+                &["Not telephone or text (FLEX-1: No telemental health plan"],
+            ),
+            (
+                "high risk without an in-person crisis response: nothing remote",
+                |c| {
+                    c.risk(RiskLevel::High);
+                    c.protocol.as_mut().unwrap().crisis_response = None;
+                },
+                V,
+                &[IP],
+                &["Not telephone or text (SAFE-1: High risk"],
+            ),
+        ];
+        for (name, setup, modality, want, says) in cases {
+            let mut c = Case::base();
+            c.check.modality = *modality;
+            setup(&mut c);
+            let outcome = c.run();
+            let advice =
+                on_disconnection(&c.check, &outcome, c.protocol.as_ref(), c.plan.as_ref(), 2);
+            assert_eq!(advice.alternatives, want.to_vec(), "{name}");
+            let offer = advice
+                .actions
+                .iter()
+                .find(|a| a.code == C::OfferAlternative)
+                .expect("an offer");
+            for s in *says {
+                assert!(
+                    offer.text.contains(s),
+                    "{name}: {:?} lacks {s:?}",
+                    offer.text
+                );
+            }
+            // The first disconnection offers nothing, whatever the plan.
+            let first =
+                on_disconnection(&c.check, &outcome, c.protocol.as_ref(), c.plan.as_ref(), 1);
+            assert!(first.alternatives.is_empty(), "{name}");
+        }
+    }
+
+    /// CONN-2: a back-up route the service user cannot use (a call with a hearing barrier) is
+    /// flagged at the start of the session and on disconnection; the route on record is kept.
+    #[test]
+    fn a_back_up_route_the_service_user_cannot_use_is_flagged() {
+        let mut c = Case::base();
+        c.plan.as_mut().unwrap().barriers =
+            serde_json::from_value(json!([{"kind": "hearing"}])).unwrap();
+        let outcome = c.run();
+        assert_eq!(outcome.outcome, Outcome::ProceedWithActions);
+        assert_eq!(
+            codes(&outcome),
+            vec![(C::AgreeBackupContact, R::Conn2, false)]
+        );
+        assert!(
+            outcome.actions[0].text.contains("(telephone)")
+                && outcome.actions[0].text.contains("FLEX-5: Hearing barrier"),
+            "{}",
+            outcome.actions[0].text
+        );
+        let route = outcome.on_disconnect.clone().expect("a route");
+        assert_eq!(
+            (route.method, route.source),
+            (
+                BackupMethod::Telephone,
+                OnDisconnectSource::PlanBackupContact
+            )
+        );
+        let advice = on_disconnection(&c.check, &outcome, c.protocol.as_ref(), c.plan.as_ref(), 1);
+        assert_eq!(advice.reconnect, Some(route));
+        let reconnect = &advice.actions[0];
+        assert_eq!((reconnect.code, reconnect.blocking), (C::Reconnect, false));
+        assert!(
+            reconnect.text.contains("cannot use") && reconnect.text.contains("FLEX-5"),
+            "{}",
+            reconnect.text
+        );
+
+        // A call-back number from the check, for a plan without a back-up contact: the
+        // existing `agree_backup_contact` covers the check; the disconnection flags the call.
+        c.plan.as_mut().unwrap().backup_contact = None;
+        let outcome = c.run();
+        assert_eq!(
+            codes(&outcome),
+            vec![(C::AgreeBackupContact, R::Conn2, false)]
+        );
+        let advice = on_disconnection(&c.check, &outcome, c.protocol.as_ref(), c.plan.as_ref(), 1);
+        assert!(advice.actions[0].text.contains("cannot use"));
+
+        // A text back-up for someone uncomfortable with text is flagged too.
+        let mut c = Case::base();
+        let plan = c.plan.as_mut().unwrap();
+        plan.backup_contact.as_mut().unwrap().method = BackupMethod::Text;
+        plan.preferences.uncomfortable_with = vec![Modality::Text];
+        let outcome = c.run();
+        assert!(
+            outcome.actions[0].text.contains("(text)"),
+            "{:?}",
+            outcome.actions
+        );
+
+        // Safety does not close a call-back: high risk without an in-person crisis response
+        // rules remote care out, not the route back to the service user.
+        let mut c = Case::base();
+        c.risk(RiskLevel::High);
+        c.protocol.as_mut().unwrap().crisis_response = None;
+        let outcome = c.run();
+        assert!(!outcome
+            .actions
+            .iter()
+            .any(|a| a.code == C::AgreeBackupContact));
+        let advice = on_disconnection(&c.check, &outcome, c.protocol.as_ref(), c.plan.as_ref(), 1);
+        assert!(advice.actions[0]
+            .text
+            .contains("call the service user on the back-up number"));
+    }
+
     #[test]
     fn disconnection_uses_the_current_protocol_when_the_check_had_no_route() {
         let mut c = Case::base();
@@ -1122,14 +1444,14 @@ mod tests {
         let outcome = c.run();
         assert_eq!(outcome.on_disconnect, None);
         // No route at all: reconnecting is flagged as blocking.
-        let advice = on_disconnection(&c.check, &outcome, None, 1);
+        let advice = on_disconnection(&c.check, &outcome, None, None, 1);
         assert_eq!(advice.reconnect, None);
         assert!(advice.actions[0].blocking);
         // The protocol now on record supplies the number, and its high risk counts.
         let mut protocol = protocol.unwrap();
         protocol.risk_level = RiskLevel::High;
         c.check.sensitive_topics = true;
-        let advice = on_disconnection(&c.check, &outcome, Some(&protocol), 1);
+        let advice = on_disconnection(&c.check, &outcome, Some(&protocol), None, 1);
         assert_eq!(
             advice.reconnect.map(|r| (r.number, r.source)),
             Some((

@@ -39,9 +39,11 @@ impl Input for RecommendationRequest {
 /// Applies the rules in the catalog's order: rule out what is not accessible (CONN-1, EXCL-1,
 /// FLEX-5), then what is not appropriate (SAFE-1, SAFE-2 for the risk level), follow the
 /// service user's ranking (FLEX-2, with THER-3 and FLEX-3 as tie-breaks and THER-1 for first
-/// appointments); `in_person` is always offered and a fallback referral is suggested when remote
-/// care is not preferred, appropriate or accessible (F2F-1). `risk_level` in the request is the
-/// caller's newer assessment and can only make remote care less suitable.
+/// appointments): the recommendation is their highest-ranked option that remains suitable.
+/// `in_person` is always offered, and a fallback referral is suggested when the recommendation
+/// is `in_person` because nothing remote they ranked above it remains suitable or because they
+/// ranked it first (F2F-1). `risk_level` in the request is the caller's newer assessment and
+/// can only make remote care less suitable.
 #[utoipa::path(
     tag = "recommendations",
     operation_id = "recommendModality",

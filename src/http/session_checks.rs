@@ -260,9 +260,12 @@ pub async fn get_session_check(
 
 /// Record a disconnection and say how to reconnect.
 ///
-/// Returns the back-up route (CONN-2); for `high` risk with sensitive topics, that the
-/// emergency protocol applies if the call-back fails (SAFE-2); from the second disconnection
-/// on, that a face-to-face or telephone alternative should be offered (F2F-1).
+/// Returns the back-up route (CONN-2), flagged when the subject's current plan says the
+/// service user cannot use it (e.g. a call with a hearing barrier, FLEX-5); for `high` risk
+/// with sensitive topics, that the emergency protocol applies if the call-back fails (SAFE-2);
+/// from the second disconnection on, that an alternative should be offered (F2F-1):
+/// face-to-face, and telephone or text only when the rules leave them suitable for the
+/// service user under their current plan and safety protocol.
 #[utoipa::path(
     tag = "session-checks",
     operation_id = "recordDisconnection",
@@ -289,6 +292,7 @@ pub async fn record_disconnection(
     let id = path_id(&req, "id")?;
     let r = load(&st, &caller, id, "record_disconnection").await?;
     let protocol = current::<SafetyProtocol>(&st, &caller.tenant, &r.subject).await?;
+    let plan = current::<Plan>(&st, &caller.tenant, &r.subject).await?;
     let audit = st.audit_entry(
         &caller,
         "record_disconnection",
@@ -305,6 +309,7 @@ pub async fn record_disconnection(
         &r.check,
         &r.result,
         protocol.as_ref().map(|p| p.0.content()),
+        plan.as_ref().map(|p| p.0.content()),
         u32::try_from(n).unwrap_or(u32::MAX),
     );
     Ok(HttpResponse::Created().json(Disconnection {

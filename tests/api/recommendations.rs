@@ -108,6 +108,56 @@ on_both_engines!(
 );
 
 on_both_engines!(
+    worked_example_5_a_deaf_service_user_gets_their_next_choice_text,
+    |app: TestApp| async move {
+        let mut plan = confident_video_user("Patient/5");
+        plan["barriers"] = json!([{"kind": "hearing"}]);
+        plan["preferences"] = json!({"default": ["telephone", "text", "in_person"]});
+        let created = app.post("/v1/plans", "t1", &plan).await;
+        assert_eq!(created.status, 201, "{}", created.body);
+        let mut proto = protocol_body("Patient/5", "low");
+        proto.as_object_mut().unwrap().remove("crisis_response");
+        app.post("/v1/safety-protocols", "t1", &proto).await;
+        let ask = json!({"subject": "Patient/5", "appointment_type": "therapy"});
+        let r = app.post("/v1/recommendations", "t1", &ask).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["recommended_modality"], "text");
+        assert_eq!(
+            r.body["fallback_referral"],
+            json!({"suggested": false, "reason": null})
+        );
+        let telephone = option(&r, "telephone");
+        assert_eq!(telephone["suitable"], false);
+        assert_eq!(telephone["offered"], false);
+        assert!(rules_of(telephone).contains(&"FLEX-5"));
+        let text = option(&r, "text");
+        assert_eq!(
+            (text["offered"].clone(), text["rank"].clone()),
+            (json!(true), json!(1))
+        );
+        let in_person = option(&r, "in_person");
+        assert_eq!(
+            (in_person["offered"].clone(), in_person["rank"].clone()),
+            (json!(true), json!(2))
+        );
+
+        // Had they ranked only the telephone, nothing they ranked would remain: in person,
+        // with a fallback referral for want of access.
+        plan["preferences"] = json!({"default": ["telephone"]});
+        let path = format!("/v1/plans/{}", created.body["id"].as_str().unwrap());
+        let put = app.put(&path, "t1", &plan, "\"1\"").await;
+        assert_eq!(put.status, 200, "{}", put.body);
+        let r = app.post("/v1/recommendations", "t1", &ask).await;
+        assert_eq!(r.body["recommended_modality"], "in_person");
+        assert_eq!(
+            r.body["fallback_referral"],
+            json!({"suggested": true, "reason": "not_accessible"})
+        );
+        assert_eq!(r.body["plan_version"], 2);
+    }
+);
+
+on_both_engines!(
     no_plan_means_an_initial_conversation_first,
     |app: TestApp| async move {
         // Another tenant's plan for the same reference is never used.

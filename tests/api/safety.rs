@@ -265,10 +265,9 @@ on_both_engines!(
             .await;
         assert_eq!(second.body["disconnections"], 2);
         assert_eq!(second.body["offer_alternative"], true);
-        assert_eq!(
-            second.body["alternatives"],
-            json!(["in_person", "telephone"])
-        );
+        // The plan's hearing barrier rules out a call, and the service user is uncomfortable
+        // with text (FLEX-5): face-to-face only.
+        assert_eq!(second.body["alternatives"], json!(["in_person"]));
 
         app.post(&path, "t1", &json!({"colour": 1}))
             .await
@@ -285,6 +284,82 @@ on_both_engines!(
         app.call_with(Method::POST, &path, &no_scope, Some(&json!({})), &[])
             .await
             .assert_problem(403);
+    }
+);
+
+fn action<'a>(r: &'a Reply, code: &str) -> &'a Value {
+    r.body["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["code"] == code)
+        .unwrap_or_else(|| panic!("no {code} in {}", r.body))
+}
+
+on_both_engines!(
+    a_deaf_service_user_is_never_offered_a_call_after_disconnections,
+    |app: TestApp| async move {
+        let mut proto = protocol_body("Patient/7", "low");
+        proto.as_object_mut().unwrap().remove("crisis_response");
+        app.post("/v1/safety-protocols", "t1", &proto).await;
+        // A hearing barrier, and a back-up contact by telephone.
+        let mut plan = plan_body("Patient/7");
+        plan["preferences"]["uncomfortable_with"] = json!([]);
+        let created = app.post("/v1/plans", "t1", &plan).await;
+        assert_eq!(created.status, 201, "{}", created.body);
+
+        // The start-of-session check flags the back-up route the service user cannot use.
+        let check = app
+            .post("/v1/session-checks", "t1", &check_body("Patient/7"))
+            .await;
+        assert_eq!(check.status, 201, "{}", check.body);
+        assert_eq!(check.body["outcome"], "proceed_with_actions");
+        let flag = action(&check, "agree_backup_contact");
+        assert_eq!(
+            (flag["rule"].clone(), flag["blocking"].clone()),
+            (json!("CONN-2"), json!(false))
+        );
+        assert!(flag["text"].as_str().unwrap().contains("FLEX-5"), "{flag}");
+        assert_eq!(check.body["on_disconnect"]["method"], "telephone");
+
+        let path = format!(
+            "/v1/session-checks/{}/disconnections",
+            check.body["id"].as_str().unwrap()
+        );
+        let first = app.post(&path, "t1", &json!({})).await;
+        assert_eq!(first.status, 201, "{}", first.body);
+        assert_eq!(first.body["alternatives"], json!([]));
+        let reconnect = action(&first, "reconnect");
+        assert!(
+            reconnect["text"].as_str().unwrap().contains("cannot use"),
+            "{reconnect}"
+        );
+
+        let second = app.post(&path, "t1", &json!({})).await;
+        assert_eq!(second.body["disconnections"], 2);
+        assert_eq!(second.body["offer_alternative"], true);
+        assert_eq!(second.body["alternatives"], json!(["in_person", "text"]));
+        let offer = action(&second, "offer_alternative")["text"]
+            .as_str()
+            .unwrap();
+        assert!(
+            offer.contains("face-to-face or text") && offer.contains("Not telephone (FLEX-5"),
+            "{offer}"
+        );
+
+        // The current plan counts: once the barrier is off the plan, a call may be offered.
+        plan["barriers"] = json!([]);
+        let put_path = format!("/v1/plans/{}", created.body["id"].as_str().unwrap());
+        assert_eq!(app.put(&put_path, "t1", &plan, "\"1\"").await.status, 200);
+        let third = app.post(&path, "t1", &json!({})).await;
+        assert_eq!(
+            third.body["alternatives"],
+            json!(["in_person", "telephone", "text"])
+        );
+        assert!(!action(&third, "reconnect")["text"]
+            .as_str()
+            .unwrap()
+            .contains("cannot use"));
     }
 );
 

@@ -129,9 +129,12 @@ static CATALOG: [Rule; 15] = [
         title: "Explore and prioritise preferences",
         guideline_text: "Service user preferences around telemental health should be explored \
             and prioritised.",
-        service_behaviour: "Recommends the highest-ranked suitable modality of the service \
-            user's ranking for the appointment type (else their default ranking). A ranked \
-            modality that is unsuitable is still listed, with the rule that rules it out.",
+        service_behaviour: "Recommends the service user's highest-ranked modality that remains \
+            suitable, in their ranking for the appointment type (else their default ranking): \
+            a ruled-out choice moves the recommendation down their own ranking, never straight \
+            to `in_person` while a remote option they ranked above `in_person` is suitable. A \
+            ranked modality that is unsuitable is still listed, with the rule that rules it \
+            out, and the recommendation says when it moved down.",
     },
     Rule {
         id: RuleId::Flex3,
@@ -143,7 +146,9 @@ static CATALOG: [Rule; 15] = [
             attend mental health services in person.",
         service_behaviour: "Remote participants are noted on video and telephone, which can host \
             them. Shorter, more frequent contacts or reluctance to attend in person place remote \
-            options before in-person among otherwise equal options.",
+            options before in-person among otherwise equal options. When the plan says the \
+            service user cannot attend in person, the best suitable remote option is \
+            recommended instead of `in_person`.",
     },
     Rule {
         id: RuleId::Flex4,
@@ -269,8 +274,13 @@ static CATALOG: [Rule; 15] = [
         guideline_text: "If telemental health is not preferred, appropriate or accessible for \
             any reason, face-to-face appointments should always be offered, without delay.",
         service_behaviour: "`in_person` is always suitable and offered. When the recommendation \
-            falls back to `in_person` because remote care is not preferred, appropriate or \
-            accessible, a fallback referral is suggested with that reason.",
+            is `in_person` because nothing remote that the service user ranked above it remains \
+            suitable, or because they ranked `in_person` first, a fallback referral is \
+            suggested: `not_appropriate` when a remote option was ruled out for safety, else \
+            `not_accessible` when one they ranked above `in_person` was ruled out for access, \
+            else `not_preferred`. Without a plan, only `not_appropriate` is known. After \
+            repeated disconnections, the advice offers `in_person` and only those remote \
+            alternatives that the rules leave suitable for the service user.",
     },
 ];
 

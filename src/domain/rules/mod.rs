@@ -4,7 +4,9 @@
 //! - [`catalog`]: the 15 rules, their ids and wording (`GET /v1/guideline-rules`);
 //! - [`codes`]: prerequisite, session-action and fallback codes shared with session checks and
 //!   referrals;
-//! - [`recommend`]: a modality recommendation for one appointment (`POST /v1/recommendations`).
+//! - [`recommend`]: a modality recommendation for one appointment (`POST /v1/recommendations`);
+//! - [`suitability`] and [`accessibility`]: steps 1–2, or step 1 alone, for advice given
+//!   outside a recommendation (which alternatives a disconnected session may offer).
 
 pub mod catalog;
 pub mod codes;
@@ -15,7 +17,7 @@ pub use catalog::{catalog, Rule, RuleId, RuleSection};
 pub use codes::{
     FallbackReason, Prerequisite, PrerequisiteCode, Reason, SessionAction, SessionActionCode,
 };
-pub use engine::recommend;
+pub use engine::{accessibility, recommend, suitability, Suitability};
 pub use recommendation::{
     FallbackSuggestion, ModalityOption, Recommendation, RecommendationRequest,
 };

@@ -299,3 +299,126 @@ proptest! {
         prop_assert_eq!(json(&first), json(&again));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Step 4 of "How rules combine" (changed 2026-11-29): the recommendation is the service user's
+// highest-ranked option that remains suitable; it never jumps to in_person while a remote
+// option they ranked above in_person is suitable.
+
+fn is_suitable(rec: &Recommendation, m: Modality) -> bool {
+    rec.options.iter().any(|o| o.modality == m && o.suitable)
+}
+
+/// The remote modalities the service user ranked above in_person (all they ranked when they
+/// did not rank in_person).
+fn ranked_above_in_person(ranking: &[Modality]) -> Vec<Modality> {
+    ranking
+        .iter()
+        .copied()
+        .take_while(|&m| m != Modality::InPerson)
+        .collect()
+}
+
+fn held_conversation(plan: &mut PlanInput) {
+    plan.initial_conversation
+        .get_or_insert(InitialConversation {
+            held_on: CalendarDate::recorded(today()),
+            held_by: None,
+        });
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// Without the re-rankings (no vision barrier, a private space) and the rules that
+    /// recommend in_person whatever the ranking (FLEX-1, THER-1), or a service user who cannot
+    /// attend: exactly their highest-ranked option that remains suitable, else in_person.
+    #[test]
+    fn the_recommendation_is_their_highest_ranked_option_that_remains_suitable(
+        mut plan in plan(),
+        protocol in protocol_shape(),
+        mut req in request(),
+    ) {
+        held_conversation(&mut plan);
+        plan.barriers.retain(|b| b.kind != BarrierKind::Vision);
+        if plan.resources.private_space == Some(PrivateSpace::No) {
+            plan.resources.private_space = Some(PrivateSpace::Yes);
+        }
+        plan.personalisation.cannot_attend_in_person = false;
+        req.first_appointment = false;
+        let protocol = protocol.map(|(r, n, c)| protocol_at(r, n, c));
+        let rec = recommend(&req, Some(&plan), protocol.as_ref(), today());
+        let ranking = plan.preferences.ranking_for(req.appointment_type);
+        let want = ranking
+            .iter()
+            .copied()
+            .find(|&m| is_suitable(&rec, m))
+            .unwrap_or(Modality::InPerson);
+        prop_assert_eq!(rec.recommended_modality, want, "ranking {:?}", ranking);
+    }
+
+    /// With every re-ranking in play: when a remote option the service user ranked above
+    /// in_person is suitable and no re-ranking lowers it (SAFE-3 lowers video and telephone,
+    /// a vision barrier video and text), the recommendation is not in_person.
+    #[test]
+    fn never_in_person_while_a_remote_option_ranked_above_it_is_suitable(
+        mut plan in plan(),
+        protocol in protocol_shape(),
+        mut req in request(),
+    ) {
+        held_conversation(&mut plan);
+        if !plan.personalisation.cannot_attend_in_person {
+            req.first_appointment = false; // THER-1
+        }
+        let protocol = protocol.map(|(r, n, c)| protocol_at(r, n, c));
+        let rec = recommend(&req, Some(&plan), protocol.as_ref(), today());
+        let ranking = plan.preferences.ranking_for(req.appointment_type);
+        let no_private = plan.resources.private_space == Some(PrivateSpace::No);
+        let vision = plan.barriers.iter().any(|b| b.kind == BarrierKind::Vision);
+        let kept = ranked_above_in_person(ranking).into_iter().find(|&m| {
+            is_suitable(&rec, m)
+                && !(no_private && matches!(m, Modality::Video | Modality::Telephone))
+                && !(vision && matches!(m, Modality::Video | Modality::Text))
+        });
+        if let Some(m) = kept {
+            prop_assert_ne!(
+                rec.recommended_modality,
+                Modality::InPerson,
+                "{} is suitable and ranked above in person in {:?}",
+                m,
+                ranking
+            );
+        }
+    }
+
+    /// F2F-1: a fallback referral exactly when the recommendation is in_person because nothing
+    /// remote ranked above it remains suitable or because in_person was ranked first; without
+    /// a plan, only when remote care was ruled out for safety.
+    #[test]
+    fn a_fallback_referral_exactly_when_in_person_is_a_fallback(
+        plan in prop::option::of(plan()),
+        protocol in protocol_shape(),
+        req in request(),
+    ) {
+        let protocol = protocol.map(|(r, n, c)| protocol_at(r, n, c));
+        let rec = recommend(&req, plan.as_ref(), protocol.as_ref(), today());
+        let f = &rec.fallback_referral;
+        match &plan {
+            Some(plan) => {
+                let ranking = plan.preferences.ranking_for(req.appointment_type);
+                let in_person_first = ranking.first() == Some(&Modality::InPerson);
+                let nothing_left = ranked_above_in_person(ranking)
+                    .into_iter()
+                    .all(|m| !is_suitable(&rec, m));
+                let fallback = rec.recommended_modality == Modality::InPerson
+                    && (in_person_first || nothing_left);
+                prop_assert_eq!(f.suggested, fallback, "ranking {:?}", ranking);
+            }
+            None => {
+                prop_assert_eq!(rec.recommended_modality, Modality::InPerson);
+                let not_appropriate = Some(FallbackReason::NotAppropriate);
+                prop_assert!(f.reason.is_none() || f.reason == not_appropriate);
+            }
+        }
+    }
+}

@@ -318,6 +318,114 @@ fn worked_example_4_a_tablet_but_no_skills() {
     assert_eq!(rec.fallback_referral.reason, Some(FR::NotAccessible));
 }
 
+#[test]
+fn worked_example_5_deaf_ranked_the_telephone_first() {
+    let mut i = Inputs::example_1();
+    i.plan("/barriers", json!([{"kind": "hearing"}]));
+    i.plan(
+        "/preferences/default",
+        json!(["telephone", "text", "in_person"]),
+    );
+    let rec = i.run();
+    let telephone = option(&rec, T);
+    assert!(!telephone.suitable && !telephone.offered && telephone.rank.is_none());
+    let flex_5 = telephone
+        .reasons
+        .iter()
+        .find(|r| r.rule == R::Flex5)
+        .expect("FLEX-5 rules the call out");
+    assert!(
+        flex_5
+            .text
+            .contains("video with captions, text or in person instead"),
+        "{}",
+        flex_5.text
+    );
+    let text = option(&rec, TX);
+    assert!(text.suitable && text.offered && text.rank == Some(1));
+    assert!(text.reasons[0].text.contains("2nd choice"));
+    assert!(rules_of(&rec, TX).contains(&R::Conn1));
+    let in_person = option(&rec, IP);
+    assert!(in_person.suitable && in_person.offered && in_person.rank == Some(2));
+    assert!(in_person.reasons[0].text.contains("3rd choice"));
+    assert!(rules_of(&rec, IP).contains(&R::F2f1));
+    assert_eq!(rec.recommended_modality, TX);
+    assert_eq!(order(&rec), vec![TX, IP, V, T]);
+    assert_eq!(
+        rec.fallback_referral,
+        FallbackSuggestion {
+            suggested: false,
+            reason: None
+        }
+    );
+}
+
+/// What a clinician reads on each option when the recommendation moved down the ranking, and
+/// when it came to in person.
+#[test]
+fn the_reasons_say_where_the_recommendation_went_and_why() {
+    let text_of = |rec: &Recommendation, m: Modality, rule: RuleId| -> Vec<String> {
+        option(rec, m)
+            .reasons
+            .iter()
+            .filter(|r| r.rule == rule)
+            .map(|r| r.text.clone())
+            .collect()
+    };
+    // Example 5: text says it is recommended because telephone was ruled out; in person
+    // says nothing of a fallback.
+    let mut i = Inputs::example_1();
+    i.plan("/barriers", json!([{"kind": "hearing"}]));
+    i.plan(
+        "/preferences/default",
+        json!(["telephone", "text", "in_person"]),
+    );
+    let rec = i.run();
+    let moved = text_of(&rec, TX, R::Flex2);
+    assert!(
+        moved
+            .iter()
+            .any(|t| t.contains("first choice (telephone) is ruled out")),
+        "{moved:?}"
+    );
+    assert!(text_of(&rec, IP, R::F2f1)
+        .iter()
+        .all(|t| !t.contains("fallback")));
+
+    // Nothing remote ranked above in person is left: in person says so, why, and which
+    // remote options the service user did not rank remain to be asked about.
+    i.plan("/preferences/default", json!(["telephone", "in_person"]));
+    let rec = i.run();
+    let why = text_of(&rec, IP, R::F2f1).join(" ");
+    assert!(
+        why.contains("Nothing remote that the service user ranked above in person")
+            && why.contains("not accessible")
+            && why.contains("fallback referral is suggested")
+            && why.contains("video and text, which they did not rank, remain suitable"),
+        "{why}"
+    );
+
+    // They ranked in person first.
+    i.plan("/barriers", json!([]));
+    i.plan("/preferences/default", json!(["in_person", "video"]));
+    let why = text_of(&i.run(), IP, R::F2f1).join(" ");
+    assert!(
+        why.contains("ranks in person first") && why.contains("not preferred"),
+        "{why}"
+    );
+
+    // A re-ranking, not a failure of remote care: in person names the remote option left.
+    i.plan("/resources/private_space", json!("no"));
+    i.plan("/preferences/default", json!(["video", "in_person"]));
+    let rec = i.run();
+    assert_eq!(rec.recommended_modality, IP);
+    let why = text_of(&rec, IP, R::Flex2).join(" ");
+    assert!(
+        why.contains("video, which they ranked above in person, remains suitable"),
+        "{why}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // One row per rule and combination.
 
@@ -396,6 +504,23 @@ const CASES: &[Case] = &[
         prerequisites: &[P::InitialConversation],
         ..BASE
     },
+    Case {
+        name: "FLEX-1/F2F-1: without an initial conversation, and nothing remote ranked above \
+               in person left, the fallback referral goes with in person",
+        setup: |i| {
+            i.plan("/initial_conversation", Value::Null);
+            i.plan("/barriers", json!([{"kind": "hearing"}]));
+            i.plan("/preferences/default", json!(["telephone", "in_person"]));
+        },
+        recommended: IP,
+        fallback: Some(FR::NotAccessible),
+        unsuitable: &[(T, R::Flex5)],
+        ranked: &[IP],
+        order: None,
+        mentions: &[(IP, R::Flex1), (IP, R::F2f1)],
+        prerequisites: &[P::InitialConversation],
+        ..BASE
+    },
     // FLEX-2
     Case {
         name: "FLEX-2: the appointment type's own ranking applies",
@@ -422,7 +547,7 @@ const CASES: &[Case] = &[
         ..BASE
     },
     Case {
-        name: "FLEX-2/F2F-1: a second choice is not recommended when the first is ruled out",
+        name: "FLEX-2: a ruled-out first choice moves down to their second choice, not in person",
         setup: |i| {
             i.plan(
                 "/preferences/default",
@@ -430,29 +555,108 @@ const CASES: &[Case] = &[
             );
             i.plan("/barriers", json!([{"kind": "hearing"}]));
         },
-        recommended: IP,
-        fallback: Some(FR::NotAccessible),
+        recommended: V,
         unsuitable: &[(T, R::Flex5)],
         ranked: &[V, IP],
         order: Some(&[V, IP, TX, T]),
-        mentions: &[(V, R::Flex5), (IP, R::F2f1)],
+        mentions: &[(V, R::Flex5), (V, R::Flex2), (IP, R::F2f1)],
         ..BASE
     },
     Case {
-        name: "F2F-1: first choice ruled out but cannot attend in person: the best remote option",
+        name: "FLEX-2: a ranking without in person moves down to their next remote choice",
+        setup: |i| {
+            i.plan("/preferences/default", json!(["telephone", "text"]));
+            i.plan("/barriers", json!([{"kind": "hearing"}]));
+        },
+        recommended: TX,
+        unsuitable: &[(T, R::Flex5)],
+        ranked: &[TX],
+        order: Some(&[TX, IP, V, T]),
+        mentions: &[(TX, R::Flex2)],
+        ..BASE
+    },
+    Case {
+        name: "F2F-1: nothing they ranked remains: in person, although an unranked remote \
+               option is suitable",
+        setup: |i| {
+            i.plan("/preferences/default", json!(["telephone"]));
+            i.plan("/barriers", json!([{"kind": "hearing"}]));
+        },
+        recommended: IP,
+        fallback: Some(FR::NotAccessible),
+        unsuitable: &[(T, R::Flex5)],
+        ranked: &[],
+        order: Some(&[IP, V, TX, T]),
+        mentions: &[(IP, R::F2f1)],
+        ..BASE
+    },
+    Case {
+        name: "F2F-1: in person ranked first is a fallback as not preferred",
+        setup: |i| i.plan("/preferences/default", json!(["in_person", "video"])),
+        recommended: IP,
+        fallback: Some(FR::NotPreferred),
+        ranked: &[IP, V],
+        order: Some(&[IP, V, T, TX]),
+        mentions: &[(IP, R::F2f1)],
+        ..BASE
+    },
+    Case {
+        name: "F2F-1: in person ranked first with remote care ruled out for safety is not \
+               appropriate",
+        setup: |i| {
+            i.plan("/preferences/default", json!(["in_person", "video"]));
+            i.request["risk_level"] = json!("high");
+        },
+        recommended: IP,
+        fallback: Some(FR::NotAppropriate),
+        unsuitable: &[(V, R::Safe1), (T, R::Safe1), (TX, R::Safe1)],
+        ranked: &[IP],
+        order: None,
+        actions: NO_REMOTE,
+        risk: Some(RiskLevel::High),
+        ..BASE
+    },
+    Case {
+        name: "F2F-1: an unranked option ruled out for access does not make it not accessible",
+        setup: |i| {
+            i.plan("/preferences/default", json!(["in_person", "video"]));
+            i.plan("/barriers", json!([{"kind": "hearing"}]));
+        },
+        recommended: IP,
+        fallback: Some(FR::NotPreferred),
+        unsuitable: &[(T, R::Flex5)],
+        ranked: &[IP, V],
+        order: None,
+        ..BASE
+    },
+    Case {
+        name: "FLEX-3/F2F-1: nothing remote ranked above in person remains, but they cannot \
+               attend: the best remote option",
         setup: |i| {
             i.plan(
                 "/preferences/default",
-                json!(["telephone", "video", "in_person"]),
+                json!(["telephone", "in_person", "video"]),
             );
             i.plan("/barriers", json!([{"kind": "hearing"}]));
             i.plan("/personalisation", json!({"cannot_attend_in_person": true}));
         },
         recommended: V,
         unsuitable: &[(T, R::Flex5)],
-        ranked: &[V, IP],
-        mentions: &[(V, R::F2f1), (IP, R::Flex3)],
+        ranked: &[IP, V],
+        mentions: &[(V, R::Flex3), (IP, R::Flex3)],
         order: None,
+        ..BASE
+    },
+    Case {
+        name: "FLEX-3: in person ranked first but they cannot attend: the best remote option",
+        setup: |i| {
+            i.plan("/preferences/default", json!(["in_person", "telephone"]));
+            i.plan("/personalisation", json!({"cannot_attend_in_person": true}));
+        },
+        recommended: T,
+        ranked: &[IP, T],
+        order: Some(&[IP, T, V, TX]),
+        mentions: &[(T, R::Flex3)],
         ..BASE
     },
     // FLEX-3
@@ -548,7 +752,8 @@ const CASES: &[Case] = &[
         ..BASE
     },
     Case {
-        name: "FLEX-5: a vision barrier leaves in person where the service user put it",
+        name: "FLEX-5: a vision barrier leaves in person where the service user put it, \
+               without a fallback referral",
         setup: |i| {
             i.plan("/barriers", json!([{"kind": "vision"}]));
             i.plan(
@@ -559,6 +764,22 @@ const CASES: &[Case] = &[
         recommended: IP,
         ranked: &[IP, T, V],
         order: None,
+        mentions: &[(IP, R::Flex2), (V, R::Flex5)],
+        ..BASE
+    },
+    Case {
+        name: "FLEX-5: a speech barrier moves a first choice of telephone down to text",
+        setup: |i| {
+            i.plan("/barriers", json!([{"kind": "speech"}]));
+            i.plan(
+                "/preferences/default",
+                json!(["telephone", "text", "in_person"]),
+            );
+        },
+        recommended: TX,
+        unsuitable: &[(T, R::Flex5)],
+        ranked: &[TX, IP],
+        order: Some(&[TX, IP, V, T]),
         ..BASE
     },
     Case {
@@ -568,13 +789,30 @@ const CASES: &[Case] = &[
         ..BASE
     },
     Case {
-        name: "FLEX-5/F2F-1: discomfort with the first choice falls back as not preferred",
+        name: "FLEX-5: discomfort with the first choice moves down to their second choice",
         setup: |i| i.plan("/preferences/uncomfortable_with", json!(["video"])),
-        recommended: IP,
-        fallback: Some(FR::NotPreferred),
+        recommended: T,
         unsuitable: &[(V, R::Flex5)],
         ranked: &[T, IP],
         order: Some(&[T, IP, TX, V]),
+        mentions: &[(T, R::Flex2)],
+        ..BASE
+    },
+    Case {
+        name: "FLEX-5/F2F-1: discomfort with every remote option ranked above in person falls \
+               back as not preferred, although text is unranked and suitable",
+        setup: |i| {
+            i.plan(
+                "/preferences/uncomfortable_with",
+                json!(["video", "telephone"]),
+            )
+        },
+        recommended: IP,
+        fallback: Some(FR::NotPreferred),
+        unsuitable: &[(V, R::Flex5), (T, R::Flex5)],
+        ranked: &[IP],
+        order: Some(&[IP, TX, V, T]),
+        mentions: &[(IP, R::F2f1)],
         ..BASE
     },
     Case {
@@ -631,13 +869,29 @@ const CASES: &[Case] = &[
         ..BASE
     },
     Case {
-        name: "CONN-1/F2F-1: limited connectivity rules out a first choice of video",
+        name: "CONN-1/FLEX-2: limited connectivity moves a first choice of video down to \
+               telephone",
         setup: |i| i.plan("/resources/connectivity", json!("limited")),
-        recommended: IP,
-        fallback: Some(FR::NotAccessible),
+        recommended: T,
         unsuitable: &[(V, R::Conn1)],
         ranked: &[T, IP],
         order: None,
+        mentions: &[(T, R::Flex2)],
+        ..BASE
+    },
+    Case {
+        name: "CONN-1/F2F-1: nothing ranked above in person is accessible: in person, not \
+               accessible",
+        setup: |i| {
+            i.plan("/resources/devices", json!(["computer"]));
+            i.plan("/resources/connectivity", json!("limited"));
+        },
+        recommended: IP,
+        fallback: Some(FR::NotAccessible),
+        unsuitable: &[(V, R::Conn1), (T, R::Conn1)],
+        ranked: &[IP],
+        order: Some(&[IP, TX, V, T]),
+        mentions: &[(IP, R::F2f1)],
         ..BASE
     },
     Case {
@@ -864,11 +1118,13 @@ const CASES: &[Case] = &[
         ..BASE
     },
     Case {
-        name: "SAFE-3: no private space with example 1's ranking puts in person first",
+        name: "SAFE-3: no private space with example 1's ranking puts in person first, \
+               without a fallback referral",
         setup: |i| i.plan("/resources/private_space", json!("no")),
         recommended: IP,
         ranked: &[IP, V, T],
         order: Some(&[IP, V, T, TX]),
+        mentions: &[(IP, R::Safe3), (IP, R::Flex2)],
         ..BASE
     },
     Case {
@@ -920,16 +1176,38 @@ const CASES: &[Case] = &[
         ..BASE
     },
     Case {
-        name: "THER-1/F2F-1: a first appointment with its first choice ruled out is a fallback",
+        name: "THER-1: a first appointment whose first choice is ruled out, with a remote \
+               second choice left, is in person without a fallback referral",
         setup: |i| {
             i.request["first_appointment"] = json!(true);
             i.plan("/resources/connectivity", json!("limited"));
         },
         recommended: IP,
-        fallback: Some(FR::NotAccessible),
         unsuitable: &[(V, R::Conn1)],
         ranked: &[T, IP],
         order: None,
+        mentions: &[(IP, R::Ther1)],
+        actions: &[
+            A::ConfirmLocation,
+            A::ConfirmCallBackNumber,
+            A::AllowRapportTime,
+        ],
+        ..BASE
+    },
+    Case {
+        name: "THER-1/F2F-1: a first appointment with nothing remote ranked above in person \
+               left is a fallback",
+        setup: |i| {
+            i.request["first_appointment"] = json!(true);
+            i.plan("/barriers", json!([{"kind": "hearing"}]));
+            i.plan("/preferences/default", json!(["telephone", "in_person"]));
+        },
+        recommended: IP,
+        fallback: Some(FR::NotAccessible),
+        unsuitable: &[(T, R::Flex5)],
+        ranked: &[IP],
+        order: None,
+        mentions: &[(IP, R::Ther1), (IP, R::F2f1)],
         actions: &[
             A::ConfirmLocation,
             A::ConfirmCallBackNumber,
@@ -948,6 +1226,7 @@ const CASES: &[Case] = &[
             );
         },
         recommended: IP,
+        fallback: Some(FR::NotPreferred),
         ranked: &[IP],
         order: Some(&[IP, V, T, TX]),
         mentions: &[(T, R::Ther3), (TX, R::Ther3)],
@@ -961,6 +1240,7 @@ const CASES: &[Case] = &[
             i.plan("/preferences/default", json!(["in_person"]));
         },
         recommended: IP,
+        fallback: Some(FR::NotPreferred),
         ranked: &[IP],
         order: Some(&[IP, TX, V, T]),
         ..BASE

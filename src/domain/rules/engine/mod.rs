@@ -4,7 +4,9 @@
 //! 2. appropriateness rules them out for the risk level (SAFE-1, SAFE-2);
 //! 3. what remains is ranked (FLEX-2, re-ranked by FLEX-5 vision and SAFE-3, tie-broken by
 //!    THER-3 and FLEX-3);
-//! 4. the recommendation, falling back to face-to-face (FLEX-1, THER-1, F2F-1);
+//! 4. the recommendation: the highest-ranked option that remains suitable, face-to-face with a
+//!    fallback referral when nothing remote ranked above it does (FLEX-1, FLEX-2, THER-1,
+//!    F2F-1);
 //! 5. prerequisites and session actions (FLEX-1, FLEX-4, CONN-2, SAFE-1, SAFE-2, THER-2).
 //!
 //! Each step is a module and each rule one function named after it (`access::conn_1`). Rules
@@ -38,16 +40,8 @@ pub fn recommend(
 ) -> Recommendation {
     let ctx = Context::new(req, plan, protocol);
     let mut opts = Assessments::new(&ctx);
-
     // 1. Rule out what is not accessible.
-    match plan {
-        None => access::flex_1_no_plan(&mut opts),
-        Some(plan) => {
-            access::conn_1(plan, &mut opts);
-            access::excl_1(plan, &mut opts);
-            access::flex_5(plan, &mut opts);
-        }
-    }
+    rule_out_inaccessible(plan, &mut opts);
     // 2. Rule out what is not appropriate.
     safety::safe_1(&ctx, &mut opts);
     safety::safe_2(&ctx, &mut opts);
@@ -60,8 +54,8 @@ pub fn recommend(
     }
     let ranked = ranking::ranked_offered(&ctx, &opts);
     let order = ranking::option_order(&ctx, &opts, &ranked);
-    // 4. Recommend, falling back to face-to-face.
-    let (recommended_modality, fallback) = fallback::choose(&ctx, &mut opts, &order);
+    // 4. Recommend: their highest-ranked option that remains suitable.
+    let (recommended_modality, fallback) = fallback::choose(&ctx, &mut opts, &ranked, &order);
     // 5. What to put in place, whatever is recommended.
     let prerequisites = readiness::prerequisites(&ctx, today);
     let session_actions = readiness::session_actions(&ctx, &opts);
@@ -105,6 +99,68 @@ pub fn recommend(
         digital_exclusion: plan.map(PlanInput::digital_exclusion),
         effective_risk_level: ctx.risk,
     }
+}
+
+/// Step 1: what is not accessible to the service user, or not wanted by them.
+fn rule_out_inaccessible(plan: Option<&PlanInput>, opts: &mut Assessments) {
+    match plan {
+        None => access::flex_1_no_plan(opts),
+        Some(plan) => {
+            access::conn_1(plan, opts);
+            access::excl_1(plan, opts);
+            access::flex_5(plan, opts);
+        }
+    }
+}
+
+/// Which modalities the rules leave open to one service user, and why the others are closed:
+/// for advice given outside a recommendation, such as the alternatives to offer after a
+/// disconnection or whether an agreed back-up route is one the service user can use.
+pub struct Suitability(Assessments);
+
+impl Suitability {
+    /// Whether no rule rules `m` out. `in_person` always is suitable (F2F-1).
+    pub fn suitable(&self, m: Modality) -> bool {
+        self.0.get(m).suitable()
+    }
+
+    /// The reasons that rule `m` out, each naming its rule, in the order the rules apply;
+    /// empty when it is suitable.
+    pub fn reasons_against(&self, m: Modality) -> Vec<Reason> {
+        self.0
+            .get(m)
+            .findings
+            .iter()
+            .filter(|f| f.ruled_out.is_some())
+            .map(|f| f.reason.clone())
+            .collect()
+    }
+}
+
+/// Steps 1 and 2 of "How rules combine" alone: what is accessible to the service user and
+/// appropriate at the risk level (the higher of the request's and the protocol's).
+pub fn suitability(
+    req: &RecommendationRequest,
+    plan: Option<&PlanInput>,
+    protocol: Option<&SafetyProtocolInput>,
+) -> Suitability {
+    let ctx = Context::new(req, plan, protocol);
+    let mut opts = Assessments::new(&ctx);
+    rule_out_inaccessible(plan, &mut opts);
+    safety::safe_1(&ctx, &mut opts);
+    safety::safe_2(&ctx, &mut opts);
+    Suitability(opts)
+}
+
+/// Step 1 alone: what the service user can use and is comfortable with (CONN-1, EXCL-1,
+/// FLEX-5), whatever the appointment and the risk level.
+pub fn accessibility(plan: &PlanInput) -> Suitability {
+    let mut opts = Assessments(Modality::ALL.map(|modality| Assessment {
+        modality,
+        findings: Vec::new(),
+    }));
+    rule_out_inaccessible(Some(plan), &mut opts);
+    Suitability(opts)
 }
 
 // ---------------------------------------------------------------------------------------------
