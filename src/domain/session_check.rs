@@ -5,6 +5,7 @@
 
 use super::plan::{BackupMethod, PlanInput};
 use super::protocol::{SafetyProtocolInput, UsualLocation};
+pub use super::rules::ActionCode;
 use super::rules::{self, Reason, RecommendationRequest, RuleId};
 use super::types::{Address, AppointmentType, Modality, Name, PhoneNumber, RiskLevel, SubjectRef};
 use super::FieldError;
@@ -125,43 +126,6 @@ fn remote_modality_schema() -> impl Into<utoipa::openapi::RefOr<utoipa::openapi:
         .schema_type(Type::String)
         .enum_values(Some(remote))
         .description(Some("A remote modality"))
-}
-
-/// What the clinician must do, as a stable code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ActionCode {
-    /// Ask the service user where they are now (SAFE-1). Blocking when risk is `high`.
-    ConfirmLocation,
-    /// Confirm the number to call the service user back on (SAFE-2). Blocking when the topics
-    /// are sensitive or risk is above `low`.
-    ConfirmCallBackNumber,
-    /// Tell the service user who else is present on the clinician's side (SAFE-3).
-    DiscloseOthersPresent,
-    /// Use headphones so the service user cannot be overheard (SAFE-3).
-    UseHeadphones,
-    /// Check that the service user can talk freely where they are (SAFE-3).
-    ConfirmServiceUserPrivacy,
-    /// Allow extra time to chat informally and build rapport (THER-2).
-    AllowRapportTime,
-    /// The service user is not at a usual location: identify how a fast in-person crisis
-    /// response is mobilised where they are (SAFE-1).
-    IdentifyLocalCrisisResponse,
-    /// Agree (or update) a safety protocol with the service user before a remote session
-    /// (SAFE-1, SAFE-2). Always blocking.
-    AgreeSafetyProtocol,
-    /// Agree a back-up way of reconnecting and record it in the plan (CONN-2).
-    AgreeBackupContact,
-    /// Offer a face-to-face appointment, without delay (F2F-1).
-    OfferFaceToFace,
-    /// After a disconnection: reconnect by the agreed back-up route (CONN-2).
-    Reconnect,
-    /// After a disconnection, if the call-back fails: follow the safety protocol's emergency
-    /// steps (SAFE-2, SAFE-1).
-    FollowEmergencyProtocol,
-    /// After repeated disconnections: offer a face-to-face alternative, or a remote one the
-    /// rules leave suitable for the service user (F2F-1).
-    OfferAlternative,
 }
 
 /// One thing to do, with the rule behind it.

@@ -49,34 +49,57 @@ impl PrerequisiteCode {
     }
 }
 
-/// Something to do in (or at the start of) a remote session (SAFE-1, SAFE-2, SAFE-3, THER-2).
+/// Something to do before, at the start of or during a remote session: one vocabulary for
+/// recommendations (`session_actions`) and session checks (`actions`).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
-pub enum SessionActionCode {
-    /// SAFE-1: confirm where the service user is.
+pub enum ActionCode {
+    /// Ask the service user where they are now (SAFE-1).
     ConfirmLocation,
-    /// SAFE-2: confirm the number to call back on after a disconnection.
+    /// Confirm the number to call the service user back on after a disconnection (SAFE-2).
     ConfirmCallBackNumber,
-    /// THER-2: a longer first remote appointment, with time to get to know each other.
+    /// Allow extra time to chat informally and build rapport in the first remote appointment
+    /// (THER-2).
     AllowRapportTime,
-    /// SAFE-3: the clinician is not in a private space: say who else is present.
+    /// The clinician is not in a private space: tell the service user who else is present
+    /// (SAFE-3).
     DiscloseOthersPresent,
-    /// SAFE-3: the clinician is not in a private space: use headphones.
+    /// The clinician is not in a private space: use headphones (SAFE-3).
     UseHeadphones,
+    /// Check that the service user can talk freely where they are (SAFE-3).
+    ConfirmServiceUserPrivacy,
+    /// The service user is not at a usual location: identify how a fast in-person crisis
+    /// response is mobilised where they are (SAFE-1).
+    IdentifyLocalCrisisResponse,
+    /// Agree (or update) a safety protocol with the service user before a remote session
+    /// (SAFE-2; SAFE-1 when risk is high and it has no in-person crisis response).
+    AgreeSafetyProtocol,
+    /// Agree a back-up way of reconnecting and record it in the plan (CONN-2).
+    AgreeBackupContact,
+    /// Offer a face-to-face appointment, without delay (F2F-1).
+    OfferFaceToFace,
+    /// After a disconnection: reconnect by the agreed back-up route (CONN-2).
+    Reconnect,
+    /// After a disconnection, if the call-back fails: follow the safety protocol's emergency
+    /// steps (SAFE-2).
+    FollowEmergencyProtocol,
+    /// After repeated disconnections: offer an alternative the service user can use (F2F-1).
+    OfferAlternative,
 }
 
-impl SessionActionCode {
-    /// The rule that asks for it.
+impl ActionCode {
+    /// The rule that usually asks for it (a session check may name a more specific one).
     pub fn rule(self) -> RuleId {
+        use ActionCode::*;
         match self {
-            SessionActionCode::ConfirmLocation => RuleId::Safe1,
-            SessionActionCode::ConfirmCallBackNumber => RuleId::Safe2,
-            SessionActionCode::AllowRapportTime => RuleId::Ther2,
-            SessionActionCode::DiscloseOthersPresent | SessionActionCode::UseHeadphones => {
-                RuleId::Safe3
-            }
+            ConfirmLocation | IdentifyLocalCrisisResponse => RuleId::Safe1,
+            ConfirmCallBackNumber | AgreeSafetyProtocol | FollowEmergencyProtocol => RuleId::Safe2,
+            DiscloseOthersPresent | UseHeadphones | ConfirmServiceUserPrivacy => RuleId::Safe3,
+            AllowRapportTime => RuleId::Ther2,
+            AgreeBackupContact | Reconnect => RuleId::Conn2,
+            OfferFaceToFace | OfferAlternative => RuleId::F2f1,
         }
     }
 }
@@ -102,28 +125,17 @@ impl Prerequisite {
 /// A session action with the rule behind it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
 pub struct SessionAction {
-    pub code: SessionActionCode,
+    pub code: ActionCode,
     pub rule: RuleId,
     pub text: String,
 }
 
 impl SessionAction {
-    pub fn new(code: SessionActionCode, text: impl Into<String>) -> Self {
+    pub fn new(code: ActionCode, text: impl Into<String>) -> Self {
         SessionAction {
             code,
             rule: code.rule(),
             text: text.into(),
         }
     }
-}
-
-/// Why face-to-face care is suggested instead of telemental health (F2F-1).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum FallbackReason {
-    NotPreferred,
-    NotAppropriate,
-    NotAccessible,
 }

@@ -13,10 +13,9 @@ pub mod codes;
 mod engine;
 mod recommendation;
 
+pub use crate::domain::referral::ReferralReason;
 pub use catalog::{catalog, Rule, RuleId, RuleSection};
-pub use codes::{
-    FallbackReason, Prerequisite, PrerequisiteCode, Reason, SessionAction, SessionActionCode,
-};
+pub use codes::{ActionCode, Prerequisite, PrerequisiteCode, Reason, SessionAction};
 pub use engine::{accessibility, recommend, suitability, Suitability};
 pub use recommendation::{
     FallbackSuggestion, ModalityOption, Recommendation, RecommendationRequest,

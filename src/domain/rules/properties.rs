@@ -416,7 +416,7 @@ proptest! {
             }
             None => {
                 prop_assert_eq!(rec.recommended_modality, Modality::InPerson);
-                let not_appropriate = Some(FallbackReason::NotAppropriate);
+                let not_appropriate = Some(ReferralReason::NotAppropriate);
                 prop_assert!(f.reason.is_none() || f.reason == not_appropriate);
             }
         }

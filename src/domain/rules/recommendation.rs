@@ -1,8 +1,9 @@
 //! What a recommendation is asked for and what it answers (`POST /v1/recommendations`).
 //! Plan and protocol versions are added by the HTTP layer.
 
-use super::codes::{FallbackReason, Prerequisite, Reason, SessionAction};
+use super::codes::{Prerequisite, Reason, SessionAction};
 use crate::domain::plan::DigitalExclusion;
+use crate::domain::referral::ReferralReason;
 use crate::domain::types::{AppointmentType, Modality, RiskLevel, SubjectRef};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -66,5 +67,5 @@ pub struct ModalityOption {
 pub struct FallbackSuggestion {
     pub suggested: bool,
     /// Set exactly when `suggested` is.
-    pub reason: Option<FallbackReason>,
+    pub reason: Option<ReferralReason>,
 }

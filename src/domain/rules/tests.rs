@@ -8,11 +8,11 @@ use crate::domain::types::{Modality, RiskLevel};
 use chrono::NaiveDate;
 use serde_json::{json, Value};
 
-use FallbackReason as FR;
+use ActionCode as A;
 use Modality::{InPerson as IP, Telephone as T, Text as TX, Video as V};
 use PrerequisiteCode as P;
+use ReferralReason as FR;
 use RuleId as R;
-use SessionActionCode as A;
 
 pub(super) fn today() -> NaiveDate {
     NaiveDate::from_ymd_opt(2026, 11, 28).expect("a date")
@@ -207,7 +207,7 @@ fn prerequisite_codes(rec: &Recommendation) -> Vec<PrerequisiteCode> {
     rec.prerequisites.iter().map(|p| p.code).collect()
 }
 
-fn action_codes(rec: &Recommendation) -> Vec<SessionActionCode> {
+fn action_codes(rec: &Recommendation) -> Vec<ActionCode> {
     rec.session_actions.iter().map(|a| a.code).collect()
 }
 
@@ -433,7 +433,7 @@ struct Case {
     name: &'static str,
     setup: fn(&mut Inputs),
     recommended: Modality,
-    fallback: Option<FallbackReason>,
+    fallback: Option<ReferralReason>,
     /// Exactly the unsuitable modalities, each with a rule its reasons name (a modality may
     /// appear more than once).
     unsuitable: &'static [(Modality, RuleId)],
@@ -444,7 +444,7 @@ struct Case {
     /// Rules that some option's reasons must name, suitable or not.
     mentions: &'static [(Modality, RuleId)],
     prerequisites: &'static [PrerequisiteCode],
-    actions: &'static [SessionActionCode],
+    actions: &'static [ActionCode],
     risk: Option<RiskLevel>,
 }
 
@@ -462,7 +462,7 @@ const BASE: Case = Case {
     risk: Some(RiskLevel::Low),
 };
 
-const NO_REMOTE: &[SessionActionCode] = &[];
+const NO_REMOTE: &[ActionCode] = &[];
 
 const CASES: &[Case] = &[
     BASE,

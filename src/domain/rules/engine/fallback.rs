@@ -7,7 +7,7 @@
 //! remote that they ranked above it remains suitable, or because they ranked `in_person` first.
 
 use super::{Assessment, Assessments, Context, RuledOut};
-use crate::domain::rules::{FallbackReason, RuleId};
+use crate::domain::rules::{ReferralReason, RuleId};
 use crate::domain::types::Modality;
 
 const IN_PERSON: Modality = Modality::InPerson;
@@ -20,7 +20,7 @@ pub(super) fn choose(
     opts: &mut Assessments,
     ranked: &[Modality],
     order: &[Modality],
-) -> (Modality, Option<FallbackReason>) {
+) -> (Modality, Option<ReferralReason>) {
     // FLEX-1 without a plan: access and preferences are unknown, not failed; only safety can
     // already say that remote care is not appropriate.
     let Some(plan) = ctx.plan else {
@@ -30,7 +30,7 @@ pub(super) fn choose(
             .any(|a| a.ruled_out() == Some(RuledOut::Appropriateness))
             .then_some(Fallback {
                 trigger: Trigger::NoPlan,
-                reason: FallbackReason::NotAppropriate,
+                reason: ReferralReason::NotAppropriate,
             });
         return (IN_PERSON, fallback.map(|f| f.note(ctx, opts)));
     };
@@ -148,17 +148,21 @@ enum Trigger {
 #[derive(Clone, Copy)]
 struct Fallback {
     trigger: Trigger,
-    reason: FallbackReason,
+    reason: ReferralReason,
 }
 
 impl Fallback {
     /// Says on `in_person` why it is recommended, and what remote option, unranked, remains
     /// for the clinician to raise; returns the reason.
-    fn note(self, ctx: &Context, opts: &mut Assessments) -> FallbackReason {
+    fn note(self, ctx: &Context, opts: &mut Assessments) -> ReferralReason {
         let why = match self.reason {
-            FallbackReason::NotPreferred => "not preferred",
-            FallbackReason::NotAppropriate => "not appropriate",
-            FallbackReason::NotAccessible => "not accessible",
+            ReferralReason::NotPreferred => "not preferred",
+            ReferralReason::NotAppropriate => "not appropriate",
+            ReferralReason::NotAccessible => "not accessible",
+            // The engine suggests only the three reasons above (F2F-1).
+            ReferralReason::TechnologyFailure
+            | ReferralReason::ClinicalRisk
+            | ReferralReason::FirstAppointment => "not suitable",
         };
         let what = match self.trigger {
             Trigger::NoPlan => "There is no plan yet",
@@ -221,6 +225,6 @@ fn f2f_1_fallback(ctx: &Context, opts: &Assessments) -> Option<Fallback> {
         .max();
     let reason = worst
         .and_then(RuledOut::fallback_reason)
-        .unwrap_or(FallbackReason::NotPreferred);
+        .unwrap_or(ReferralReason::NotPreferred);
     Some(Fallback { trigger, reason })
 }

@@ -21,12 +21,13 @@ mod safety;
 mod wording;
 
 use super::catalog::RuleId;
-use super::codes::{FallbackReason, Reason};
+use super::codes::Reason;
 use super::recommendation::{
     FallbackSuggestion, ModalityOption, Recommendation, RecommendationRequest,
 };
 use crate::domain::plan::PlanInput;
 use crate::domain::protocol::SafetyProtocolInput;
+use crate::domain::referral::ReferralReason;
 use crate::domain::types::{Modality, RiskLevel};
 use chrono::NaiveDate;
 
@@ -218,12 +219,12 @@ enum RuledOut {
 }
 
 impl RuledOut {
-    fn fallback_reason(self) -> Option<FallbackReason> {
+    fn fallback_reason(self) -> Option<ReferralReason> {
         match self {
             RuledOut::Unestablished => None,
-            RuledOut::Preference => Some(FallbackReason::NotPreferred),
-            RuledOut::Accessibility => Some(FallbackReason::NotAccessible),
-            RuledOut::Appropriateness => Some(FallbackReason::NotAppropriate),
+            RuledOut::Preference => Some(ReferralReason::NotPreferred),
+            RuledOut::Accessibility => Some(ReferralReason::NotAccessible),
+            RuledOut::Appropriateness => Some(ReferralReason::NotAppropriate),
         }
     }
 }

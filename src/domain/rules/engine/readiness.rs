@@ -2,7 +2,7 @@
 //! SAFE-1, SAFE-2, THER-2).
 
 use super::{Assessment, Assessments, Context};
-use crate::domain::rules::{Prerequisite, PrerequisiteCode, SessionAction, SessionActionCode};
+use crate::domain::rules::{ActionCode, Prerequisite, PrerequisiteCode, SessionAction};
 use crate::domain::types::RiskLevel;
 use chrono::NaiveDate;
 
@@ -61,7 +61,7 @@ pub(super) fn session_actions(ctx: &Context, opts: &Assessments) -> Vec<SessionA
     let mut out = Vec::new();
     // SAFE-1
     out.push(SessionAction::new(
-        SessionActionCode::ConfirmLocation,
+        ActionCode::ConfirmLocation,
         if ctx.risk == Some(RiskLevel::High) {
             "In a remote session, confirm at the start where the service user is, and how the \
              in-person crisis response would reach them."
@@ -71,7 +71,7 @@ pub(super) fn session_actions(ctx: &Context, opts: &Assessments) -> Vec<SessionA
     ));
     // SAFE-2
     out.push(SessionAction::new(
-        SessionActionCode::ConfirmCallBackNumber,
+        ActionCode::ConfirmCallBackNumber,
         if ctx.req.sensitive_topics {
             "Confirm the call-back number before the session: sensitive topics are planned."
         } else {
@@ -81,7 +81,7 @@ pub(super) fn session_actions(ctx: &Context, opts: &Assessments) -> Vec<SessionA
     // THER-2
     if ctx.req.first_appointment {
         out.push(SessionAction::new(
-            SessionActionCode::AllowRapportTime,
+            ActionCode::AllowRapportTime,
             "If this first appointment is remote, book a longer slot to chat informally and \
              get to know the service user.",
         ));
