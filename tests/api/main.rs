@@ -13,4 +13,5 @@ mod plans;
 mod recommendations;
 mod referrals;
 mod safety;
+mod stored_shapes;
 mod webhooks;
