@@ -50,8 +50,10 @@ impl Application {
             store: store.clone(),
             referral_due: settings.referral_due(),
             webhook_allow_private: settings.webhook_allow_private,
+            webhooks_per_tenant: settings.webhooks_per_tenant,
             outbox_wake: outbox_wake.clone(),
         });
+        let body_timeout = web::Data::new(http::extract::BodyTimeout(settings.body_timeout));
         let api = openapi();
         let known = web::Data::new(Arc::new(KnownPaths::of(&api)));
         let listener = TcpListener::bind(settings.bind)
@@ -59,6 +61,9 @@ impl Application {
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         // Install the metrics recorder before the first request.
         http::observe::prometheus();
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let server = HttpServer::new(move || {
             use utoipa_actix_web::AppExt;
             let (app, _) = App::new()
@@ -66,6 +71,7 @@ impl Application {
                 .configure(http::routes)
                 .split_for_parts();
             app.app_data(state.clone())
+                .app_data(body_timeout.clone())
                 .app_data(auth.clone())
                 .app_data(known.clone())
                 .app_data(web::PathConfig::default().error_handler(http::path_error))
@@ -82,6 +88,13 @@ impl Application {
                 .default_service(web::to(http::fallback))
                 .wrap(from_fn(http::observe::observe))
         })
+        .workers(workers)
+        // Slow clients: headers must arrive within the header timeout (else 408 and close);
+        // bodies are bounded by the body timeout in the JSON extractor.
+        .client_request_timeout(settings.header_timeout)
+        .client_disconnect_timeout(Duration::from_secs(1))
+        // actix counts connections per worker: split the total between them.
+        .max_connections(per_worker_connections(settings.max_connections, workers))
         .listen(listener)
         .map_err(|e| e.to_string())?
         .shutdown_timeout(settings.shutdown_timeout.as_secs().max(1));
@@ -121,6 +134,12 @@ impl Application {
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
     }
+}
+
+/// actix's connection cap is per worker: the total divided between the workers (at least one
+/// each, so the total is exact when it is a multiple of the worker count).
+fn per_worker_connections(total: u32, workers: usize) -> usize {
+    (total as usize / workers.max(1)).max(1)
 }
 
 /// Applies migrations, waiting for a database that is still starting (PostgreSQL in compose).

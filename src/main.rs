@@ -53,6 +53,12 @@ async fn main() -> ExitCode {
             if !unknown.is_empty() {
                 return fail(format!("unknown scope(s): {}", unknown.join(" ")));
             }
+            if ttl > settings.jwt_max_lifetime.as_secs() {
+                return fail(format!(
+                    "--ttl {ttl} is over TELEMENTAL_JWT_MAX_LIFETIME ({} s): the service would refuse the token",
+                    settings.jwt_max_lifetime.as_secs()
+                ));
+            }
             let auth = match Authenticator::new(&settings, None) {
                 Ok(a) => a,
                 Err(e) => return fail(e),
