@@ -255,6 +255,10 @@ impl Store {
                 if n != 1 {
                     return Err(ChangeError::Concurrent);
                 }
+                // The caller cannot know the subject before the row is read: the trail of a
+                // subject must list its status changes too.
+                let mut audit = audit.clone();
+                audit.subject.get_or_insert_with(|| cur.subject.clone());
                 let row = ReferralRow {
                     version: cur.version + 1,
                     body: Json(body.clone()),
@@ -267,7 +271,7 @@ impl Store {
                     VALUES ($1, $2, $3, $4, $5, $6)")
                     .bind(id).bind(tenant).bind(row.version).bind(Json(&body)).bind(now).bind(&audit.actor)
                     .execute(&mut *tx).await?;
-                insert_audit!(&mut *tx, audit)?;
+                insert_audit!(&mut *tx, &audit)?;
                 let resp = render(&row);
                 let mut data = resp.body.clone();
                 if let Value::Object(m) = &mut data {

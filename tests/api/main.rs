@@ -3,6 +3,7 @@
 //! TELEMENTAL_TEST_POSTGRES_URL is set).
 
 mod audit;
+mod audit_trail;
 mod auth;
 mod binary;
 mod delivery_faults;
@@ -14,4 +15,5 @@ mod plans;
 mod recommendations;
 mod referrals;
 mod safety;
+mod webhook_limits;
 mod webhooks;
