@@ -40,6 +40,36 @@ pub enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// The audit trail: verify its hash chains, export it, archive what is past the retention.
+    Audit {
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Recompute every tenant's hash chain; exit 1 if a row was altered or removed.
+    Verify,
+    /// Write audit rows as JSON lines to standard output.
+    Export {
+        /// Only rows at or after this instant (RFC 3339).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only rows before this instant (RFC 3339).
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only this tenant's rows.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Move rows older than TELEMENTAL_AUDIT_RETENTION to a JSON-lines file (appended and
+    /// synced before the rows are removed); the chain of what remains still verifies.
+    Archive {
+        /// The file to append archived rows to.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 /// A secret that never prints.

@@ -11,7 +11,7 @@ pub mod referrals;
 mod session_checks;
 mod ts;
 
-pub use audit::{AuditEntry, AuditFilter, AuditRow};
+pub use audit::{AuditEntry, AuditFilter, AuditRow, ChainReport, ChainedRow};
 pub use records::{ListQuery, Record, RecordTable, UpdateError, PLANS, SAFETY_PROTOCOLS};
 pub use session_checks::{CheckRow, NewCheck};
 pub use ts::Ts;

@@ -3,6 +3,7 @@
 //! TELEMENTAL_TEST_POSTGRES_URL is set).
 
 mod audit;
+mod audit_chain;
 mod audit_trail;
 mod auth;
 mod binary;
