@@ -42,6 +42,15 @@ impl Application {
         let store =
             Store::connect(&settings.database_url, settings.database_max_connections).await?;
         migrate_with_retry(&store, Duration::from_secs(60)).await?;
+        // A database that answers but cannot be written would answer 503 to every write:
+        // refuse to start on one that is read-only from the start (SQLite `mode=ro`, a
+        // read-only file). A PostgreSQL that is merely unreachable passed the migrations' wait.
+        if let Err(e) = store.check_writable().await {
+            return Err(format!(
+                "the database cannot be written ({e}); check TELEMENTAL_DATABASE_URL, the file's \
+                 permissions, the disk, or that PostgreSQL is not read-only"
+            ));
+        }
         let auth = Authenticator::new(settings, dev_secret)?;
         auth.warm_up().await;
         let auth = web::Data::new(auth);

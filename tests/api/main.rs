@@ -13,6 +13,7 @@ mod helpers;
 mod ops;
 mod outage;
 mod plans;
+mod readiness;
 mod recommendations;
 mod referrals;
 mod safety;
