@@ -27,6 +27,7 @@ pub struct Application {
     server: actix_web::dev::Server,
     pub store: Store,
     worker: tokio::task::JoinHandle<()>,
+    sealer: tokio::task::JoinHandle<()>,
     stop_worker: tokio::sync::watch::Sender<bool>,
 }
 
@@ -113,6 +114,11 @@ impl Application {
             server.disable_signals().run()
         };
         let (stop_worker, stop_rx) = tokio::sync::watch::channel(false);
+        let sealer = tokio::spawn(seal_audit_trail(
+            store.clone(),
+            settings.worker_interval,
+            stop_rx.clone(),
+        ));
         let worker = tokio::spawn(
             outbox::worker::Worker::new(store.clone(), settings, outbox_wake).run(stop_rx),
         );
@@ -121,6 +127,7 @@ impl Application {
             server,
             store,
             worker,
+            sealer,
             stop_worker,
         })
     }
@@ -136,12 +143,38 @@ impl Application {
         // lease expires and it is sent again later), then the pool closes.
         let _ = self.stop_worker.send(true);
         let _ = self.worker.await;
+        let _ = self.sealer.await;
         self.store.close().await;
         r
     }
 
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
+    }
+}
+
+/// Links new audit rows into their tenants' hash chains every `interval` (see migration 0011),
+/// until stopped. Requests only insert; sealing here keeps them from queueing on the chain.
+async fn seal_audit_trail(
+    store: Store,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match store.seal_audit(1000).await {
+            // A full batch: go on at once.
+            Ok(n) if n >= 1000 => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not seal the audit trail; will retry"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => {
+                // Seal what the last requests wrote, then stop.
+                let _ = store.seal_audit(1000).await;
+                return;
+            }
+        }
     }
 }
 

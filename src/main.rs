@@ -80,6 +80,15 @@ async fn main() -> ExitCode {
             if let Err(e) = store.migrate().await {
                 return fail(e);
             }
+            // Rows the service has not sealed yet (it seals within about a second; it may be
+            // stopped) are sealed first, so that verify, export and archive see whole chains.
+            loop {
+                match store.seal_audit(1000).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => return fail(format!("cannot seal the audit trail: {e}")),
+                }
+            }
             let code = audit_command(&store, &settings, action).await;
             store.close().await;
             code

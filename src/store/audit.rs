@@ -1,6 +1,6 @@
 //! The append-only audit trail.
 
-use super::{on_db, DbResult, Store, Ts};
+use super::{on_db, Db, DbResult, Store, Ts};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -20,98 +20,31 @@ pub struct AuditEntry {
 }
 
 pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_events \
-    (id, tenant, at, actor, action, resource_type, resource_id, subject, request_id, outcome, \
-    seq, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+    (id, tenant, at, actor, action, resource_type, resource_id, subject, request_id, outcome) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
-/// Makes sure the tenant has a chain head (a plain insert when absent, so that SQLite's
-/// refuse-a-replace trigger never fires and concurrent PostgreSQL inserts do not conflict).
-pub(crate) const ENSURE_HEAD: &str = "INSERT INTO audit_chain_heads (tenant, seq, hash) \
-    SELECT $1, 0, '' WHERE NOT EXISTS (SELECT 1 FROM audit_chain_heads WHERE tenant = $1) \
-    ON CONFLICT (tenant) DO NOTHING";
-/// Takes the next seq (row-locking the head on PostgreSQL until commit) and the previous hash.
-pub(crate) const NEXT_SEQ: &str =
-    "UPDATE audit_chain_heads SET seq = seq + 1 WHERE tenant = $1 RETURNING seq, hash";
-pub(crate) const SET_HEAD: &str = "UPDATE audit_chain_heads SET hash = $2 WHERE tenant = $1";
-
-/// Inserts an [`AuditEntry`] as the next link of its tenant's chain, with any executor of an
-/// open transaction (`&mut *tx`), so that the row and the head move together.
+/// Inserts an [`AuditEntry`] with any executor (a pool or an open transaction). The row
+/// arrives unsealed; [`Store::seal_audit`] links it into its tenant's hash chain shortly after.
 macro_rules! insert_audit {
     ($exec:expr, $e:expr) => {{
         let e: &$crate::store::AuditEntry = $e;
-        async {
-            sqlx::query($crate::store::audit::ENSURE_HEAD)
-                .bind(&e.tenant)
-                .execute($exec)
-                .await?;
-            let (seq, prev): (i64, String) = sqlx::query_as($crate::store::audit::NEXT_SEQ)
-                .bind(&e.tenant)
-                .fetch_one($exec)
-                .await?;
-            let link = $crate::store::audit::Link::new(e, uuid::Uuid::now_v7(), seq, prev);
-            sqlx::query($crate::store::audit::INSERT_AUDIT)
-                .bind(link.id)
-                .bind(&e.tenant)
-                .bind(link.at)
-                .bind(&e.actor)
-                .bind(e.action)
-                .bind(e.resource_type)
-                .bind(e.resource_id)
-                .bind(&e.subject)
-                .bind(&e.request_id)
-                .bind(e.outcome)
-                .bind(link.seq)
-                .bind(&link.prev_hash)
-                .bind(&link.hash)
-                .execute($exec)
-                .await?;
-            sqlx::query($crate::store::audit::SET_HEAD)
-                .bind(&e.tenant)
-                .bind(&link.hash)
-                .execute($exec)
-                .await
-                .map(|_| ())
-        }
-        .await
+        sqlx::query($crate::store::audit::INSERT_AUDIT)
+            .bind(uuid::Uuid::now_v7())
+            .bind(&e.tenant)
+            // What PostgreSQL keeps, so that the hash recomputed from the stored row matches.
+            .bind($crate::store::Ts::from(e.at.0))
+            .bind(&e.actor)
+            .bind(e.action)
+            .bind(e.resource_type)
+            .bind(e.resource_id)
+            .bind(&e.subject)
+            .bind(&e.request_id)
+            .bind(e.outcome)
+            .execute($exec)
+            .await
     }};
 }
 pub(crate) use insert_audit;
-
-/// The chain fields of one row about to be inserted.
-pub(crate) struct Link {
-    pub id: Uuid,
-    pub at: Ts,
-    pub seq: i64,
-    pub prev_hash: String,
-    pub hash: String,
-}
-
-impl Link {
-    pub(crate) fn new(e: &AuditEntry, id: Uuid, seq: i64, prev_hash: String) -> Link {
-        // What PostgreSQL keeps, so that the hash recomputed from the stored row matches.
-        let at = Ts::from(e.at.0);
-        let hash = chain_hash(&ChainFields {
-            tenant: &e.tenant,
-            seq,
-            id,
-            at,
-            actor: &e.actor,
-            action: e.action,
-            resource_type: e.resource_type,
-            resource_id: e.resource_id,
-            subject: e.subject.as_deref(),
-            request_id: &e.request_id,
-            outcome: e.outcome,
-            prev_hash: &prev_hash,
-        });
-        Link {
-            id,
-            at,
-            seq,
-            prev_hash,
-            hash,
-        }
-    }
-}
 
 /// Everything a row's hash covers.
 pub struct ChainFields<'a> {
@@ -262,8 +195,8 @@ pub struct ChainReport {
     pub tenant: String,
     /// Chained rows checked.
     pub rows: u64,
-    /// Rows from before the chain existed (not verifiable).
-    pub unchained_rows: u64,
+    /// Rows not sealed into the chain yet (the newest, for about a second).
+    pub unsealed_rows: u64,
     /// The last archived seq (0 when nothing was archived); the chain resumes after it.
     pub archived_upto: i64,
     pub head_seq: i64,
@@ -312,6 +245,59 @@ impl Store {
             .map_err(err)
     }
 
+    /// Seals up to `limit` unsealed rows per tenant into their tenants' chains, oldest first,
+    /// each tenant in one transaction holding its chain head (instances take turns). The
+    /// number sealed; run until 0 to seal everything.
+    pub async fn seal_audit(&self, limit: i64) -> DbResult<u64> {
+        const TENANTS: &str = "SELECT DISTINCT tenant FROM audit_events WHERE seq IS NULL";
+        const ENSURE_HEAD: &str = "INSERT INTO audit_chain_heads (tenant, seq, hash) \
+            SELECT $1, 0, '' WHERE NOT EXISTS (SELECT 1 FROM audit_chain_heads WHERE tenant = $1) \
+            ON CONFLICT (tenant) DO NOTHING";
+        let head_sql = match self.db {
+            Db::Sqlite(_) => "SELECT seq, hash FROM audit_chain_heads WHERE tenant = $1",
+            Db::Postgres(_) => {
+                "SELECT seq, hash FROM audit_chain_heads WHERE tenant = $1 FOR UPDATE"
+            }
+        };
+        let rows_sql = format!(
+            "SELECT {CHAINED_COLUMNS} FROM audit_events WHERE tenant = $1 AND seq IS NULL ORDER BY id LIMIT $2"
+        );
+        let tenants: Vec<(String,)> =
+            on_db!(&self.db, p => sqlx::query_as(TENANTS).fetch_all(p).await)?;
+        let mut sealed = 0;
+        for (tenant,) in tenants {
+            on_db!(&self.db, p => {
+                let mut tx = p.begin().await?;
+                // A write first: SQLite takes its write lock here, before reading the head.
+                sqlx::query(ENSURE_HEAD).bind(&tenant).execute(&mut *tx).await?;
+                let (mut seq, mut hash): (i64, String) =
+                    sqlx::query_as(head_sql).bind(&tenant).fetch_one(&mut *tx).await?;
+                let rows: Vec<ChainedRow> = sqlx::query_as(&rows_sql).bind(&tenant).bind(limit)
+                    .fetch_all(&mut *tx).await?;
+                if rows.is_empty() {
+                    // Another instance sealed them. End the transaction now: a dropped one
+                    // would keep the head's row lock until its connection is used again.
+                    tx.commit().await?;
+                    continue;
+                }
+                for mut row in rows {
+                    seq += 1;
+                    row.seq = Some(seq);
+                    row.prev_hash = Some(std::mem::take(&mut hash));
+                    hash = row.expected_hash().unwrap_or_default();
+                    sqlx::query("UPDATE audit_events SET seq = $1, prev_hash = $2, hash = $3 WHERE id = $4")
+                        .bind(seq).bind(&row.prev_hash).bind(&hash).bind(row.id)
+                        .execute(&mut *tx).await?;
+                    sealed += 1;
+                }
+                sqlx::query("UPDATE audit_chain_heads SET seq = $1, hash = $2 WHERE tenant = $3")
+                    .bind(seq).bind(&hash).bind(&tenant).execute(&mut *tx).await?;
+                tx.commit().await?;
+            });
+        }
+        Ok(sealed)
+    }
+
     /// Recomputes every tenant's chain (see migration 0011): altered rows, removed rows and a
     /// removed tail are reported.
     pub async fn verify_audit(&self) -> Result<Vec<ChainReport>, String> {
@@ -321,7 +307,7 @@ impl Store {
             let head: Option<(i64, String)> = on_db!(&self.db, p => sqlx::query_as(
                 "SELECT seq, hash FROM audit_chain_heads WHERE tenant = $1").bind(&tenant).fetch_optional(p).await)
                 .map_err(err)?;
-            let (unchained,): (i64,) = on_db!(&self.db, p => sqlx::query_as(
+            let (unsealed,): (i64,) = on_db!(&self.db, p => sqlx::query_as(
                 "SELECT COUNT(*) FROM audit_events WHERE tenant = $1 AND seq IS NULL").bind(&tenant).fetch_one(p).await)
                 .map_err(err)?;
             let mut problems = Vec::new();
@@ -379,7 +365,7 @@ impl Store {
             reports.push(ChainReport {
                 tenant,
                 rows,
-                unchained_rows: unchained as u64,
+                unsealed_rows: unsealed as u64,
                 archived_upto,
                 head_seq,
                 head_hash,
@@ -424,7 +410,7 @@ impl Store {
         }
     }
 
-    /// Moves each tenant's rows older than `cutoff` out of the table: written to `sink` and
+    /// Moves each tenant's sealed rows older than `cutoff` out of the table: written to `sink` and
     /// made durable by `flush` first, then, in one transaction per tenant, an anchor (the last
     /// archived seq and hash) is recorded and the rows are deleted under it. The chain of what
     /// remains verifies from the anchor. Returns `(tenant, rows archived)`.
@@ -456,18 +442,6 @@ impl Store {
                     break;
                 }
             }
-            // Rows from before the chain existed.
-            let sql = format!(
-                "SELECT {CHAINED_COLUMNS} FROM audit_events WHERE tenant = $1 AND seq IS NULL AND at < $2 ORDER BY id"
-            );
-            let unchained: Vec<ChainedRow> =
-                on_db!(&self.db, p => sqlx::query_as::<_, ChainedRow>(&sql)
-                .bind(&tenant).bind(cutoff).fetch_all(p).await)
-                .map_err(err)?;
-            for row in &unchained {
-                sink(row).map_err(write_err)?;
-                count += 1;
-            }
             if count == 0 {
                 continue;
             }
@@ -478,9 +452,8 @@ impl Store {
                     VALUES ($1, $2, $3, $4, $5, $6)")
                     .bind(Uuid::now_v7()).bind(&tenant).bind(upto).bind(&hash).bind(count as i64).bind(Ts::now())
                     .execute(&mut *tx).await.map_err(err)?;
-                sqlx::query("DELETE FROM audit_events WHERE tenant = $1 \
-                    AND ((seq IS NOT NULL AND seq <= $2) OR (seq IS NULL AND at < $3))")
-                    .bind(&tenant).bind(upto).bind(cutoff)
+                sqlx::query("DELETE FROM audit_events WHERE tenant = $1 AND seq <= $2")
+                    .bind(&tenant).bind(upto)
                     .execute(&mut *tx).await.map_err(err)?;
                 tx.commit().await.map_err(err)?;
             });

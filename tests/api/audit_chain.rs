@@ -10,8 +10,10 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_telemental");
 
-/// Runs `telemental <args>` against the app's database: (exit code, stdout, stderr).
-fn run(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+/// Runs `telemental <args>` against the app's database: (exit code, stdout, stderr). On a
+/// blocking thread: the app's background tasks (the audit sealer) share the test's runtime and
+/// must keep running meanwhile.
+async fn run(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -22,7 +24,9 @@ fn run(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> (i32, String, Stri
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("the binary runs");
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("the binary runs"))
+        .await
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -31,8 +35,9 @@ fn run(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> (i32, String, Stri
 }
 
 /// `audit verify`: exit code and the report of each tenant.
-fn verify(app: &TestApp) -> (i32, Vec<Value>) {
-    let (code, out, err) = run(app, &["audit", "verify"], &[]);
+async fn verify(app: &TestApp) -> (i32, Vec<Value>) {
+    let (code, out, err) = run(app, &["audit", "verify"], &[]).await;
+    assert!(code == 0 || code == 1, "verify failed: {err}");
     let reports = out
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("{l} / {err}")))
@@ -102,8 +107,11 @@ on_both_engines!(
     the_database_refuses_to_rewrite_the_trail,
     |app: TestApp| async move {
         work(&app, "Patient/c1").await;
+        assert_eq!(verify(&app).await.0, 0); // seals every row
         for attempt in [
             "UPDATE audit_events SET actor = 'mallory'",
+            "UPDATE audit_events SET hash = 'x' WHERE seq = 1",
+            "UPDATE audit_events SET seq = NULL, prev_hash = NULL, hash = NULL",
             "DELETE FROM audit_events",
             "DELETE FROM audit_chain_heads",
             "UPDATE audit_chain_heads SET seq = 1",
@@ -118,8 +126,8 @@ on_both_engines!(
                  resource_type, resource_id, subject, request_id, 'success', seq, prev_hash, hash \
                  FROM audit_events WHERE seq = 1",
                 "REPLACE INTO audit_chain_heads (tenant, seq, hash) VALUES ('t1', 1, '')",
-                "INSERT INTO audit_events (id, tenant, at, actor, action, resource_type, request_id, outcome) \
-                 VALUES (x'00', 't1', '2026-01-01', 'm', 'read', 'plan', 'r', 'success')",
+                "INSERT INTO audit_events (id, tenant, at, actor, action, resource_type, request_id, outcome, seq, prev_hash, hash) \
+                 VALUES (x'00', 't1', '2026-01-01', 'm', 'read', 'plan', 'r', 'success', 99, '', 'x')",
             ] {
                 let r = sql(&app, &[attempt]).await;
                 assert!(r.is_err(), "{attempt} was allowed");
@@ -129,14 +137,14 @@ on_both_engines!(
                 "TRUNCATE audit_events",
                 "TRUNCATE audit_chain_heads",
                 "TRUNCATE audit_archive_anchors",
-                "INSERT INTO audit_events (id, tenant, at, actor, action, resource_type, request_id, outcome) \
-                 VALUES (gen_random_uuid(), 't1', now(), 'm', 'read', 'plan', 'r', 'success')",
+                "INSERT INTO audit_events (id, tenant, at, actor, action, resource_type, request_id, outcome, seq, prev_hash, hash) \
+                 VALUES (gen_random_uuid(), 't1', now(), 'm', 'read', 'plan', 'r', 'success', 1, '', 'x')",
             ] {
                 let r = sql(&app, &[attempt]).await;
                 assert!(r.is_err(), "{attempt} was allowed");
             }
         }
-        let (code, reports) = verify(&app);
+        let (code, reports) = verify(&app).await;
         assert_eq!(code, 0, "{reports:?}");
         let t1 = report(&reports, "t1");
         assert_eq!(t1["rows"], 4);
@@ -148,10 +156,11 @@ on_both_engines!(
 
 on_both_engines!(verify_detects_an_altered_row, |app: TestApp| async move {
     work(&app, "Patient/c2").await;
+    assert_eq!(verify(&app).await.0, 0); // seals every row
     let mut s = disarm(&app);
     s.push("UPDATE audit_events SET outcome = 'denied' WHERE tenant = 't1' AND seq = 2");
     sql(&app, &s).await.unwrap();
-    let (code, reports) = verify(&app);
+    let (code, reports) = verify(&app).await;
     assert_eq!(code, 1);
     let problems = report(&reports, "t1")["problems"].to_string();
     assert!(
@@ -163,10 +172,11 @@ on_both_engines!(verify_detects_an_altered_row, |app: TestApp| async move {
 
 on_both_engines!(verify_detects_a_removed_row, |app: TestApp| async move {
     work(&app, "Patient/c3").await;
+    assert_eq!(verify(&app).await.0, 0); // seals every row
     let mut s = disarm(&app);
     s.push("DELETE FROM audit_events WHERE tenant = 't1' AND seq = 2");
     sql(&app, &s).await.unwrap();
-    let (code, reports) = verify(&app);
+    let (code, reports) = verify(&app).await;
     assert_eq!(code, 1);
     let problems = report(&reports, "t1")["problems"].to_string();
     assert!(problems.contains("rows 2..2 are missing"), "{problems}");
@@ -176,10 +186,11 @@ on_both_engines!(
     verify_detects_a_removed_last_row,
     |app: TestApp| async move {
         work(&app, "Patient/c4").await;
+        assert_eq!(verify(&app).await.0, 0); // seals every row
         let mut s = disarm(&app);
         s.push("DELETE FROM audit_events WHERE tenant = 't1' AND seq = 4");
         sql(&app, &s).await.unwrap();
-        let (code, reports) = verify(&app);
+        let (code, reports) = verify(&app).await;
         assert_eq!(code, 1);
         let problems = report(&reports, "t1")["problems"].to_string();
         assert!(problems.contains("its head is row 4"), "{problems}");
@@ -193,7 +204,7 @@ on_both_engines!(
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("archive.jsonl");
         let out = file.to_str().unwrap();
-        let (code, _, err) = run(&app, &["audit", "archive", "--out", out], &[]);
+        let (code, _, err) = run(&app, &["audit", "archive", "--out", out], &[]).await;
         assert_ne!(code, 0);
         assert!(err.contains("TELEMENTAL_AUDIT_RETENTION"), "{err}");
 
@@ -206,7 +217,8 @@ on_both_engines!(
             &app,
             &["audit", "archive", "--out", out],
             &[("TELEMENTAL_AUDIT_RETENTION", "2s")],
-        );
+        )
+        .await;
         assert_eq!(code, 0, "{err}");
         let archived: Vec<Value> = std::fs::read_to_string(&file)
             .unwrap()
@@ -217,7 +229,7 @@ on_both_engines!(
         assert!(archived.iter().all(|r| r["hash"].is_string()));
 
         // What remains still verifies, from the anchor.
-        let (code, reports) = verify(&app);
+        let (code, reports) = verify(&app).await;
         assert_eq!(code, 0, "{reports:?}");
         let t1 = report(&reports, "t1");
         assert_eq!(
@@ -227,7 +239,7 @@ on_both_engines!(
         // The service goes on appending to the same chain.
         app.get(&format!("/v1/plans/{}", uuid::Uuid::nil()), "t1")
             .await;
-        let (code, reports) = verify(&app);
+        let (code, reports) = verify(&app).await;
         assert_eq!(code, 0);
         assert_eq!(report(&reports, "t1")["head_seq"], 9);
         // The API lists what remains.
@@ -235,14 +247,15 @@ on_both_engines!(
         assert_eq!(listed.body["items"], serde_json::json!([]));
 
         // Export: everything, or a window, as JSON lines.
-        let (code, all, _) = run(&app, &["audit", "export"], &[]);
+        let (code, all, _) = run(&app, &["audit", "export"], &[]).await;
         assert_eq!(code, 0);
         assert_eq!(all.lines().count(), 6, "{all}");
         let (_, t1_new, _) = run(
             &app,
             &["audit", "export", "--tenant", "t1", "--since", &before],
             &[],
-        );
+        )
+        .await;
         let rows: Vec<Value> = t1_new
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -262,7 +275,7 @@ on_both_engines!(
         let mut s = disarm(&app);
         s.push("DELETE FROM audit_events WHERE tenant = 't1' AND seq = 5");
         sql(&app, &s).await.unwrap();
-        let (code, reports) = verify(&app);
+        let (code, reports) = verify(&app).await;
         assert_eq!(code, 1);
         let problems = report(&reports, "t1")["problems"].to_string();
         assert!(problems.contains("rows 5..5 are missing"), "{problems}");
