@@ -31,8 +31,7 @@ macro_rules! insert_audit {
         sqlx::query($crate::store::audit::INSERT_AUDIT)
             .bind(uuid::Uuid::now_v7())
             .bind(&e.tenant)
-            // What PostgreSQL keeps, so that the hash recomputed from the stored row matches.
-            .bind($crate::store::Ts::from(e.at.0))
+            .bind(e.at)
             .bind(&e.actor)
             .bind(e.action)
             .bind(e.resource_type)
