@@ -10,8 +10,9 @@ use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{Mutex, RwLock};
+use tokio::sync::Mutex;
 
 /// Every scope the service knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,10 +102,13 @@ impl FromRequest for Caller {
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let auth = req.app_data::<web::Data<Authenticator>>().cloned();
-        let header = req
+        let mut headers = req
             .headers()
-            .get(actix_web::http::header::AUTHORIZATION)
-            .map(|v| v.to_str().map(str::to_owned));
+            .get_all(actix_web::http::header::AUTHORIZATION);
+        let header = headers.next().map(|v| v.to_str().map(str::to_owned));
+        // Two credentials are ambiguous (a proxy may check one and us the other): refuse.
+        let repeated = headers.next().is_some();
+        let query = req.query_string().to_owned();
         let request_id = req
             .extensions()
             .get::<RequestId>()
@@ -112,6 +116,11 @@ impl FromRequest for Caller {
             .unwrap_or_default();
         Box::pin(async move {
             let auth = auth.ok_or(ApiError::Internal)?;
+            if repeated {
+                return Err(ApiError::Unauthorized(
+                    "send one Authorization header, not several".into(),
+                ));
+            }
             let header = match header {
                 None => return Err(ApiError::Unauthorized("missing bearer token".into())),
                 Some(Err(_)) => {
@@ -134,6 +143,9 @@ impl FromRequest for Caller {
                 }
             };
             let claims = auth.verify(&token).await?;
+            // Every /v1 handler takes a Caller, so the generic query checks (no NUL, dates in
+            // range) run here, once the caller is known to be authenticated.
+            crate::http::extract::check_query(&query)?;
             Ok(Caller {
                 tenant: claims.tenant,
                 sub: claims.sub,
@@ -160,18 +172,24 @@ pub struct Claims {
 /// Verifies bearer tokens.
 pub struct Authenticator {
     hs256: Option<(DecodingKey, EncodingKey)>,
-    jwks: Option<Jwks>,
+    jwks: Option<Arc<Jwks>>,
     audience: String,
     issuer: Option<String>,
+    max_lifetime: Duration,
 }
 
+/// The JWKS cache. Lookups of known keys only take the `keys` read lock for a map lookup and
+/// never wait for a fetch; fetches are serialised by `fetching`, which only requests that need
+/// a fetch (an unknown `kid`, or no keys at all) wait on.
 struct Jwks {
     url: String,
     client: reqwest::Client,
     min_refetch: Duration,
-    keys: RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
-    /// When the keys were last fetched (or tried); serialises refetches.
-    last_fetch: Mutex<Option<Instant>>,
+    keys: std::sync::RwLock<HashMap<String, (DecodingKey, Algorithm)>>,
+    /// When the keys were last fetched (or tried).
+    last_fetch: std::sync::Mutex<Option<Instant>>,
+    /// Held for the duration of one fetch.
+    fetching: Mutex<()>,
 }
 
 /// Keys older than this are refetched on the next use.
@@ -193,16 +211,18 @@ impl Authenticator {
             None => None,
         };
         let jwks = match &settings.jwks_url {
-            Some(url) => Some(Jwks {
+            Some(url) => Some(Arc::new(Jwks {
                 url: url.clone(),
                 client: reqwest::Client::builder()
-                    .timeout(Duration::from_secs(5))
+                    .timeout(settings.jwks_timeout)
+                    .connect_timeout(settings.jwks_timeout)
                     .build()
                     .map_err(|e| e.to_string())?,
                 min_refetch: settings.jwks_min_refetch,
-                keys: RwLock::new(HashMap::new()),
-                last_fetch: Mutex::new(None),
-            }),
+                keys: std::sync::RwLock::new(HashMap::new()),
+                last_fetch: std::sync::Mutex::new(None),
+                fetching: Mutex::new(()),
+            })),
             None => None,
         };
         Ok(Authenticator {
@@ -210,6 +230,7 @@ impl Authenticator {
             jwks,
             audience: settings.jwt_audience.clone(),
             issuer: settings.jwt_issuer.clone(),
+            max_lifetime: settings.jwt_max_lifetime,
         })
     }
 
@@ -273,7 +294,7 @@ impl Authenticator {
                     .jwks
                     .as_ref()
                     .ok_or_else(|| unauthorized("asymmetric tokens need TELEMENTAL_JWKS_URL"))?;
-                let (key, key_alg) = jwks.key_for(header.kid.as_deref()).await?;
+                let (key, key_alg) = Jwks::key_for(jwks, header.kid.as_deref()).await?;
                 if key_alg != header.alg {
                     return Err(unauthorized("the token's algorithm does not match its key"));
                 }
@@ -309,6 +330,9 @@ impl Authenticator {
         })?;
         let c = data.claims;
         let text = |name: &str| c.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+        // Control characters (NUL above all: PostgreSQL cannot store it) have no place in an
+        // identifier that is written to every audit row.
+        let plain = |s: &String| !s.chars().any(char::is_control);
         let tenant = text("tenant")
             .filter(|t| !t.is_empty() && t.len() <= 128)
             .ok_or_else(|| unauthorized("the token lacks a tenant claim"))?;
@@ -316,44 +340,73 @@ impl Authenticator {
             .filter(|s| !s.is_empty())
             .ok_or_else(|| unauthorized("the token lacks a sub claim"))?;
         let scope = text("scope").ok_or_else(|| unauthorized("the token lacks a scope claim"))?;
+        if !(plain(&tenant) && plain(&sub) && plain(&scope)) {
+            return Err(unauthorized(
+                "the token's tenant, sub or scope contains a control character",
+            ));
+        }
+        let exp = c.get("exp").and_then(|v| v.as_u64()).unwrap_or(0);
+        let iat = c.get("iat").and_then(|v| v.as_u64());
+        // A stolen long-lived token is a long-lived breach: cap the lifetime, measured from
+        // `iat` when the token has one, else from now.
+        let start = iat.unwrap_or_else(jsonwebtoken::get_current_timestamp);
+        if exp.saturating_sub(start) > self.max_lifetime.as_secs() {
+            return Err(unauthorized(&format!(
+                "the token lives longer than the {} s this service accepts (TELEMENTAL_JWT_MAX_LIFETIME)",
+                self.max_lifetime.as_secs()
+            )));
+        }
         Ok(Claims {
             sub,
             tenant,
             scope,
             aud: self.audience.clone(),
-            exp: c.get("exp").and_then(|v| v.as_u64()).unwrap_or(0),
-            iat: c.get("iat").and_then(|v| v.as_u64()).unwrap_or(0),
+            exp,
+            iat: iat.unwrap_or(0),
             iss: text("iss"),
         })
     }
 }
 
 impl Jwks {
-    async fn key_for(&self, kid: Option<&str>) -> Result<(DecodingKey, Algorithm), ApiError> {
-        let stale = self
-            .last_fetch
-            .lock()
-            .await
-            .is_none_or(|t| t.elapsed() > JWKS_TTL);
-        if stale {
-            let _ = self.refresh(false).await;
-        }
-        if let Some(k) = self.lookup(kid).await {
+    /// The key for `kid`. A known key is answered from the cache at once (a stale cache is
+    /// refreshed in the background); only an unknown `kid` waits for a (rate-limited, bounded)
+    /// fetch, so a flood of bad tokens or a slow key server never delays valid tokens.
+    async fn key_for(
+        this: &Arc<Jwks>,
+        kid: Option<&str>,
+    ) -> Result<(DecodingKey, Algorithm), ApiError> {
+        if let Some(k) = this.lookup(kid) {
+            if this.stale() {
+                let jwks = this.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = jwks.refresh(false).await {
+                        tracing::warn!(error = %e, "JWKS background refresh failed");
+                    }
+                });
+            }
             return Ok(k);
         }
         // An unknown kid may be a rotated key: refetch, rate-limited.
-        if self.refresh(false).await.is_ok() {
-            if let Some(k) = self.lookup(kid).await {
-                return Ok(k);
-            }
+        // (Rate-limited or failed, another request's fetch may still have brought the key.)
+        let _ = this.refresh(false).await;
+        if let Some(k) = this.lookup(kid) {
+            return Ok(k);
         }
         Err(ApiError::Unauthorized(
             "the token's key (kid) is not in the JWKS".into(),
         ))
     }
 
-    async fn lookup(&self, kid: Option<&str>) -> Option<(DecodingKey, Algorithm)> {
-        let keys = self.keys.read().await;
+    fn stale(&self) -> bool {
+        self.last_fetch
+            .lock()
+            .map(|t| t.is_none_or(|t| t.elapsed() > JWKS_TTL))
+            .unwrap_or(true)
+    }
+
+    fn lookup(&self, kid: Option<&str>) -> Option<(DecodingKey, Algorithm)> {
+        let keys = self.keys.read().unwrap_or_else(|p| p.into_inner());
         match kid {
             Some(kid) => keys.get(kid).cloned(),
             // Without a kid, only an unambiguous single key will do.
@@ -362,13 +415,17 @@ impl Jwks {
         }
     }
 
-    /// Fetches the key set unless one was fetched less than `min_refetch` ago.
+    /// Fetches the key set unless one was fetched less than `min_refetch` ago (a request that
+    /// arrives during a fetch waits for it and uses its result).
     async fn refresh(&self, force: bool) -> Result<(), String> {
-        let mut last = self.last_fetch.lock().await;
-        if !force && last.is_some_and(|t| t.elapsed() < self.min_refetch) {
-            return Err("JWKS refetch rate-limited".into());
+        let _fetching = self.fetching.lock().await;
+        {
+            let mut last = self.last_fetch.lock().unwrap_or_else(|p| p.into_inner());
+            if !force && last.is_some_and(|t| t.elapsed() < self.min_refetch) {
+                return Err("JWKS refetch rate-limited".into());
+            }
+            *last = Some(Instant::now());
         }
-        *last = Some(Instant::now());
         let set: JwkSet = self
             .client
             .get(&self.url)
@@ -404,7 +461,7 @@ impl Jwks {
                 Err(e) => tracing::warn!(%kid, error = %e, "skipping an unusable JWKS key"),
             }
         }
-        *self.keys.write().await = keys;
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
         Ok(())
     }
 }

@@ -40,6 +40,36 @@ pub enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// The audit trail: verify its hash chains, export it, archive what is past the retention.
+    Audit {
+        #[command(subcommand)]
+        action: AuditCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Recompute every tenant's hash chain; exit 1 if a row was altered or removed.
+    Verify,
+    /// Write audit rows as JSON lines to standard output.
+    Export {
+        /// Only rows at or after this instant (RFC 3339).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only rows before this instant (RFC 3339).
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only this tenant's rows.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Move rows older than TELEMENTAL_AUDIT_RETENTION to a JSON-lines file (appended and
+    /// synced before the rows are removed); the chain of what remains still verifies.
+    Archive {
+        /// The file to append archived rows to.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
 }
 
 /// A secret that never prints.
@@ -78,6 +108,25 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("{s:?} has an unknown unit; use ms, s, m, h or d")),
     };
     Ok(Duration::from_secs(secs))
+}
+
+/// How long audit rows are kept in the live table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    Never,
+    After(Duration),
+}
+
+fn parse_retention(s: &str) -> Result<Retention, String> {
+    if s.trim() == "never" {
+        return Ok(Retention::Never);
+    }
+    match parse_duration(s) {
+        Ok(d) if !d.is_zero() => Ok(Retention::After(d)),
+        _ => Err(format!(
+            "TELEMENTAL_AUDIT_RETENTION must be `never` or a duration such as 2555d, not {s:?}"
+        )),
+    }
 }
 
 fn parse_bind(s: &str) -> Result<SocketAddr, String> {
@@ -128,6 +177,28 @@ pub struct Settings {
     /// Least time between two JWKS fetches triggered by an unknown `kid`.
     #[arg(long, env = "TELEMENTAL_JWKS_MIN_REFETCH", default_value = "10s", value_parser = parse_duration)]
     pub jwks_min_refetch: Duration,
+    /// Longest a JWKS fetch may take (connect and body).
+    #[arg(long, env = "TELEMENTAL_JWKS_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub jwks_timeout: Duration,
+    /// Longest token lifetime accepted: `exp - iat`, or `exp - now` without `iat`.
+    #[arg(long, env = "TELEMENTAL_JWT_MAX_LIFETIME", default_value = "24h", value_parser = parse_duration)]
+    pub jwt_max_lifetime: Duration,
+    /// Longest time a client may take to send a request's headers (then 408 and close).
+    #[arg(long, env = "TELEMENTAL_HEADER_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// Longest time a client may take to send a whole request body (then 408 and close).
+    #[arg(long, env = "TELEMENTAL_BODY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_timeout: Duration,
+    /// Most connections open at once (new ones wait in the listen backlog).
+    #[arg(long, env = "TELEMENTAL_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Most webhooks one tenant may register.
+    #[arg(long, env = "TELEMENTAL_WEBHOOKS_PER_TENANT", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
+    pub webhooks_per_tenant: u32,
+    /// Audit rows older than this may be archived by `telemental audit archive` (never by the
+    /// service itself); `never` keeps every row.
+    #[arg(long, env = "TELEMENTAL_AUDIT_RETENTION", default_value = "never", value_parser = parse_retention)]
+    pub audit_retention: Retention,
     /// Required `iss` claim, when set.
     #[arg(long, env = "TELEMENTAL_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
@@ -207,6 +278,13 @@ impl Settings {
         {
             return Err("TELEMENTAL_WORKER_INTERVAL, TELEMENTAL_WEBHOOK_RETRY_BASE and TELEMENTAL_WEBHOOK_TIMEOUT must be above zero".into());
         }
+        if self.jwks_timeout.is_zero()
+            || self.jwt_max_lifetime.is_zero()
+            || self.header_timeout.is_zero()
+            || self.body_timeout.is_zero()
+        {
+            return Err("TELEMENTAL_JWKS_TIMEOUT, TELEMENTAL_JWT_MAX_LIFETIME, TELEMENTAL_HEADER_TIMEOUT and TELEMENTAL_BODY_TIMEOUT must be above zero".into());
+        }
         if self.database_max_connections == 0 {
             return Err("TELEMENTAL_DATABASE_MAX_CONNECTIONS must be at least 1".into());
         }
@@ -222,6 +300,13 @@ impl Settings {
             jwt_secret: Some(Secret(secret.to_string())),
             jwks_url: None,
             jwks_min_refetch: Duration::from_secs(10),
+            jwks_timeout: Duration::from_secs(5),
+            jwt_max_lifetime: Duration::from_secs(86_400),
+            header_timeout: Duration::from_secs(5),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            webhooks_per_tenant: 50,
+            audit_retention: Retention::Never,
             jwt_issuer: None,
             jwt_audience: "telemental".into(),
             log: "warn".into(),

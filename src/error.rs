@@ -61,6 +61,8 @@ pub enum ApiError {
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error("invalid request")]
     Invalid(Vec<FieldError>),
     #[error("{0}")]
@@ -95,6 +97,7 @@ impl ApiError {
             ApiError::PreconditionRequired => ("if-match-required", "If-Match required"),
             ApiError::PayloadTooLarge(_) => ("payload-too-large", "Body too large"),
             ApiError::UnsupportedMediaType(_) => ("unsupported-media-type", "JSON required"),
+            ApiError::RequestTimeout(_) => ("request-timeout", "Request too slow"),
             ApiError::Invalid(_) => ("validation", "Invalid request"),
             ApiError::MethodNotAllowed(_) => ("method-not-allowed", "Method not allowed"),
             ApiError::Unavailable => ("unavailable", "Service unavailable"),
@@ -153,6 +156,7 @@ impl ResponseError for ApiError {
             ApiError::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,

@@ -27,6 +27,7 @@ pub struct Application {
     server: actix_web::dev::Server,
     pub store: Store,
     worker: tokio::task::JoinHandle<()>,
+    sealer: tokio::task::JoinHandle<()>,
     stop_worker: tokio::sync::watch::Sender<bool>,
 }
 
@@ -42,6 +43,15 @@ impl Application {
         let store =
             Store::connect(&settings.database_url, settings.database_max_connections).await?;
         migrate_with_retry(&store, Duration::from_secs(60)).await?;
+        // A database that answers but cannot be written would answer 503 to every write:
+        // refuse to start on one that is read-only from the start (SQLite `mode=ro`, a
+        // read-only file). A PostgreSQL that is merely unreachable passed the migrations' wait.
+        if let Err(e) = store.check_writable().await {
+            return Err(format!(
+                "the database cannot be written ({e}); check TELEMENTAL_DATABASE_URL, the file's \
+                 permissions, the disk, or that PostgreSQL is not read-only"
+            ));
+        }
         let auth = Authenticator::new(settings, dev_secret)?;
         auth.warm_up().await;
         let auth = web::Data::new(auth);
@@ -50,8 +60,10 @@ impl Application {
             store: store.clone(),
             referral_due: settings.referral_due(),
             webhook_allow_private: settings.webhook_allow_private,
+            webhooks_per_tenant: settings.webhooks_per_tenant,
             outbox_wake: outbox_wake.clone(),
         });
+        let body_timeout = web::Data::new(http::extract::BodyTimeout(settings.body_timeout));
         let api = openapi();
         let known = web::Data::new(Arc::new(KnownPaths::of(&api)));
         let listener = TcpListener::bind(settings.bind)
@@ -59,6 +71,9 @@ impl Application {
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
         // Install the metrics recorder before the first request.
         http::observe::prometheus();
+        let workers = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let server = HttpServer::new(move || {
             use utoipa_actix_web::AppExt;
             let (app, _) = App::new()
@@ -66,6 +81,7 @@ impl Application {
                 .configure(http::routes)
                 .split_for_parts();
             app.app_data(state.clone())
+                .app_data(body_timeout.clone())
                 .app_data(auth.clone())
                 .app_data(known.clone())
                 .app_data(web::PathConfig::default().error_handler(http::path_error))
@@ -82,6 +98,13 @@ impl Application {
                 .default_service(web::to(http::fallback))
                 .wrap(from_fn(http::observe::observe))
         })
+        .workers(workers)
+        // Slow clients: headers must arrive within the header timeout (else 408 and close);
+        // bodies are bounded by the body timeout in the JSON extractor.
+        .client_request_timeout(settings.header_timeout)
+        .client_disconnect_timeout(Duration::from_secs(1))
+        // actix counts connections per worker: split the total between them.
+        .max_connections(per_worker_connections(settings.max_connections, workers))
         .listen(listener)
         .map_err(|e| e.to_string())?
         .shutdown_timeout(settings.shutdown_timeout.as_secs().max(1));
@@ -91,6 +114,11 @@ impl Application {
             server.disable_signals().run()
         };
         let (stop_worker, stop_rx) = tokio::sync::watch::channel(false);
+        let sealer = tokio::spawn(seal_audit_trail(
+            store.clone(),
+            settings.worker_interval,
+            stop_rx.clone(),
+        ));
         let worker = tokio::spawn(
             outbox::worker::Worker::new(store.clone(), settings, outbox_wake).run(stop_rx),
         );
@@ -99,6 +127,7 @@ impl Application {
             server,
             store,
             worker,
+            sealer,
             stop_worker,
         })
     }
@@ -114,6 +143,7 @@ impl Application {
         // lease expires and it is sent again later), then the pool closes.
         let _ = self.stop_worker.send(true);
         let _ = self.worker.await;
+        let _ = self.sealer.await;
         self.store.close().await;
         r
     }
@@ -121,6 +151,37 @@ impl Application {
     pub fn handle(&self) -> actix_web::dev::ServerHandle {
         self.server.handle()
     }
+}
+
+/// Links new audit rows into their tenants' hash chains every `interval` (see migration 0011),
+/// until stopped. Requests only insert; sealing here keeps them from queueing on the chain.
+async fn seal_audit_trail(
+    store: Store,
+    interval: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match store.seal_audit(1000).await {
+            // A full batch: go on at once.
+            Ok(n) if n >= 1000 => continue,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "could not seal the audit trail; will retry"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => {
+                // Seal what the last requests wrote, then stop.
+                let _ = store.seal_audit(1000).await;
+                return;
+            }
+        }
+    }
+}
+
+/// actix's connection cap is per worker: the total divided between the workers (at least one
+/// each, so the total is exact when it is a multiple of the worker count).
+fn per_worker_connections(total: u32, workers: usize) -> usize {
+    (total as usize / workers.max(1)).max(1)
 }
 
 /// Applies migrations, waiting for a database that is still starting (PostgreSQL in compose).

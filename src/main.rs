@@ -2,8 +2,8 @@ use clap::Parser;
 use std::process::ExitCode;
 use std::time::Duration;
 use telemental::auth::{random_secret, Authenticator, Scope};
-use telemental::config::{Cli, Command, LogFormat, Settings};
-use telemental::store::Store;
+use telemental::config::{AuditCommand, Cli, Command, LogFormat, Retention, Settings};
+use telemental::store::{Store, Ts};
 use telemental::Application;
 
 fn init_tracing(settings: &Settings) {
@@ -53,6 +53,12 @@ async fn main() -> ExitCode {
             if !unknown.is_empty() {
                 return fail(format!("unknown scope(s): {}", unknown.join(" ")));
             }
+            if ttl > settings.jwt_max_lifetime.as_secs() {
+                return fail(format!(
+                    "--ttl {ttl} is over TELEMENTAL_JWT_MAX_LIFETIME ({} s): the service would refuse the token",
+                    settings.jwt_max_lifetime.as_secs()
+                ));
+            }
             let auth = match Authenticator::new(&settings, None) {
                 Ok(a) => a,
                 Err(e) => return fail(e),
@@ -64,6 +70,28 @@ async fn main() -> ExitCode {
                 }
                 Err(e) => fail(e),
             }
+        }
+        Command::Audit { action } => {
+            init_tracing(&settings);
+            let store = match Store::connect(&settings.database_url, 1).await {
+                Ok(s) => s,
+                Err(e) => return fail(e),
+            };
+            if let Err(e) = store.migrate().await {
+                return fail(e);
+            }
+            // Rows the service has not sealed yet (it seals within about a second; it may be
+            // stopped) are sealed first, so that verify, export and archive see whole chains.
+            loop {
+                match store.seal_audit(1000).await {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) => return fail(format!("cannot seal the audit trail: {e}")),
+                }
+            }
+            let code = audit_command(&store, &settings, action).await;
+            store.close().await;
+            code
         }
         Command::Migrate => {
             init_tracing(&settings);
@@ -115,6 +143,113 @@ async fn main() -> ExitCode {
             match app.run_until_stopped().await {
                 Ok(()) => {
                     tracing::info!("telemental stopped");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+    }
+}
+
+/// `telemental audit …`: run against the configured database, never by the service itself.
+async fn audit_command(store: &Store, settings: &Settings, action: AuditCommand) -> ExitCode {
+    use std::io::Write;
+    match action {
+        AuditCommand::Verify => {
+            let reports = match store.verify_audit().await {
+                Ok(r) => r,
+                Err(e) => return fail(e),
+            };
+            let mut broken = false;
+            for r in &reports {
+                // One JSON object per tenant: what was checked, the head to record elsewhere,
+                // and the problems found.
+                println!("{}", serde_json::to_string(r).unwrap_or_default());
+                broken |= !r.problems.is_empty();
+            }
+            if broken {
+                eprintln!("telemental: the audit trail has been tampered with (see `problems`)");
+                ExitCode::from(1)
+            } else {
+                eprintln!(
+                    "telemental: {} audit chain(s) verified, {} rows",
+                    reports.len(),
+                    reports.iter().map(|r| r.rows).sum::<u64>()
+                );
+                ExitCode::SUCCESS
+            }
+        }
+        AuditCommand::Export {
+            since,
+            until,
+            tenant,
+        } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let r = store
+                .export_audit(
+                    since.map(Ts::from),
+                    until.map(Ts::from),
+                    tenant.as_deref(),
+                    |row| {
+                        serde_json::to_writer(&mut out, row)?;
+                        out.write_all(b"\n")
+                    },
+                )
+                .await;
+            match r.and_then(|n| out.flush().map(|_| n).map_err(|e| e.to_string())) {
+                Ok(n) => {
+                    eprintln!("telemental: {n} audit rows exported");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
+        AuditCommand::Archive { out } => {
+            let Retention::After(keep) = settings.audit_retention else {
+                return fail(
+                    "TELEMENTAL_AUDIT_RETENTION is `never`: every audit row is kept; set a retention to archive",
+                );
+            };
+            let cutoff = match chrono::Duration::from_std(keep)
+                .ok()
+                .and_then(|d| chrono::Utc::now().checked_sub_signed(d))
+            {
+                Some(c) => Ts::from(c),
+                None => return fail("TELEMENTAL_AUDIT_RETENTION is too long"),
+            };
+            let file = match std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&out)
+            {
+                Ok(f) => f,
+                Err(e) => return fail(format!("cannot open {}: {e}", out.display())),
+            };
+            let file = std::cell::RefCell::new(std::io::BufWriter::new(file));
+            let r = store
+                .archive_audit(
+                    cutoff,
+                    |row| {
+                        let mut f = file.borrow_mut();
+                        serde_json::to_writer(&mut *f, row)?;
+                        f.write_all(b"\n")
+                    },
+                    || {
+                        let mut f = file.borrow_mut();
+                        f.flush()?;
+                        f.get_ref().sync_all()
+                    },
+                )
+                .await;
+            match r {
+                Ok(done) => {
+                    for (tenant, n) in &done {
+                        eprintln!("telemental: tenant {tenant:?}: {n} audit rows archived");
+                    }
+                    if done.is_empty() {
+                        eprintln!("telemental: no audit rows are past the retention");
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(e),

@@ -61,7 +61,8 @@ pub async fn list_audit_events(
     caller: Caller,
     q: web::Query<AuditParams>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::AuditRead)?;
+    st.require(&caller, Scope::AuditRead, "audit_event", "list")
+        .await?;
     let q = q.into_inner();
     let limit = page_limit(q.limit)?;
     let after = parse_cursor::<Uuid>(q.cursor.as_deref())?;

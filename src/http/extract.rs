@@ -16,6 +16,211 @@ use serde_json::Value;
 /// Largest accepted body.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
+/// How long a client may take to send a whole body (`TELEMENTAL_BODY_TIMEOUT`), as app data.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub std::time::Duration);
+
+const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Years a date or instant may have, in any field or query parameter. Wide enough for every
+/// clinical date, narrow enough that both engines store and compare it the same way
+/// (PostgreSQL refuses years before 4713 BC; SQLite's fixed-width text sorts only 4-digit years).
+pub const YEARS: std::ops::RangeInclusive<i64> = 1900..=9999;
+
+/// Parses a body as JSON, refusing a key repeated within one object (422 naming it; serde
+/// would silently keep the last one) and anything that is not one JSON value (400).
+pub fn strict_json(body: &[u8]) -> Result<Value, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let parsed = serde_path_to_error::deserialize::<_, Strict>(&mut de);
+    match parsed {
+        Ok(Strict(v)) => {
+            de.end()
+                .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+            Ok(v)
+        }
+        Err(e) => {
+            let message = e.inner().to_string();
+            if let Some(key) = message
+                .strip_prefix(DUPLICATE)
+                .and_then(|rest| rest.split('`').next())
+            {
+                let mut segments = path_segments(e.path());
+                segments.push(Seg::Key(key.to_string()));
+                return Err(ApiError::invalid(
+                    render(&segments),
+                    "this key appears more than once in its object",
+                ));
+            }
+            Err(ApiError::BadRequest(format!(
+                "the body is not valid JSON: {message}"
+            )))
+        }
+    }
+}
+
+const DUPLICATE: &str = "duplicate key `";
+
+/// A JSON value whose objects have no repeated key.
+struct Strict(Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("{DUPLICATE}{key}`")));
+            }
+            let Strict(v) = map.next_value()?;
+            out.insert(key, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// Checks every string of a body, whatever field it is in (so new fields are covered too):
+/// no NUL character (PostgreSQL cannot store one in text), and a string that is a date or an
+/// instant (`YYYY-MM-DD…`) must have a year in [`YEARS`].
+pub fn boundary_errors(value: &Value) -> Vec<FieldError> {
+    fn walk(v: &Value, path: &mut Vec<Seg>, errors: &mut Vec<FieldError>) {
+        match v {
+            Value::String(s) => {
+                if let Some(m) = text_problem(s) {
+                    errors.push(FieldError::new(render(path), m));
+                }
+            }
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    path.push(Seg::Index(i));
+                    walk(item, path, errors);
+                    path.pop();
+                }
+            }
+            Value::Object(map) => {
+                for (k, item) in map {
+                    path.push(Seg::Key(k.clone()));
+                    if k.contains('\0') {
+                        errors.push(FieldError::new(render(path), NUL_MESSAGE));
+                    } else {
+                        walk(item, path, errors);
+                    }
+                    path.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut errors = Vec::new();
+    walk(value, &mut Vec::new(), &mut errors);
+    errors
+}
+
+const NUL_MESSAGE: &str = "must not contain the NUL character (\\u0000)";
+
+/// What is wrong with one text value from a client, if anything.
+fn text_problem(s: &str) -> Option<String> {
+    if s.contains('\0') {
+        return Some(NUL_MESSAGE.into());
+    }
+    match date_year(s) {
+        Some(y) if !YEARS.contains(&y) => Some(format!(
+            "dates must have a year from {} to {}",
+            YEARS.start(),
+            YEARS.end()
+        )),
+        _ => None,
+    }
+}
+
+/// The year of a string shaped like a date or an instant (`[+-]YYYY…-MM-DD`, alone or followed
+/// by a time), else `None`.
+fn date_year(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let sign_len = usize::from(matches!(b.first(), Some(b'+') | Some(b'-')));
+    let digits = b[sign_len..]
+        .iter()
+        .take_while(|c| c.is_ascii_digit())
+        .count();
+    let rest = &b[sign_len + digits..];
+    let shaped = digits >= 4
+        && rest.len() >= 6
+        && rest[0] == b'-'
+        && rest[1..3].iter().all(u8::is_ascii_digit)
+        && rest[3] == b'-'
+        && rest[4..6].iter().all(u8::is_ascii_digit)
+        && (rest.len() == 6 || matches!(rest[6], b'T' | b't' | b' '));
+    if !shaped {
+        return None;
+    }
+    let year: i64 = s[sign_len..sign_len + digits].parse().unwrap_or(i64::MAX);
+    Some(if b.first() == Some(&b'-') {
+        -year
+    } else {
+        year
+    })
+}
+
+/// The same checks for a query string, applied to every parameter of every `/v1` call (the
+/// [`crate::auth::Caller`] extractor runs it): 422 naming the parameter.
+pub fn check_query(query: &str) -> Result<(), ApiError> {
+    let mut errors = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if k.contains('\0') {
+            errors.push(FieldError::new("query", NUL_MESSAGE));
+        } else if let Some(m) = text_problem(&v) {
+            errors.push(FieldError::new(k.into_owned(), m));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid(errors))
+    }
+}
+
 /// A request body type: how to fill gaps while collecting errors.
 pub trait Input: DeserializeOwned + 'static {
     /// A complete, valid example; missing required fields are borrowed from it so that parsing
@@ -53,10 +258,14 @@ impl<T: Input> FromRequest for ValidJson<T> {
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.parse::<usize>().ok());
+        let body_timeout = req
+            .app_data::<actix_web::web::Data<BodyTimeout>>()
+            .map(|t| t.0)
+            .unwrap_or(DEFAULT_BODY_TIMEOUT);
         let mut payload = payload.take();
         Box::pin(async move {
             Ok(ValidJson(
-                read_json::<T>(content_type, declared_len, &mut payload).await,
+                read_json::<T>(content_type, declared_len, body_timeout, &mut payload).await,
             ))
         })
     }
@@ -65,37 +274,51 @@ impl<T: Input> FromRequest for ValidJson<T> {
 async fn read_json<T: Input>(
     content_type: Option<String>,
     declared_len: Option<usize>,
+    body_timeout: std::time::Duration,
     payload: &mut Payload,
 ) -> Result<T, ApiError> {
-    {
-        {
-            let is_json = content_type.as_deref().is_some_and(|ct| {
-                let essence = ct.split(';').next().unwrap_or("").trim();
-                essence == "application/json" || essence.ends_with("+json")
-            });
-            if !is_json {
-                return Err(ApiError::UnsupportedMediaType(
-                    "send the body as application/json".into(),
-                ));
-            }
-            let too_large = || ApiError::PayloadTooLarge("the body is over 1 MiB".into());
-            if declared_len.is_some_and(|n| n > BODY_LIMIT) {
+    let is_json = content_type.as_deref().is_some_and(|ct| {
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        essence == "application/json" || essence.ends_with("+json")
+    });
+    if !is_json {
+        return Err(ApiError::UnsupportedMediaType(
+            "send the body as application/json".into(),
+        ));
+    }
+    let too_large = || ApiError::PayloadTooLarge("the body is over 1 MiB".into());
+    if declared_len.is_some_and(|n| n > BODY_LIMIT) {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(declared_len.unwrap_or(1024).min(BODY_LIMIT));
+    let read = async {
+        while let Some(chunk) = payload.next().await {
+            let chunk =
+                chunk.map_err(|_| ApiError::BadRequest("the body could not be read".into()))?;
+            if body.len() + chunk.len() > BODY_LIMIT {
                 return Err(too_large());
             }
-            let mut body = Vec::with_capacity(declared_len.unwrap_or(1024).min(BODY_LIMIT));
-            while let Some(chunk) = payload.next().await {
-                let chunk =
-                    chunk.map_err(|_| ApiError::BadRequest("the body could not be read".into()))?;
-                if body.len() + chunk.len() > BODY_LIMIT {
-                    return Err(too_large());
-                }
-                body.extend_from_slice(&chunk);
-            }
-            let value: Value = serde_json::from_slice(&body)
-                .map_err(|e| ApiError::BadRequest(format!("the body is not valid JSON: {e}")))?;
-            parse_value::<T>(value)
+            body.extend_from_slice(&chunk);
+        }
+        Ok(())
+    };
+    // A client that stalls mid-body gets 408 (and the connection is closed) instead of
+    // holding it open for ever.
+    match tokio::time::timeout(body_timeout, read).await {
+        Ok(r) => r?,
+        Err(_) => {
+            return Err(ApiError::RequestTimeout(format!(
+                "the body did not arrive within {} s",
+                body_timeout.as_secs_f64()
+            )))
         }
     }
+    let value = strict_json(&body)?;
+    let errors = boundary_errors(&value);
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    parse_value::<T>(value)
 }
 
 /// Query parameters parsed into `T`; like [`ValidJson`], a bad query (400) is kept until the
@@ -304,7 +527,10 @@ pub fn if_match(req: &HttpRequest, required: bool) -> Result<Option<i64>, ApiErr
     if s == "*" {
         return Ok(None);
     }
-    let s = s.strip_prefix("W/").unwrap_or(s);
+    // RFC 9110 §13.1.1: If-Match uses the strong comparison, so a weak tag never matches.
+    if s.starts_with("W/") {
+        return Ok(Some(-1));
+    }
     let v = s
         .strip_prefix('"')
         .and_then(|s| s.strip_suffix('"'))
@@ -397,6 +623,52 @@ mod tests {
             fields(parse_value::<PlanInput>(v)),
             vec!["preferences.default[0]", "subject", "resources"]
         );
+    }
+
+    #[test]
+    fn repeated_keys_are_refused_with_their_path() {
+        let r = strict_json(br#"{"a": {"b": 1, "c": [{"d": 1, "d": 2}]}}"#);
+        match r {
+            Err(ApiError::Invalid(e)) => assert_eq!(e[0].field, "a.c[0].d"),
+            other => panic!("{other:?}"),
+        }
+        match strict_json(br#"{"subject": "x", "subject": "y"}"#) {
+            Err(ApiError::Invalid(e)) => assert_eq!(e[0].field, "subject"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(strict_json(b"{} x"), Err(ApiError::BadRequest(_))));
+        assert!(matches!(
+            strict_json(b"{\"a\":"),
+            Err(ApiError::BadRequest(_))
+        ));
+        assert_eq!(
+            strict_json(br#"{"a": [1, 2.5, null, true, "s"]}"#).unwrap(),
+            json!({"a": [1, 2.5, null, true, "s"]})
+        );
+    }
+
+    #[test]
+    fn nul_and_far_dates_are_refused_anywhere() {
+        let v = json!({"a": "x\u{0}y", "b": ["2026-01-01", "-5000-01-01"],
+            "c": {"d": "+10000-01-01T00:00:00Z", "e": "1899-12-31", "f": "9999-12-31T23:59:59Z"},
+            "g": "1850-ish is fine as text", "h": "0001-01-01 00:00"});
+        let fields: Vec<String> = boundary_errors(&v).into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, vec!["a", "b[1]", "c.d", "c.e", "h"]);
+        assert!(check_query("subject=a%00b").is_err());
+        assert!(check_query("review_due_before=-5000-01-01").is_err());
+        assert!(check_query("review_due_before=2027-01-01&subject=Patient%2F1").is_ok());
+    }
+
+    #[test]
+    fn weak_etags_never_match() {
+        let req = actix_web::test::TestRequest::default()
+            .insert_header((header::IF_MATCH, "W/\"1\""))
+            .to_http_request();
+        assert_eq!(if_match(&req, true).unwrap(), Some(-1));
+        let req = actix_web::test::TestRequest::default()
+            .insert_header((header::IF_MATCH, "\"1\""))
+            .to_http_request();
+        assert_eq!(if_match(&req, true).unwrap(), Some(1));
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct AppState {
     pub store: Store,
     pub referral_due: crate::domain::referral::DueDurations,
     pub webhook_allow_private: bool,
+    /// Most webhooks one tenant may register.
+    pub webhooks_per_tenant: u32,
     /// Wakes the outbox worker after a commit that wrote events, so delivery starts at once.
     pub outbox_wake: Arc<tokio::sync::Notify>,
 }

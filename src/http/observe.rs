@@ -4,11 +4,15 @@
 
 use crate::auth::RequestId;
 use actix_web::body::MessageBody;
+use actix_web::dev::Payload;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::{ConnectionType, Method};
 use actix_web::middleware::Next;
 use actix_web::{Error, HttpMessage};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -47,10 +51,27 @@ fn usable_request_id(v: &HeaderValue) -> Option<String> {
     ok.then(|| s.to_string())
 }
 
+/// The method as a metric label: the standard methods, else `other` (actix accepts any token
+/// as a method, and a label per made-up method would grow the metrics without bound).
+fn method_label(m: &Method) -> &'static str {
+    match *m {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
 pub async fn observe(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<HeldBody>, Error> {
     let started = Instant::now();
     let request_id = req
         .headers()
@@ -58,8 +79,43 @@ pub async fn observe(
         .and_then(usable_request_id)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(request_id.clone()));
-    let method = req.method().to_string();
+    let method = method_label(req.method());
+    // HEAD is GET without a body: route it as GET (the HTTP layer still knows the request was
+    // HEAD and sends headers only), so every GET route answers HEAD too.
+    if req.method() == Method::HEAD {
+        req.head_mut().method = Method::GET;
+    }
+    let personal = req.path().starts_with("/v1/") || req.path() == "/v1";
+    let has_body = req.headers().contains_key(header::TRANSFER_ENCODING)
+        || req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .is_some_and(|v| v.as_bytes() != b"0");
+    // Hold the request payload here as well as in the handler: if the handler answers an error
+    // without reading it, the payload is still alive when the response is sent, and actix then
+    // closes the connection instead of draining (a chunked body that never ends would hold the
+    // connection for ever).
+    let mut held = if has_body {
+        let (http_req, payload) = req.into_parts();
+        let held = Rc::new(RefCell::new(payload));
+        let reader = held.clone();
+        let stream = futures_util::stream::poll_fn(move |cx| {
+            futures_util::StreamExt::poll_next_unpin(&mut *reader.borrow_mut(), cx)
+        });
+        let boxed: std::pin::Pin<
+            Box<
+                dyn futures_util::Stream<
+                    Item = Result<actix_web::web::Bytes, actix_web::error::PayloadError>,
+                >,
+            >,
+        > = Box::pin(stream);
+        req = ServiceRequest::from_parts(http_req, Payload::from(boxed));
+        Some(held)
+    } else {
+        None
+    };
     let mut res = next.call(req).await?;
+    // Only templates (a closed set) or one label for everything unmatched.
     let route = res
         .request()
         .match_pattern()
@@ -69,8 +125,22 @@ pub async fn observe(
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert(REQUEST_ID, v);
     }
+    if has_body && status >= 400 {
+        // The handler may have refused before reading the body (401, 415, 413 …): close the
+        // connection after answering instead of reading whatever the client still sends.
+        res.response_mut()
+            .head_mut()
+            .set_connection_type(ConnectionType::Close);
+    } else {
+        held = None;
+    }
+    if personal {
+        // Anything under /v1 may carry personal data: no cache may keep it.
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     let labels = [
-        ("method", method.clone()),
+        ("method", method.to_string()),
         ("route", route.clone()),
         ("status", status.to_string()),
     ];
@@ -82,12 +152,45 @@ pub async fn observe(
     } else {
         tracing::info!(%request_id, %method, %route, status, ms, "request");
     }
-    Ok(res)
+    Ok(res.map_body(|_, body| HeldBody {
+        inner: body.boxed(),
+        _held: held,
+    }))
+}
+
+/// A response body that keeps the request payload alive until the body has been sent (see
+/// above): only then does actix decide between draining and closing.
+pub struct HeldBody {
+    inner: actix_web::body::BoxBody,
+    _held: Option<Rc<RefCell<Payload>>>,
+}
+
+impl MessageBody for HeldBody {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        self.inner.size()
+    }
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<actix_web::web::Bytes, Self::Error>>> {
+        std::pin::Pin::new(&mut self.inner).poll_next(cx)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn method_labels_come_from_a_closed_set() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        let made_up = Method::from_bytes(b"RT12345").unwrap();
+        assert_eq!(method_label(&made_up), "other");
+    }
 
     #[test]
     fn client_request_ids_are_kept_only_when_plain() {

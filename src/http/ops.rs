@@ -29,12 +29,17 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
 }
 
-/// The database answers: 200, else 503 (take the instance out of the load balancer).
+/// The database answers and can be written: 200, else 503 (take the instance out of the load
+/// balancer). A read-only or full database is not ready: every write would fail.
 #[utoipa::path(tag = "operations", operation_id = "getReadiness",
     responses((status = 200, description = "Ready", body = Readiness)), security(()))]
 #[get("/readyz")]
 pub async fn readyz(st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     st.store.ping().await.map_err(|_| ApiError::Unavailable)?;
+    if let Err(e) = st.store.check_writable().await {
+        tracing::warn!(error = %e, "readiness: the database cannot be written");
+        return Err(ApiError::Unavailable);
+    }
     Ok(HttpResponse::Ok().json(Readiness {
         status: "ready",
         database: st.store.engine(),

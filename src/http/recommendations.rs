@@ -57,7 +57,13 @@ pub async fn recommend_modality(
     caller: Caller,
     body: ValidJson<RecommendationRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::RecommendationsRead)?;
+    st.require(
+        &caller,
+        Scope::RecommendationsRead,
+        "recommendation",
+        "create",
+    )
+    .await?;
     let req = body.parse()?;
     let subject = req.subject.as_str();
     // Two indexed lookups in one round trip, and nothing else on the hot path.

@@ -7,6 +7,7 @@ use crate::auth::{Caller, Scope};
 use crate::domain::FieldError;
 use crate::error::ApiError;
 use crate::outbox::guard::{check_resolved, check_webhook_url, new_secret};
+use crate::store::outbox::{InsertWebhook, NewWebhook};
 use crate::store::Ts;
 use actix_web::{delete, get, post, web, HttpResponse};
 use chrono::{DateTime, Utc};
@@ -89,7 +90,19 @@ pub struct WebhookCreated {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct WebhookList {
     pub items: Vec<Webhook>,
+    pub next_cursor: Option<String>,
 }
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WebhookListParams {
+    /// Page size, 1–200 (default 50).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+const RESOURCE: &str = "webhook";
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveryAttempt {
@@ -163,8 +176,9 @@ pub async fn create_webhook(
     caller: Caller,
     body: ValidJson<WebhookInput>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::WebhooksManage)?;
-    let input = body.parse()?;
+    st.require(&caller, Scope::WebhooksManage, RESOURCE, "create")
+        .await?;
+    let mut input = body.parse()?;
     let mut errors = Vec::new();
     match check_webhook_url(&input.url, st.webhook_allow_private) {
         Ok(url) => {
@@ -194,6 +208,8 @@ pub async fn create_webhook(
     }
     let id = Uuid::now_v7();
     let secret = new_secret();
+    // One order, so that the same events in another order are the same subscription.
+    input.events.sort_by_key(|e| e.as_str());
     let events = format!(
         ",{},",
         input
@@ -204,18 +220,37 @@ pub async fn create_webhook(
             .join(",")
     );
     let now = Ts::now();
-    st.store
-        .insert_webhook(
-            id,
-            &caller.tenant,
-            &input.url,
-            &events,
-            &secret,
-            input.description.as_deref(),
-            now,
-            &caller.sub,
-        )
-        .await?;
+    let mut audit = st.audit_entry(&caller, "create", RESOURCE, Some(id), None, "success");
+    audit.at = now;
+    let new = NewWebhook {
+        id,
+        tenant: &caller.tenant,
+        url: &input.url,
+        events: &events,
+        secret: &secret,
+        description: input.description.as_deref(),
+        at: now,
+    };
+    match st
+        .store
+        .insert_webhook(&new, st.webhooks_per_tenant, &audit)
+        .await?
+    {
+        InsertWebhook::Created => {}
+        InsertWebhook::Duplicate(existing) => {
+            return Err(ApiError::Conflict {
+                detail: "a webhook with this URL and these events exists".into(),
+                existing_id: Some(existing.to_string()),
+                allowed: None,
+            })
+        }
+        InsertWebhook::TooMany => {
+            return Err(ApiError::conflict(format!(
+                "this tenant has the most webhooks allowed ({}, TELEMENTAL_WEBHOOKS_PER_TENANT); delete one first",
+                st.webhooks_per_tenant
+            )))
+        }
+    }
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/v1/webhooks/{id}")))
         .json(WebhookCreated {
@@ -231,24 +266,27 @@ pub async fn create_webhook(
         }))
 }
 
-/// List this tenant's webhooks (secrets are never shown again).
-#[utoipa::path(tag = "webhooks", operation_id = "listWebhooks",
-    responses((status = 200, description = "Webhooks", body = WebhookList)),
+/// List this tenant's webhooks, oldest first (secrets are never shown again).
+#[utoipa::path(tag = "webhooks", operation_id = "listWebhooks", params(WebhookListParams),
+    responses((status = 200, description = "A page of webhooks", body = WebhookList)),
     security(("bearer" = ["webhooks:manage"])))]
 #[get("/webhooks")]
 pub async fn list_webhooks(
     st: web::Data<AppState>,
     caller: Caller,
+    q: web::Query<WebhookListParams>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::WebhooksManage)?;
-    let items = st
+    st.require(&caller, Scope::WebhooksManage, RESOURCE, "list")
+        .await?;
+    let limit = page_limit(q.limit)?;
+    let after = parse_cursor::<Uuid>(q.cursor.as_deref())?;
+    let rows = st
         .store
-        .list_webhooks(&caller.tenant)
-        .await?
-        .into_iter()
-        .map(webhook)
-        .collect();
-    Ok(HttpResponse::Ok().json(WebhookList { items }))
+        .list_webhooks(&caller.tenant, after, limit + 1)
+        .await?;
+    let (rows, next_cursor) = split_page(rows, limit, |r| r.id.to_string());
+    let items = rows.into_iter().map(webhook).collect();
+    Ok(HttpResponse::Ok().json(WebhookList { items, next_cursor }))
 }
 
 /// Read a webhook.
@@ -262,7 +300,8 @@ pub async fn get_webhook(
     caller: Caller,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::WebhooksManage)?;
+    st.require(&caller, Scope::WebhooksManage, RESOURCE, "read")
+        .await?;
     let row = st
         .store
         .get_webhook(&caller.tenant, id.into_inner())
@@ -282,14 +321,15 @@ pub async fn delete_webhook(
     caller: Caller,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::WebhooksManage)?;
-    if st
-        .store
-        .delete_webhook(&caller.tenant, id.into_inner(), Ts::now())
-        .await?
-    {
+    st.require(&caller, Scope::WebhooksManage, RESOURCE, "delete")
+        .await?;
+    let id = id.into_inner();
+    let audit = st.audit_entry(&caller, "delete", RESOURCE, Some(id), None, "success");
+    if st.store.delete_webhook(&caller.tenant, id, &audit).await? {
         Ok(HttpResponse::NoContent().finish())
     } else {
+        st.audit(&caller, "delete", RESOURCE, Some(id), None, "not_found")
+            .await?;
         Err(ApiError::NotFound)
     }
 }
@@ -306,7 +346,8 @@ pub async fn list_webhook_deliveries(
     id: web::Path<Uuid>,
     q: web::Query<DeliveryParams>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::WebhooksManage)?;
+    st.require(&caller, Scope::WebhooksManage, RESOURCE, "list_deliveries")
+        .await?;
     let id = id.into_inner();
     let q = q.into_inner();
     let limit = page_limit(q.limit)?;
@@ -318,7 +359,8 @@ pub async fn list_webhook_deliveries(
         }
     }
     let after = parse_cursor::<Uuid>(q.cursor.as_deref())?;
-    if st.store.get_webhook(&caller.tenant, id).await?.is_none() {
+    // A deleted webhook's history stays readable.
+    if !st.store.webhook_ever_existed(&caller.tenant, id).await? {
         return Err(ApiError::NotFound);
     }
     let (rows, attempts) = st
@@ -365,16 +407,35 @@ pub async fn replay_webhook_delivery(
     caller: Caller,
     path: web::Path<(Uuid, Uuid)>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::WebhooksManage)?;
+    st.require(&caller, Scope::WebhooksManage, RESOURCE, "replay_delivery")
+        .await?;
     let (id, delivery) = path.into_inner();
+    // The audited resource is the webhook; the delivery is named by the request id's trail.
+    let audit = st.audit_entry(
+        &caller,
+        "replay_delivery",
+        RESOURCE,
+        Some(id),
+        None,
+        "success",
+    );
     if st
         .store
-        .replay_delivery(&caller.tenant, id, delivery, Ts::now())
+        .replay_delivery(&caller.tenant, id, delivery, &audit)
         .await?
     {
         st.wake_outbox();
         Ok(HttpResponse::Accepted().finish())
     } else {
+        st.audit(
+            &caller,
+            "replay_delivery",
+            RESOURCE,
+            Some(id),
+            None,
+            "not_found",
+        )
+        .await?;
         Err(ApiError::NotFound)
     }
 }

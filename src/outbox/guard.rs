@@ -7,8 +7,11 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Loopback, private, link-local (cloud metadata), CGNAT, multicast, reserved and the IPv6
-/// equivalents, including IPv4 addresses embedded in IPv6 ones.
+/// Whether a webhook may not connect to `ip`: every block of the IANA IPv4 and IPv6
+/// special-purpose address registries (loopback, private, link-local with the cloud metadata
+/// address, CGNAT, documentation, benchmarking, protocol assignments, AS112, AMT, 6to4 relay,
+/// discard, ORCHID, Teredo, SRv6 …), multicast, and IPv4 addresses embedded in IPv6 ones
+/// (IPv4-mapped, IPv4-compatible, IPv4-translated, NAT64, 6to4, Teredo).
 pub fn is_forbidden_ip(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => forbidden_v4(v4),
@@ -16,49 +19,68 @@ pub fn is_forbidden_ip(ip: IpAddr) -> bool {
     }
 }
 
+/// `(network, prefix length)` blocks no webhook may reach (IANA IPv4 special-purpose address
+/// registry, plus multicast and the limited broadcast address).
+const FORBIDDEN_V4: &[([u8; 4], u8)] = &[
+    ([0, 0, 0, 0], 8),       // "this network" (RFC 791)
+    ([10, 0, 0, 0], 8),      // private (RFC 1918)
+    ([100, 64, 0, 0], 10),   // shared address space, CGNAT (RFC 6598)
+    ([127, 0, 0, 0], 8),     // loopback
+    ([169, 254, 0, 0], 16),  // link-local, cloud metadata (RFC 3927)
+    ([172, 16, 0, 0], 12),   // private
+    ([192, 0, 0, 0], 24),    // IETF protocol assignments (RFC 6890), incl. DS-Lite, NAT64 discovery
+    ([192, 0, 2, 0], 24),    // documentation TEST-NET-1
+    ([192, 31, 196, 0], 24), // AS112-v4 (RFC 7535)
+    ([192, 52, 193, 0], 24), // AMT (RFC 7450)
+    ([192, 88, 99, 0], 24),  // deprecated 6to4 relay anycast (RFC 7526)
+    ([192, 168, 0, 0], 16),  // private
+    ([192, 175, 48, 0], 24), // direct delegation AS112 (RFC 7534)
+    ([198, 18, 0, 0], 15),   // benchmarking (RFC 2544)
+    ([198, 51, 100, 0], 24), // documentation TEST-NET-2
+    ([203, 0, 113, 0], 24),  // documentation TEST-NET-3
+    ([224, 0, 0, 0], 4),     // multicast
+    ([240, 0, 0, 0], 4),     // reserved (RFC 1112), incl. 255.255.255.255 broadcast
+];
+
 fn forbidden_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, _, _] = ip.octets();
-    ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b)) // CGNAT 100.64/10
-        || (a == 198 && (b == 18 || b == 19)) // benchmarking 198.18/15
-        || a >= 240 // reserved 240/4
+    let ip = u32::from(ip);
+    FORBIDDEN_V4.iter().any(|(net, len)| {
+        let mask = u32::MAX << (32 - u32::from(*len));
+        ip & mask == u32::from_be_bytes(*net) & mask
+    })
 }
+
+/// Blocks of global unicast space (2000::/3) that are special-purpose (IANA IPv6
+/// special-purpose address registry).
+const FORBIDDEN_V6_GLOBAL: &[(u128, u8)] = &[
+    (0x2001_0000 << 96, 23), // IETF protocol assignments: Teredo, benchmarking, ORCHID …
+    (0x2001_0db8 << 96, 32), // documentation
+    (0x2002 << 112, 16),     // 6to4 (deprecated; reaches an embedded IPv4 via relays)
+    (0x2620_004f_8000 << 80, 48), // direct delegation AS112
+    (0x3fff << 112, 20),     // documentation (RFC 9637)
+];
 
 fn forbidden_v6(ip: Ipv6Addr) -> bool {
-    if let Some(v4) = embedded_v4(ip) {
-        return forbidden_v4(v4);
+    let bits = u128::from(ip);
+    let in_block = |net: u128, len: u8| {
+        let mask = u128::MAX << (128 - u32::from(len));
+        bits & mask == net & mask
+    };
+    // IPv4-mapped ::ffff:0:0/96 and NAT64 64:ff9b::/96 reach the embedded IPv4 address: judge
+    // that. (The local-use NAT64 prefix 64:ff9b:1::/48 is not global: refused below.)
+    if in_block(0xffff << 32, 96) || in_block(0x0064_ff9b << 96, 96) {
+        return forbidden_v4(Ipv4Addr::from(bits as u32));
     }
-    let s = ip.segments();
-    ip.is_loopback()
-        || ip.is_unspecified()
-        || ip.is_multicast()
-        || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7 (incl. fd00:ec2::254)
-        || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
-        || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10
-        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
-}
-
-/// IPv4-mapped (::ffff:a.b.c.d), IPv4-compatible (::a.b.c.d) and NAT64 (64:ff9b::/96).
-fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
-    let s = ip.segments();
-    let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return Some(v4);
+    // Only global unicast space is reachable; everything else (::/8 with loopback,
+    // unspecified, IPv4-compatible and IPv4-translated addresses, 64:ff9b:1::/48, 100::/64
+    // discard, 5f00::/16 SRv6, fc00::/7 unique local, fe80::/10 link-local, fec0::/10,
+    // ff00::/8 multicast) is refused.
+    if !in_block(0x2000 << 112, 3) {
+        return true;
     }
-    if s[..6] == [0, 0, 0, 0, 0, 0] && !(s[6] == 0 && s[7] <= 1) {
-        return Some(tail);
-    }
-    if s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0] {
-        return Some(tail);
-    }
-    None
+    FORBIDDEN_V6_GLOBAL
+        .iter()
+        .any(|(net, len)| in_block(*net, *len))
 }
 
 const PRIVATE_HINT: &str =
@@ -228,37 +250,106 @@ mod tests {
     #[test]
     fn forbidden_and_allowed_addresses() {
         for (ip, forbidden) in [
-            ("127.0.0.1", true),
+            // IPv4 special-purpose registry, edges included.
+            ("0.1.2.3", true),
             ("10.1.2.3", true),
+            ("100.63.255.255", false),
+            ("100.64.0.1", true),
+            ("100.127.255.255", true),
+            ("100.128.0.0", false),
+            ("127.0.0.1", true),
+            ("169.254.169.254", true),
             ("172.15.255.255", false),
             ("172.16.0.0", true),
             ("172.31.255.255", true),
             ("172.32.0.0", false),
+            ("192.0.0.1", true),
+            ("192.0.0.9", true),
+            ("192.0.0.170", true),
+            ("192.0.1.1", false),
+            ("192.0.2.1", true),
+            ("192.31.196.1", true),
+            ("192.52.193.1", true),
+            ("192.88.99.1", true),
             ("192.168.1.1", true),
-            ("169.254.169.254", true),
-            ("100.63.255.255", false),
-            ("100.64.0.1", true),
-            ("0.1.2.3", true),
-            ("255.255.255.255", true),
-            ("224.0.0.1", true),
+            ("192.175.48.1", true),
+            ("198.17.255.255", false),
             ("198.18.0.1", true),
+            ("198.19.255.255", true),
+            ("198.20.0.0", false),
+            ("198.51.100.1", true),
+            ("203.0.113.1", true),
+            ("224.0.0.1", true),
+            ("239.255.255.255", true),
             ("240.0.0.1", true),
+            ("255.255.255.255", true),
             ("8.8.8.8", false),
+            ("1.1.1.1", false),
+            // IPv6 special-purpose registry.
             ("::1", true),
             ("::", true),
+            ("::7f00:1", true),
+            ("::808:808", true),
+            ("100::1", true),
+            ("100:0:0:1::1", true),
+            ("2001::1", true),
+            ("2001:0:4136:e378:8000:63bf:3fff:fdd2", true),
+            ("2001:1::1", true),
+            ("2001:2::1", true),
+            ("2001:3::1", true),
+            ("2001:4:112::1", true),
+            ("2001:20::1", true),
+            ("2001:1ff:ffff::1", true),
+            ("2001:200::1", false),
+            ("2001:db8::1", true),
+            ("2620:4f:8000::1", true),
+            ("2620:4f:8001::1", false),
+            ("3fff::1", true),
+            ("5f00::1", true),
             ("fe80::1", true),
             ("fc00::1", true),
             ("fd00:ec2::254", true),
             ("fec0::1", true),
             ("ff02::1", true),
+            // Embedded IPv4: mapped, translated, NAT64, 6to4, Teredo.
             ("::ffff:127.0.0.1", true),
+            ("::ffff:169.254.169.254", true),
             ("::ffff:8.8.8.8", false),
+            ("::ffff:0:127.0.0.1", true),
+            ("::ffff:0:8.8.8.8", true),
             ("64:ff9b::a00:1", true),
+            ("64:ff9b::7f00:1", true),
             ("64:ff9b::808:808", false),
+            ("64:ff9b:1::a9fe:a9fe", true),
+            ("64:ff9b:1::808:808", true),
+            ("2002:7f00:1::", true),
+            ("2002:a9fe:a9fe::", true),
+            ("2002:808:808::", true),
+            // Ordinary global unicast.
             ("2606:4700::1111", false),
+            ("2a00:1450:4009:80b::200e", false),
         ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(is_forbidden_ip(ip), forbidden, "{ip}");
+        }
+    }
+
+    #[test]
+    fn every_address_the_red_team_got_through_is_refused_as_a_url() {
+        for url in [
+            "http://[::ffff:0:127.0.0.1]/",
+            "http://[2002:7f00:1::]/",
+            "http://[2002:a9fe:a9fe::]/",
+            "http://[64:ff9b:1::a9fe:a9fe]/",
+            "http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/",
+            "http://192.0.0.1/",
+            "http://192.88.99.1/",
+            "http://2130706433/",
+            "http://0x7f.1/",
+            "http://[::ffff:7f00:1]/",
+        ] {
+            assert!(check_webhook_url(url, false).is_err(), "{url}");
+            assert!(check_webhook_url(url, true).is_ok(), "{url}");
         }
     }
 

@@ -1,6 +1,6 @@
 //! The append-only audit trail.
 
-use super::{on_db, DbResult, Store, Ts};
+use super::{on_db, Db, DbResult, Store, Ts};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -23,7 +23,8 @@ pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_events \
     (id, tenant, at, actor, action, resource_type, resource_id, subject, request_id, outcome) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
-/// Inserts an [`AuditEntry`] with any executor (a pool or an open transaction).
+/// Inserts an [`AuditEntry`] with any executor (a pool or an open transaction). The row
+/// arrives unsealed; [`Store::seal_audit`] links it into its tenant's hash chain shortly after.
 macro_rules! insert_audit {
     ($exec:expr, $e:expr) => {{
         let e: &$crate::store::AuditEntry = $e;
@@ -43,6 +44,52 @@ macro_rules! insert_audit {
     }};
 }
 pub(crate) use insert_audit;
+
+/// Everything a row's hash covers.
+pub struct ChainFields<'a> {
+    pub tenant: &'a str,
+    pub seq: i64,
+    pub id: Uuid,
+    pub at: Ts,
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub resource_type: &'a str,
+    pub resource_id: Option<Uuid>,
+    pub subject: Option<&'a str>,
+    pub request_id: &'a str,
+    pub outcome: &'a str,
+    pub prev_hash: &'a str,
+}
+
+/// Hex SHA-256 over a versioned, length-prefixed encoding of the fields (so no two different
+/// rows encode the same), ending with the previous row's hash.
+pub fn chain_hash(f: &ChainFields<'_>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let mut field = |b: Option<&[u8]>| match b {
+        Some(b) => {
+            h.update((b.len() as u64).to_be_bytes());
+            h.update(b);
+        }
+        None => h.update(u64::MAX.to_be_bytes()),
+    };
+    let at = f.at.0.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    let resource_id = f.resource_id.map(|u| u.to_string());
+    field(Some(b"telemental-audit-v1"));
+    field(Some(f.tenant.as_bytes()));
+    field(Some(&f.seq.to_be_bytes()));
+    field(Some(f.id.to_string().as_bytes()));
+    field(Some(at.as_bytes()));
+    field(Some(f.actor.as_bytes()));
+    field(Some(f.action.as_bytes()));
+    field(Some(f.resource_type.as_bytes()));
+    field(resource_id.as_deref().map(str::as_bytes));
+    field(f.subject.map(str::as_bytes));
+    field(Some(f.request_id.as_bytes()));
+    field(Some(f.outcome.as_bytes()));
+    field(Some(f.prev_hash.as_bytes()));
+    hex::encode(h.finalize())
+}
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct AuditRow {
@@ -99,5 +146,318 @@ impl Store {
             .fetch_all(p)
             .await)?;
         Ok(rows)
+    }
+}
+
+/// A stored audit row with its chain fields, as `telemental audit export` and `archive` write
+/// it (one JSON object per line).
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ChainedRow {
+    pub id: Uuid,
+    pub tenant: String,
+    pub seq: Option<i64>,
+    pub at: Ts,
+    pub actor: String,
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: Option<Uuid>,
+    pub subject: Option<String>,
+    pub request_id: String,
+    pub outcome: String,
+    pub prev_hash: Option<String>,
+    pub hash: Option<String>,
+}
+
+impl ChainedRow {
+    /// The hash this row should carry, recomputed from its fields.
+    pub fn expected_hash(&self) -> Option<String> {
+        Some(chain_hash(&ChainFields {
+            tenant: &self.tenant,
+            seq: self.seq?,
+            id: self.id,
+            at: self.at,
+            actor: &self.actor,
+            action: &self.action,
+            resource_type: &self.resource_type,
+            resource_id: self.resource_id,
+            subject: self.subject.as_deref(),
+            request_id: &self.request_id,
+            outcome: &self.outcome,
+            prev_hash: self.prev_hash.as_deref()?,
+        }))
+    }
+}
+
+/// What `telemental audit verify` found for one tenant's chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainReport {
+    pub tenant: String,
+    /// Chained rows checked.
+    pub rows: u64,
+    /// Rows not sealed into the chain yet (the newest, for about a second).
+    pub unsealed_rows: u64,
+    /// The last archived seq (0 when nothing was archived); the chain resumes after it.
+    pub archived_upto: i64,
+    pub head_seq: i64,
+    /// Record this outside the database: a trail cut back to an earlier state and re-chained
+    /// by someone with full database access ends at another head.
+    pub head_hash: String,
+    /// Empty when the chain is intact.
+    pub problems: Vec<String>,
+}
+
+const CHAINED_COLUMNS: &str = "id, tenant, seq, at, actor, action, resource_type, resource_id, \
+    subject, request_id, outcome, prev_hash, hash";
+const PAGE: i64 = 1000;
+/// Problems listed per tenant before the rest are only counted.
+const MAX_PROBLEMS: usize = 100;
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+impl Store {
+    /// Every tenant that has a chain head or audit rows.
+    async fn audit_tenants(&self) -> Result<Vec<String>, String> {
+        const SQL: &str = "SELECT tenant FROM audit_chain_heads UNION SELECT DISTINCT tenant FROM audit_events ORDER BY 1";
+        let rows: Vec<(String,)> =
+            on_db!(&self.db, p => sqlx::query_as(SQL).fetch_all(p).await).map_err(err)?;
+        Ok(rows.into_iter().map(|(t,)| t).collect())
+    }
+
+    /// The latest archive anchor of a tenant: `(upto_seq, hash)`, or `(0, "")`.
+    async fn audit_anchor(&self, tenant: &str) -> Result<(i64, String), String> {
+        const SQL: &str = "SELECT upto_seq, hash FROM audit_archive_anchors WHERE tenant = $1 \
+            ORDER BY upto_seq DESC LIMIT 1";
+        let row: Option<(i64, String)> =
+            on_db!(&self.db, p => sqlx::query_as(SQL).bind(tenant).fetch_optional(p).await)
+                .map_err(err)?;
+        Ok(row.unwrap_or((0, String::new())))
+    }
+
+    /// Up to a page of a tenant's chained rows after `after_seq`, in chain order.
+    async fn chain_page(&self, tenant: &str, after_seq: i64) -> Result<Vec<ChainedRow>, String> {
+        let sql = format!(
+            "SELECT {CHAINED_COLUMNS} FROM audit_events WHERE tenant = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        );
+        on_db!(&self.db, p => sqlx::query_as::<_, ChainedRow>(&sql).bind(tenant).bind(after_seq).bind(PAGE).fetch_all(p).await)
+            .map_err(err)
+    }
+
+    /// Seals up to `limit` unsealed rows per tenant into their tenants' chains, oldest first,
+    /// each tenant in one transaction holding its chain head (instances take turns). The
+    /// number sealed; run until 0 to seal everything.
+    pub async fn seal_audit(&self, limit: i64) -> DbResult<u64> {
+        const TENANTS: &str = "SELECT DISTINCT tenant FROM audit_events WHERE seq IS NULL";
+        const ENSURE_HEAD: &str = "INSERT INTO audit_chain_heads (tenant, seq, hash) \
+            SELECT $1, 0, '' WHERE NOT EXISTS (SELECT 1 FROM audit_chain_heads WHERE tenant = $1) \
+            ON CONFLICT (tenant) DO NOTHING";
+        let head_sql = match self.db {
+            Db::Sqlite(_) => "SELECT seq, hash FROM audit_chain_heads WHERE tenant = $1",
+            Db::Postgres(_) => {
+                "SELECT seq, hash FROM audit_chain_heads WHERE tenant = $1 FOR UPDATE"
+            }
+        };
+        let rows_sql = format!(
+            "SELECT {CHAINED_COLUMNS} FROM audit_events WHERE tenant = $1 AND seq IS NULL ORDER BY id LIMIT $2"
+        );
+        let tenants: Vec<(String,)> =
+            on_db!(&self.db, p => sqlx::query_as(TENANTS).fetch_all(p).await)?;
+        let mut sealed = 0;
+        for (tenant,) in tenants {
+            on_db!(&self.db, p => {
+                let mut tx = p.begin().await?;
+                // A write first: SQLite takes its write lock here, before reading the head.
+                sqlx::query(ENSURE_HEAD).bind(&tenant).execute(&mut *tx).await?;
+                let (mut seq, mut hash): (i64, String) =
+                    sqlx::query_as(head_sql).bind(&tenant).fetch_one(&mut *tx).await?;
+                let rows: Vec<ChainedRow> = sqlx::query_as(&rows_sql).bind(&tenant).bind(limit)
+                    .fetch_all(&mut *tx).await?;
+                if rows.is_empty() {
+                    // Another instance sealed them. End the transaction now: a dropped one
+                    // would keep the head's row lock until its connection is used again.
+                    tx.commit().await?;
+                    continue;
+                }
+                for mut row in rows {
+                    seq += 1;
+                    row.seq = Some(seq);
+                    row.prev_hash = Some(std::mem::take(&mut hash));
+                    hash = row.expected_hash().unwrap_or_default();
+                    sqlx::query("UPDATE audit_events SET seq = $1, prev_hash = $2, hash = $3 WHERE id = $4")
+                        .bind(seq).bind(&row.prev_hash).bind(&hash).bind(row.id)
+                        .execute(&mut *tx).await?;
+                    sealed += 1;
+                }
+                sqlx::query("UPDATE audit_chain_heads SET seq = $1, hash = $2 WHERE tenant = $3")
+                    .bind(seq).bind(&hash).bind(&tenant).execute(&mut *tx).await?;
+                tx.commit().await?;
+            });
+        }
+        Ok(sealed)
+    }
+
+    /// Recomputes every tenant's chain (see migration 0011): altered rows, removed rows and a
+    /// removed tail are reported.
+    pub async fn verify_audit(&self) -> Result<Vec<ChainReport>, String> {
+        let mut reports = Vec::new();
+        for tenant in self.audit_tenants().await? {
+            let (archived_upto, anchor_hash) = self.audit_anchor(&tenant).await?;
+            let head: Option<(i64, String)> = on_db!(&self.db, p => sqlx::query_as(
+                "SELECT seq, hash FROM audit_chain_heads WHERE tenant = $1").bind(&tenant).fetch_optional(p).await)
+                .map_err(err)?;
+            let (unsealed,): (i64,) = on_db!(&self.db, p => sqlx::query_as(
+                "SELECT COUNT(*) FROM audit_events WHERE tenant = $1 AND seq IS NULL").bind(&tenant).fetch_one(p).await)
+                .map_err(err)?;
+            let mut problems = Vec::new();
+            let note = |problems: &mut Vec<String>, m: String| {
+                if problems.len() < MAX_PROBLEMS {
+                    problems.push(m);
+                }
+            };
+            let (mut expected, mut prev) = (archived_upto + 1, anchor_hash);
+            let mut rows = 0u64;
+            loop {
+                let page = self.chain_page(&tenant, expected - 1).await?;
+                let done = (page.len() as i64) < PAGE;
+                for row in page {
+                    let seq = row.seq.unwrap_or_default();
+                    if seq != expected {
+                        note(
+                            &mut problems,
+                            format!("rows {expected}..{} are missing (removed)", seq - 1),
+                        );
+                    }
+                    if row.prev_hash.as_deref() != Some(prev.as_str()) {
+                        note(
+                            &mut problems,
+                            format!("row {seq} ({}) does not follow the row before it", row.id),
+                        );
+                    }
+                    if row.expected_hash() != row.hash {
+                        note(
+                            &mut problems,
+                            format!(
+                                "row {seq} ({}) was altered: its hash does not match",
+                                row.id
+                            ),
+                        );
+                    }
+                    prev = row.hash.clone().unwrap_or_default();
+                    expected = seq + 1;
+                    rows += 1;
+                }
+                if done {
+                    break;
+                }
+            }
+            let (head_seq, head_hash) = head.unwrap_or((0, String::new()));
+            if head_seq != expected - 1 || (head_seq > archived_upto && head_hash != prev) {
+                note(
+                    &mut problems,
+                    format!(
+                        "the chain ends at row {} but its head is row {head_seq}: rows were removed or altered at the end",
+                        expected - 1
+                    ),
+                );
+            }
+            reports.push(ChainReport {
+                tenant,
+                rows,
+                unsealed_rows: unsealed as u64,
+                archived_upto,
+                head_seq,
+                head_hash,
+                problems,
+            });
+        }
+        Ok(reports)
+    }
+
+    /// Every audit row with `since <= at < until` (either bound optional), by tenant and in
+    /// order, to `sink`; the number written.
+    pub async fn export_audit(
+        &self,
+        since: Option<Ts>,
+        until: Option<Ts>,
+        tenant: Option<&str>,
+        mut sink: impl FnMut(&ChainedRow) -> std::io::Result<()>,
+    ) -> Result<u64, String> {
+        let sql = format!(
+            "SELECT {CHAINED_COLUMNS} FROM audit_events WHERE ($1 IS NULL OR tenant = $1) \
+             AND ($2 IS NULL OR at >= $2) AND ($3 IS NULL OR at < $3) \
+             AND (tenant > $4 OR (tenant = $4 AND id > $5)) ORDER BY tenant, id LIMIT $6"
+        );
+        let (mut after_tenant, mut after_id) = (String::new(), Uuid::nil());
+        let mut n = 0;
+        loop {
+            let page: Vec<ChainedRow> = on_db!(&self.db, p => sqlx::query_as::<_, ChainedRow>(&sql)
+                .bind(tenant).bind(since).bind(until).bind(&after_tenant).bind(after_id).bind(PAGE)
+                .fetch_all(p).await)
+            .map_err(err)?;
+            for row in &page {
+                sink(row).map_err(|e| format!("cannot write the export: {e}"))?;
+                n += 1;
+            }
+            match page.last() {
+                Some(last) if page.len() as i64 == PAGE => {
+                    after_tenant = last.tenant.clone();
+                    after_id = last.id;
+                }
+                _ => return Ok(n),
+            }
+        }
+    }
+
+    /// Moves each tenant's sealed rows older than `cutoff` out of the table: written to `sink` and
+    /// made durable by `flush` first, then, in one transaction per tenant, an anchor (the last
+    /// archived seq and hash) is recorded and the rows are deleted under it. The chain of what
+    /// remains verifies from the anchor. Returns `(tenant, rows archived)`.
+    pub async fn archive_audit(
+        &self,
+        cutoff: Ts,
+        mut sink: impl FnMut(&ChainedRow) -> std::io::Result<()>,
+        mut flush: impl FnMut() -> std::io::Result<()>,
+    ) -> Result<Vec<(String, u64)>, String> {
+        let write_err = |e: std::io::Error| format!("cannot write the archive: {e}");
+        let mut done = Vec::new();
+        for tenant in self.audit_tenants().await? {
+            let (archived_upto, anchor_hash) = self.audit_anchor(&tenant).await?;
+            let (mut upto, mut hash, mut count) = (archived_upto, anchor_hash, 0u64);
+            // The chained prefix older than the cutoff.
+            'pages: loop {
+                let page = self.chain_page(&tenant, upto).await?;
+                let full = page.len() as i64 == PAGE;
+                for row in page {
+                    if row.at >= cutoff {
+                        break 'pages;
+                    }
+                    sink(&row).map_err(write_err)?;
+                    upto = row.seq.unwrap_or(upto);
+                    hash = row.hash.clone().unwrap_or_default();
+                    count += 1;
+                }
+                if !full {
+                    break;
+                }
+            }
+            if count == 0 {
+                continue;
+            }
+            flush().map_err(write_err)?;
+            on_db!(&self.db, p => {
+                let mut tx = p.begin().await.map_err(err)?;
+                sqlx::query("INSERT INTO audit_archive_anchors (id, tenant, upto_seq, hash, rows, archived_at) \
+                    VALUES ($1, $2, $3, $4, $5, $6)")
+                    .bind(Uuid::now_v7()).bind(&tenant).bind(upto).bind(&hash).bind(count as i64).bind(Ts::now())
+                    .execute(&mut *tx).await.map_err(err)?;
+                sqlx::query("DELETE FROM audit_events WHERE tenant = $1 AND seq <= $2")
+                    .bind(&tenant).bind(upto)
+                    .execute(&mut *tx).await.map_err(err)?;
+                tx.commit().await.map_err(err)?;
+            });
+            done.push((tenant, count));
+        }
+        Ok(done)
     }
 }

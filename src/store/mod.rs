@@ -12,7 +12,7 @@ pub mod referrals;
 mod session_checks;
 mod ts;
 
-pub use audit::{AuditEntry, AuditFilter, AuditRow};
+pub use audit::{AuditEntry, AuditFilter, AuditRow, ChainReport, ChainedRow};
 pub use records::{
     ListQuery, Record, RecordKind, RecordMeta, RecordTable, UpdateError, PLANS, SAFETY_PROTOCOLS,
 };
@@ -71,7 +71,17 @@ impl From<sqlx::Error> for DbError {
                     || code.starts_with("08")
                     || code.starts_with("57P0")
                     || code.starts_with("40");
-                if transient {
+                // A database that cannot be written (read-only file, mount or server, full
+                // disk, I/O error, corruption) is unavailable to the client, never a 500:
+                // SQLite READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB (primary codes);
+                // PostgreSQL read_only_sql_transaction, disk_full, io_error, data_corrupted.
+                let sqlite_primary = d
+                    .try_downcast_ref::<sqlx::sqlite::SqliteError>()
+                    .and_then(|_| code.parse::<i64>().ok())
+                    .map(|c| c & 0xff);
+                let unwritable = matches!(sqlite_primary, Some(8 | 10 | 11 | 13 | 14 | 26))
+                    || matches!(code.as_ref(), "25006" | "53100" | "58030" | "XX001" | "XX002");
+                if transient || unwritable {
                     DbError::Unavailable(format!("database error code {code}"))
                 } else {
                     DbError::Other(e)
@@ -156,6 +166,15 @@ impl Store {
     /// Whether the database answers a trivial query.
     pub async fn ping(&self) -> DbResult<()> {
         on_db!(&self.db, p => sqlx::query("SELECT 1").execute(p).await.map(|_| ()))?;
+        Ok(())
+    }
+
+    /// Whether the database can be written: one committed write of the probe row. A read-only
+    /// file, mount or server, or a full disk, fails here.
+    pub async fn check_writable(&self) -> DbResult<()> {
+        const SQL: &str = "INSERT INTO readiness_probe (id, checked_at) VALUES (1, $1) \
+            ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at";
+        on_db!(&self.db, p => sqlx::query(SQL).bind(Ts::now()).execute(p).await.map(|_| ()))?;
         Ok(())
     }
 

@@ -1,7 +1,8 @@
 //! The transactional outbox: events are written with the change that caused them and fanned
 //! out to subscribed webhooks in the same transaction; workers claim deliveries with a lease.
 
-use super::{on_db, Db, DbResult, Store, Ts};
+use super::audit::insert_audit;
+use super::{on_db, AuditEntry, Db, DbResult, Store, Ts};
 use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
@@ -60,6 +61,27 @@ pub struct DeliveryJob {
     pub url: String,
     pub secret: String,
     pub webhook_deleted: bool,
+}
+
+/// A webhook to register.
+pub struct NewWebhook<'a> {
+    pub id: Uuid,
+    pub tenant: &'a str,
+    pub url: &'a str,
+    /// `,a,b,`: the sorted event names, for LIKE matching and duplicate detection.
+    pub events: &'a str,
+    pub secret: &'a str,
+    pub description: Option<&'a str>,
+    pub at: Ts,
+}
+
+/// How a registration went.
+pub enum InsertWebhook {
+    Created,
+    /// The tenant already has a webhook with this URL and these events.
+    Duplicate(Uuid),
+    /// The tenant has as many webhooks as allowed.
+    TooMany,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -246,29 +268,61 @@ impl Store {
 
     // ---- webhooks ----
 
-    #[allow(clippy::too_many_arguments)]
+    /// Registers a webhook with its audit entry, in one transaction: refused when the tenant
+    /// already has `cap` webhooks, or one with the same URL and events (`events` is the
+    /// normalised, sorted list).
     pub async fn insert_webhook(
         &self,
-        id: Uuid,
-        tenant: &str,
-        url: &str,
-        events: &str,
-        secret: &str,
-        description: Option<&str>,
-        at: Ts,
-        by: &str,
-    ) -> DbResult<()> {
-        on_db!(&self.db, p => sqlx::query("INSERT INTO webhooks (id, tenant, url, events, secret, description, created_at, created_by) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-            .bind(id).bind(tenant).bind(url).bind(events).bind(secret).bind(description).bind(at).bind(by)
-            .execute(p).await.map(|_| ()))?;
-        Ok(())
+        w: &NewWebhook<'_>,
+        cap: u32,
+        audit: &AuditEntry,
+    ) -> DbResult<InsertWebhook> {
+        const COUNT: &str =
+            "SELECT COUNT(*) FROM webhooks WHERE tenant = $1 AND deleted_at IS NULL";
+        const SAME: &str =
+            "SELECT id FROM webhooks WHERE tenant = $1 AND url = $2 AND events = $3 \
+            AND deleted_at IS NULL";
+        let r = on_db!(&self.db, p => {
+            let mut tx = p.begin().await?;
+            if matches!(self.db, Db::Postgres(_)) {
+                // Serialises creates per tenant so that the cap and the duplicate check hold
+                // under concurrent requests (SQLite's write lock does the same below).
+                sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 7041))")
+                    .bind(w.tenant).execute(&mut *tx).await?;
+            } else {
+                sqlx::query("UPDATE webhooks SET tenant = tenant WHERE 1 = 0").execute(&mut *tx).await?;
+            }
+            let same: Option<(Uuid,)> = sqlx::query_as(SAME).bind(w.tenant).bind(w.url).bind(w.events)
+                .fetch_optional(&mut *tx).await?;
+            let (count,): (i64,) = sqlx::query_as(COUNT).bind(w.tenant).fetch_one(&mut *tx).await?;
+            if let Some((existing,)) = same {
+                InsertWebhook::Duplicate(existing)
+            } else if count >= i64::from(cap) {
+                InsertWebhook::TooMany
+            } else {
+                sqlx::query("INSERT INTO webhooks (id, tenant, url, events, secret, description, created_at, created_by) \
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+                    .bind(w.id).bind(w.tenant).bind(w.url).bind(w.events).bind(w.secret).bind(w.description)
+                    .bind(w.at).bind(&audit.actor)
+                    .execute(&mut *tx).await?;
+                insert_audit!(&mut *tx, audit)?;
+                tx.commit().await?;
+                InsertWebhook::Created
+            }
+        });
+        Ok(r)
     }
 
-    pub async fn list_webhooks(&self, tenant: &str) -> DbResult<Vec<WebhookRow>> {
+    /// A page of the tenant's webhooks, oldest first, after the cursor id.
+    pub async fn list_webhooks(
+        &self,
+        tenant: &str,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> DbResult<Vec<WebhookRow>> {
         let rows = on_db!(&self.db, p => sqlx::query_as::<_, WebhookRow>("SELECT id, url, events, description, created_at, created_by \
-            FROM webhooks WHERE tenant = $1 AND deleted_at IS NULL ORDER BY id")
-            .bind(tenant).fetch_all(p).await)?;
+            FROM webhooks WHERE tenant = $1 AND deleted_at IS NULL AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3")
+            .bind(tenant).bind(after).bind(limit).fetch_all(p).await)?;
         Ok(rows)
     }
 
@@ -279,15 +333,31 @@ impl Store {
         Ok(row)
     }
 
-    /// Soft-deletes; pending deliveries are cancelled. False when there was nothing to delete.
-    pub async fn delete_webhook(&self, tenant: &str, id: Uuid, at: Ts) -> DbResult<bool> {
+    /// Whether the tenant has (or had: deleted webhooks keep their history) this webhook.
+    pub async fn webhook_ever_existed(&self, tenant: &str, id: Uuid) -> DbResult<bool> {
+        let row: Option<(Uuid,)> = on_db!(&self.db, p => sqlx::query_as("SELECT id FROM webhooks WHERE tenant = $1 AND id = $2")
+            .bind(tenant).bind(id).fetch_optional(p).await)?;
+        Ok(row.is_some())
+    }
+
+    /// Soft-deletes; pending deliveries are cancelled; the audit entry is written with it.
+    /// False when there was nothing to delete (then nothing is written).
+    pub async fn delete_webhook(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        audit: &AuditEntry,
+    ) -> DbResult<bool> {
         let n = on_db!(&self.db, p => {
             let mut tx = p.begin().await?;
             let n = sqlx::query("UPDATE webhooks SET deleted_at = $1 WHERE tenant = $2 AND id = $3 AND deleted_at IS NULL")
-                .bind(at).bind(tenant).bind(id).execute(&mut *tx).await?.rows_affected();
-            sqlx::query("UPDATE webhook_deliveries SET status = 'cancelled' WHERE webhook_id = $1 AND status = 'pending'")
-                .bind(id).execute(&mut *tx).await?;
-            tx.commit().await?;
+                .bind(audit.at).bind(tenant).bind(id).execute(&mut *tx).await?.rows_affected();
+            if n > 0 {
+                sqlx::query("UPDATE webhook_deliveries SET status = 'cancelled' WHERE webhook_id = $1 AND status = 'pending'")
+                    .bind(id).execute(&mut *tx).await?;
+                insert_audit!(&mut *tx, audit)?;
+                tx.commit().await?;
+            }
             n
         });
         Ok(n > 0)
@@ -320,18 +390,27 @@ impl Store {
         Ok(r)
     }
 
-    /// Puts a dead (or delivered) delivery back in the queue. False when not found.
+    /// Puts a dead (or delivered) delivery back in the queue, with its audit entry. False when
+    /// not found (then nothing is written).
     pub async fn replay_delivery(
         &self,
         tenant: &str,
         webhook: Uuid,
         id: Uuid,
-        now: Ts,
+        audit: &AuditEntry,
     ) -> DbResult<bool> {
-        let n = on_db!(&self.db, p => sqlx::query("UPDATE webhook_deliveries SET status = 'pending', attempts = 0, \
-            next_attempt_at = $1, locked_until = NULL WHERE tenant = $2 AND webhook_id = $3 AND id = $4 \
-            AND status IN ('dead', 'delivered') AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = $3 AND w.deleted_at IS NULL)")
-            .bind(now).bind(tenant).bind(webhook).bind(id).execute(p).await.map(|r| r.rows_affected()))?;
+        let n = on_db!(&self.db, p => {
+            let mut tx = p.begin().await?;
+            let n = sqlx::query("UPDATE webhook_deliveries SET status = 'pending', attempts = 0, \
+                next_attempt_at = $1, locked_until = NULL WHERE tenant = $2 AND webhook_id = $3 AND id = $4 \
+                AND status IN ('dead', 'delivered') AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = $3 AND w.deleted_at IS NULL)")
+                .bind(audit.at).bind(tenant).bind(webhook).bind(id).execute(&mut *tx).await?.rows_affected();
+            if n > 0 {
+                insert_audit!(&mut *tx, audit)?;
+                tx.commit().await?;
+            }
+            n
+        });
         Ok(n > 0)
     }
 }

@@ -247,3 +247,109 @@ async fn asymmetric_tokens_verify_against_a_jwks_with_rotation() {
         .await
         .assert_problem(401);
 }
+
+/// A key server that answers its first fetch at once and holds every later one until released,
+/// telling the test when a held fetch has arrived.
+async fn stalling_jwks_server(
+    jwk: Value,
+    arrived: tokio::sync::mpsc::UnboundedSender<()>,
+    release: Arc<tokio::sync::Notify>,
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let body = serde_json::to_string(&json!({"keys": [jwk]})).unwrap();
+    actix_web::rt::spawn(async move {
+        let mut served = 0;
+        while let Ok((mut s, _)) = listener.accept().await {
+            served += 1;
+            let (body, arrived, release) = (body.clone(), arrived.clone(), release.clone());
+            actix_web::rt::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                if served > 1 {
+                    let _ = arrived.send(());
+                    release.notified().await;
+                }
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://127.0.0.1:{port}/jwks.json")
+}
+
+#[actix_web::test]
+async fn an_unknown_kid_fetch_does_not_hold_up_valid_tokens() {
+    let jwk: Value = serde_json::from_str(ES256_JWK).unwrap();
+    let (tx, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let url = stalling_jwks_server(jwk, tx, release.clone()).await;
+    let (mut settings, dir) = fresh_settings(Engine::Sqlite).await.unwrap();
+    settings.jwt_secret = None;
+    settings.jwks_url = Some(url);
+    settings.jwks_min_refetch = std::time::Duration::ZERO;
+    // Longer than the test: the held fetch stays blocked until the test releases it.
+    settings.jwks_timeout = std::time::Duration::from_secs(120);
+    let app = spawn_with(settings, dir, Engine::Sqlite).await;
+    let c = claims("t1", ALL_SCOPES);
+    let good = es256(&c, "test-es256");
+    assert_eq!(status_with(&app, &good).await.status, 200);
+
+    // A token with an unknown kid starts a refetch, which the key server holds.
+    let bad = es256(&c, "unknown-kid");
+    let (base, client) = (app.base.clone(), app.client.clone());
+    let pending = actix_web::rt::spawn(async move {
+        client
+            .get(format!("{base}/v1/plans"))
+            .bearer_auth(bad)
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    arrived
+        .recv()
+        .await
+        .expect("the refetch reached the key server");
+
+    // While that fetch is blocked, valid tokens are answered (the guard only stops a hang).
+    for _ in 0..5 {
+        let r = tokio::time::timeout(std::time::Duration::from_secs(20), status_with(&app, &good))
+            .await
+            .expect("a valid token waited for the blocked JWKS fetch");
+        assert_eq!(r.status, 200);
+    }
+    assert!(!pending.is_finished(), "the fetch is still blocked");
+    release.notify_waiters();
+    assert_eq!(pending.await.unwrap(), 401);
+}
+
+#[actix_web::test]
+async fn a_key_server_that_never_answers_is_given_up_on() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts connections and never answers.
+    actix_web::rt::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let (mut settings, dir) = fresh_settings(Engine::Sqlite).await.unwrap();
+    settings.jwt_secret = None;
+    settings.jwks_url = Some(format!("http://127.0.0.1:{port}/jwks.json"));
+    settings.jwks_timeout = std::time::Duration::from_millis(300);
+    let app = spawn_with(settings, dir, Engine::Sqlite).await;
+    let c = claims("t1", ALL_SCOPES);
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        status_with(&app, &es256(&c, "test-es256")),
+    )
+    .await
+    .expect("the JWKS fetch is bounded");
+    r.assert_problem(401);
+}

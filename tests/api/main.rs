@@ -3,15 +3,20 @@
 //! TELEMENTAL_TEST_POSTGRES_URL is set).
 
 mod audit;
+mod audit_chain;
+mod audit_trail;
 mod auth;
 mod binary;
 mod delivery_faults;
+mod hardening;
 mod helpers;
 mod ops;
 mod outage;
 mod plans;
+mod readiness;
 mod recommendations;
 mod referrals;
 mod safety;
 mod stored_shapes;
+mod webhook_limits;
 mod webhooks;

@@ -65,7 +65,7 @@ on_both_engines!(
         // Read-modify-write: echoing server fields back is accepted.
         let mut echoed = v2.body.clone();
         echoed["review_interval_days"] = json!(30);
-        let v3 = app.put(&path, "t1", &echoed, "W/\"2\"").await;
+        let v3 = app.put(&path, "t1", &echoed, "\"2\"").await;
         assert_eq!(v3.status, 200, "{}", v3.body);
         assert_eq!(v3.body["next_review_due"], "2026-12-20");
 
