@@ -1,6 +1,6 @@
 //! `GET /v1/audit-events`: the append-only trail of every read and write of a record.
 
-use super::extract::{page_limit, parse_cursor};
+use super::extract::{page_limit, parse_cursor, QueryParams};
 use super::records::split_page;
 use super::AppState;
 use crate::auth::{Caller, Scope};
@@ -59,11 +59,11 @@ pub struct AuditEventList {
 pub async fn list_audit_events(
     st: web::Data<AppState>,
     caller: Caller,
-    q: web::Query<AuditParams>,
+    q: QueryParams<AuditParams>,
 ) -> Result<HttpResponse, ApiError> {
     st.require(&caller, Scope::AuditRead, "audit_event", "list")
         .await?;
-    let q = q.into_inner();
+    let q = q.parse()?;
     let limit = page_limit(q.limit)?;
     let after = parse_cursor::<Uuid>(q.cursor.as_deref())?;
     let filter = AuditFilter {

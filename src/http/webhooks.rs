@@ -1,6 +1,6 @@
 //! `/v1/webhooks`: outbound, signed notifications for scheduling systems.
 
-use super::extract::{page_limit, parse_cursor, Input, ValidJson};
+use super::extract::{page_limit, parse_cursor, path_id, Input, QueryParams, ValidJson};
 use super::records::split_page;
 use super::AppState;
 use crate::auth::{Caller, Scope};
@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::outbox::guard::{check_resolved, check_webhook_url, new_secret};
 use crate::store::outbox::{InsertWebhook, NewWebhook};
 use crate::store::Ts;
-use actix_web::{delete, get, post, web, HttpResponse};
+use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -274,10 +274,11 @@ pub async fn create_webhook(
 pub async fn list_webhooks(
     st: web::Data<AppState>,
     caller: Caller,
-    q: web::Query<WebhookListParams>,
+    q: QueryParams<WebhookListParams>,
 ) -> Result<HttpResponse, ApiError> {
     st.require(&caller, Scope::WebhooksManage, RESOURCE, "list")
         .await?;
+    let q = q.parse()?;
     let limit = page_limit(q.limit)?;
     let after = parse_cursor::<Uuid>(q.cursor.as_deref())?;
     let rows = st
@@ -298,13 +299,14 @@ pub async fn list_webhooks(
 pub async fn get_webhook(
     st: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     st.require(&caller, Scope::WebhooksManage, RESOURCE, "read")
         .await?;
+    let id = path_id(&req, "id")?;
     let row = st
         .store
-        .get_webhook(&caller.tenant, id.into_inner())
+        .get_webhook(&caller.tenant, id)
         .await?
         .ok_or(ApiError::NotFound)?;
     Ok(HttpResponse::Ok().json(webhook(row)))
@@ -319,11 +321,11 @@ pub async fn get_webhook(
 pub async fn delete_webhook(
     st: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     st.require(&caller, Scope::WebhooksManage, RESOURCE, "delete")
         .await?;
-    let id = id.into_inner();
+    let id = path_id(&req, "id")?;
     let audit = st.audit_entry(&caller, "delete", RESOURCE, Some(id), None, "success");
     if st.store.delete_webhook(&caller.tenant, id, &audit).await? {
         Ok(HttpResponse::NoContent().finish())
@@ -343,13 +345,12 @@ pub async fn delete_webhook(
 pub async fn list_webhook_deliveries(
     st: web::Data<AppState>,
     caller: Caller,
-    id: web::Path<Uuid>,
-    q: web::Query<DeliveryParams>,
+    req: HttpRequest,
+    q: QueryParams<DeliveryParams>,
 ) -> Result<HttpResponse, ApiError> {
     st.require(&caller, Scope::WebhooksManage, RESOURCE, "list_deliveries")
         .await?;
-    let id = id.into_inner();
-    let q = q.into_inner();
+    let q = q.parse()?;
     let limit = page_limit(q.limit)?;
     if let Some(s) = &q.status {
         if !["pending", "delivered", "dead", "cancelled"].contains(&s.as_str()) {
@@ -359,6 +360,7 @@ pub async fn list_webhook_deliveries(
         }
     }
     let after = parse_cursor::<Uuid>(q.cursor.as_deref())?;
+    let id = path_id(&req, "id")?;
     // A deleted webhook's history stays readable.
     if !st.store.webhook_ever_existed(&caller.tenant, id).await? {
         return Err(ApiError::NotFound);
@@ -405,11 +407,11 @@ pub async fn list_webhook_deliveries(
 pub async fn replay_webhook_delivery(
     st: web::Data<AppState>,
     caller: Caller,
-    path: web::Path<(Uuid, Uuid)>,
+    req: HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
     st.require(&caller, Scope::WebhooksManage, RESOURCE, "replay_delivery")
         .await?;
-    let (id, delivery) = path.into_inner();
+    let (id, delivery) = (path_id(&req, "id")?, path_id(&req, "delivery_id")?);
     // The audited resource is the webhook; the delivery is named by the request id's trail.
     let audit = st.audit_entry(
         &caller,

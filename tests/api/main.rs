@@ -11,6 +11,7 @@ mod delivery_faults;
 mod hardening;
 mod helpers;
 mod ops;
+mod order;
 mod outage;
 mod plans;
 mod readiness;
