@@ -4,6 +4,7 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod fhir;
 pub mod http;
 pub mod outbox;
 pub mod store;
@@ -54,6 +55,9 @@ impl Application {
         });
         let api = openapi();
         let known = web::Data::new(Arc::new(KnownPaths::of(&api)));
+        let fhir_settings = web::Data::new(fhir::FhirSettings {
+            public_url: settings.public_url.clone(),
+        });
         let listener = TcpListener::bind(settings.bind)
             .map_err(|e| format!("cannot listen on {}: {e}", settings.bind))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
@@ -68,6 +72,7 @@ impl Application {
             app.app_data(state.clone())
                 .app_data(auth.clone())
                 .app_data(known.clone())
+                .app_data(fhir_settings.clone())
                 .app_data(web::PathConfig::default().error_handler(http::path_error))
                 .app_data(web::QueryConfig::default().error_handler(http::query_error))
                 .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api.clone()))

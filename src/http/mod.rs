@@ -118,6 +118,8 @@ impl AppState {
         (name = "referrals", description = "Face-to-face fallback referrals without delay (F2F-1)"),
         (name = "webhooks", description = "Signed outbound notifications, delivered at least once from a transactional outbox"),
         (name = "audit", description = "The audit trail"),
+        (name = "fhir", description = "FHIR R4 read views (application/fhir+json): CarePlan, ServiceRequest; errors are OperationOutcomes"),
+        (name = "cds-hooks", description = "CDS Hooks 2.0 appointment-book service for EHRs"),
         (name = "operations", description = "Health, readiness, metrics")
     )
 )]
@@ -190,6 +192,10 @@ impl Modify for Conventions {
             );
         }
         for (path, item) in api.paths.paths.iter_mut() {
+            // FHIR operations document their own errors: OperationOutcomes, not problems.
+            if path.starts_with("/fhir/") {
+                continue;
+            }
             let has_id = path.contains('{');
             let ops: [(&Method, &mut Option<Operation>); 4] = [
                 (&Method::GET, &mut item.get),
@@ -263,16 +269,18 @@ impl Modify for Conventions {
 
 /// Registers every documented route.
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
-    cfg.configure(ops::configure).service(
-        utoipa_actix_web::scope("/v1")
-            .configure(plans::configure)
-            .configure(protocols::configure)
-            .configure(session_checks::configure)
-            .configure(recommendations::configure)
-            .configure(referrals::configure)
-            .configure(webhooks::configure)
-            .configure(audit::configure),
-    );
+    cfg.configure(ops::configure)
+        .configure(crate::fhir::configure)
+        .service(
+            utoipa_actix_web::scope("/v1")
+                .configure(plans::configure)
+                .configure(protocols::configure)
+                .configure(session_checks::configure)
+                .configure(recommendations::configure)
+                .configure(referrals::configure)
+                .configure(webhooks::configure)
+                .configure(audit::configure),
+        );
 }
 
 /// The OpenAPI document of the routes above.
@@ -325,10 +333,15 @@ pub async fn fallback(
     known: web::Data<Arc<KnownPaths>>,
 ) -> Result<actix_web::HttpResponse, ApiError> {
     let path = req.path();
-    Err(match known.0.iter().find(|(def, _)| def.is_match(path)) {
+    let err = match known.0.iter().find(|(def, _)| def.is_match(path)) {
         Some((_, methods)) => ApiError::MethodNotAllowed(methods.join(", ")),
         None => ApiError::NotFound,
-    })
+    };
+    // FHIR clients expect every error as an OperationOutcome.
+    if path.starts_with("/fhir/") {
+        return Ok(crate::fhir::fallback_error(err));
+    }
+    Err(err)
 }
 
 /// Problems for actix's own extractors: a bad path id can name nothing (404), a bad query is 400.

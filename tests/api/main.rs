@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod binary;
 mod delivery_faults;
+mod fhir;
 mod helpers;
 mod ops;
 mod outage;
