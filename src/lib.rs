@@ -1,6 +1,7 @@
 //! telemental: the telemental health guideline as a service.
 
 pub mod auth;
+pub mod cds;
 pub mod config;
 pub mod domain;
 pub mod error;
@@ -55,6 +56,7 @@ impl Application {
         });
         let api = openapi();
         let known = web::Data::new(Arc::new(KnownPaths::of(&api)));
+        let cds_settings = web::Data::new(cds::CdsSettings::from(settings));
         let fhir_settings = web::Data::new(fhir::FhirSettings {
             public_url: settings.public_url.clone(),
         });
@@ -73,6 +75,7 @@ impl Application {
                 .app_data(auth.clone())
                 .app_data(known.clone())
                 .app_data(fhir_settings.clone())
+                .app_data(cds_settings.clone())
                 .app_data(web::PathConfig::default().error_handler(http::path_error))
                 .app_data(web::QueryConfig::default().error_handler(http::query_error))
                 .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api.clone()))

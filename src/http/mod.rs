@@ -243,8 +243,12 @@ impl Modify for Conventions {
                 } else if has_if_match {
                     codes.push("412");
                 }
-                // Creates (duplicates, reused idempotency keys) and state transitions.
-                if *method == Method::POST && (!has_id || path.ends_with("/status")) {
+                // Creates (duplicates, reused idempotency keys) and state transitions; the CDS
+                // Hooks calls create nothing.
+                if *method == Method::POST
+                    && (!has_id || path.ends_with("/status"))
+                    && !path.starts_with("/cds-services")
+                {
                     codes.push("409");
                 }
                 if path == "/readyz" {
@@ -271,6 +275,7 @@ impl Modify for Conventions {
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.configure(ops::configure)
         .configure(crate::fhir::configure)
+        .configure(crate::cds::configure)
         .service(
             utoipa_actix_web::scope("/v1")
                 .configure(plans::configure)

@@ -5,6 +5,7 @@
 mod audit;
 mod auth;
 mod binary;
+mod cds;
 mod delivery_faults;
 mod fhir;
 mod helpers;
