@@ -252,10 +252,6 @@ async fn require_any(
     params(("_format" = Option<String>, Query, description = "`json` (the only format)")),
     responses(
         (status = 200, description = "A CapabilityStatement", body = FhirResource, content_type = "application/fhir+json"),
-        (status = 400, description = "A repeated parameter", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 401, description = "Missing or invalid bearer token", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 406, description = "A format other than JSON was asked for", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 500, description = "Unexpected error", body = OperationOutcome, content_type = "application/fhir+json"),
     ),
     security(("bearer" = [])))]
 #[get("/metadata")]
@@ -284,13 +280,6 @@ pub async fn metadata(
         (status = 200, description = "The CarePlan", body = FhirResource, content_type = "application/fhir+json",
             headers(("ETag" = String, description = "W/\"<version>\""), ("Last-Modified" = String))),
         (status = 304, description = "Unchanged since the ETag given in If-None-Match"),
-        (status = 400, description = "A repeated or bad parameter", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 401, description = "Missing or invalid bearer token", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 403, description = "Neither plans:read nor protocols:read", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 404, description = "No such CarePlan for this tenant", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 406, description = "A format other than JSON was asked for", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 500, description = "Unexpected error", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 503, description = "The database is unavailable; retry", body = OperationOutcome, content_type = "application/fhir+json"),
     ),
     security(("bearer" = ["plans:read", "protocols:read"])))]
 #[get("/CarePlan/{id}")]
@@ -378,12 +367,6 @@ fn care_plan(kind: CarePlanKind, rec: &Record) -> Result<Value, FhirError> {
         ("_format" = Option<String>, Query, description = "`json` (the only format)")),
     responses(
         (status = 200, description = "A searchset Bundle", body = FhirResource, content_type = "application/fhir+json"),
-        (status = 400, description = "No subject, or a bad parameter", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 401, description = "Missing or invalid bearer token", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 403, description = "Neither plans:read nor protocols:read", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 406, description = "A format other than JSON was asked for", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 500, description = "Unexpected error", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 503, description = "The database is unavailable; retry", body = OperationOutcome, content_type = "application/fhir+json"),
     ),
     security(("bearer" = ["plans:read", "protocols:read"])))]
 #[get("/CarePlan")]
@@ -474,13 +457,6 @@ pub async fn search_care_plans(
         (status = 200, description = "The ServiceRequest", body = FhirResource, content_type = "application/fhir+json",
             headers(("ETag" = String, description = "W/\"<version>\""), ("Last-Modified" = String))),
         (status = 304, description = "Unchanged since the ETag given in If-None-Match"),
-        (status = 400, description = "A repeated or bad parameter", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 401, description = "Missing or invalid bearer token", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 403, description = "The token lacks referrals:read", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 404, description = "No such ServiceRequest for this tenant", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 406, description = "A format other than JSON was asked for", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 500, description = "Unexpected error", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 503, description = "The database is unavailable; retry", body = OperationOutcome, content_type = "application/fhir+json"),
     ),
     security(("bearer" = ["referrals:read"])))]
 #[get("/ServiceRequest/{id}")]
@@ -535,12 +511,6 @@ fn service_request(row: &crate::store::referrals::ReferralRow) -> Result<Value, 
         ("_format" = Option<String>, Query, description = "`json` (the only format)")),
     responses(
         (status = 200, description = "A searchset Bundle", body = FhirResource, content_type = "application/fhir+json"),
-        (status = 400, description = "No subject, or a bad parameter", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 401, description = "Missing or invalid bearer token", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 403, description = "The token lacks referrals:read", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 406, description = "A format other than JSON was asked for", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 500, description = "Unexpected error", body = OperationOutcome, content_type = "application/fhir+json"),
-        (status = 503, description = "The database is unavailable; retry", body = OperationOutcome, content_type = "application/fhir+json"),
     ),
     security(("bearer" = ["referrals:read"])))]
 #[get("/ServiceRequest")]

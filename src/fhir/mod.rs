@@ -5,11 +5,13 @@
 //! [`mapping`] holds the pure mapping from domain types to FHIR JSON; [`stored`] the one place
 //! per record kind where a stored body becomes a domain type; `handlers` the thin HTTP layer.
 
+mod doc;
 mod handlers;
 pub mod mapping;
 pub mod outcome;
 pub mod stored;
 
+pub use doc::document_errors;
 pub use handlers::{configure, fallback_error};
 
 /// What the FHIR views need from the settings.

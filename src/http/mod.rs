@@ -298,6 +298,7 @@ pub fn openapi() -> OpenApiDoc {
         .split_for_parts();
     // After the paths exist: the conventions are applied per operation.
     Conventions.modify(&mut api);
+    crate::fhir::document_errors(&mut api);
     api
 }
 
