@@ -56,7 +56,7 @@ impl Application {
         });
         let api = openapi();
         let known = web::Data::new(Arc::new(KnownPaths::of(&api)));
-        let cds_settings = web::Data::new(cds::CdsSettings::from(settings));
+        let cds_settings = web::Data::new(cds::CdsSettings::new(settings, store.clone()));
         let fhir_settings = web::Data::new(fhir::FhirSettings {
             public_url: settings.public_url.clone(),
         });

@@ -3,11 +3,12 @@
 //! endpoint's own URL, `tenant` the organisation, and a `jti` never accepted twice within the
 //! token's lifetime, across every instance on the database. Browser clients get CORS.
 
+use super::writer::SeenToken;
 use super::CdsSettings;
 use crate::auth::{Authenticator, RequestId};
 use crate::error::ApiError;
 use crate::http::AppState;
-use crate::store::{on_db, DbResult, Store, Ts};
+use crate::store::{on_db, AuditEntry, DbResult, Store, Ts};
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderValue};
@@ -34,13 +35,29 @@ const LEEWAY_SECS: i64 = 30;
 /// Expired `jti`s are pruned at most this often per instance.
 const PRUNE_EVERY_SECS: i64 = 60;
 
-/// An EHR whose token verified.
+/// An EHR whose token verified. Its `jti` is recorded (and a replay refused) by
+/// [`CdsCaller::commit`], together with the call's audit entries, before a handler answers.
 #[derive(Debug, Clone)]
 pub struct CdsCaller {
     pub tenant: String,
     /// `sub` when the token has one, else `iss`: the audit actor.
     pub actor: String,
     pub request_id: String,
+    token: SeenToken,
+}
+
+impl CdsCaller {
+    /// Records the token's `jti` and the audit entries in one (group) commit; 401 when the
+    /// token was already used.
+    pub async fn commit(&self, cfg: &CdsSettings, audit: Vec<AuditEntry>) -> Result<(), ApiError> {
+        if cfg.writer.record(Some(self.token.clone()), audit).await? {
+            Ok(())
+        } else {
+            Err(ApiError::Unauthorized(
+                "this token was already used (jti replay); sign a new one per call".into(),
+            ))
+        }
+    }
 }
 
 impl FromRequest for CdsCaller {
@@ -75,18 +92,16 @@ impl FromRequest for CdsCaller {
                 .verify_external(&token, &audiences, &cfg.issuers, &ALGORITHMS)
                 .await?;
             let checked = check_claims(&claims, jsonwebtoken::get_current_timestamp())?;
-            let fresh =
-                remember_jti(&st.store, &checked.issuer, &checked.jti, checked.keep_until).await?;
-            if !fresh {
-                return Err(ApiError::Unauthorized(
-                    "this token was already used (jti replay); sign a new one per call".into(),
-                ));
-            }
             prune_now_and_then(&st.store, &cfg);
             Ok(CdsCaller {
                 tenant: checked.tenant,
                 actor: checked.actor,
                 request_id,
+                token: SeenToken {
+                    issuer: checked.issuer,
+                    jti: checked.jti,
+                    keep_until: checked.keep_until,
+                },
             })
         })
     }
@@ -156,25 +171,6 @@ pub fn check_claims(
         actor,
         keep_until,
     })
-}
-
-/// Records `(issuer, jti)` until `keep_until`; false when it is already recorded and still
-/// live (a replay). The primary key decides between concurrent uses on any instance; an
-/// expired row is taken over.
-pub async fn remember_jti(
-    store: &Store,
-    issuer: &str,
-    jti: &str,
-    keep_until: Ts,
-) -> DbResult<bool> {
-    const SQL: &str = "INSERT INTO cds_seen_tokens (issuer, jti, expires_at) VALUES ($1, $2, $3) \
-        ON CONFLICT (issuer, jti) DO UPDATE SET expires_at = excluded.expires_at \
-        WHERE cds_seen_tokens.expires_at < $4";
-    let now = Ts::now();
-    let n = on_db!(&store.db, p => sqlx::query(SQL)
-        .bind(issuer).bind(jti).bind(keep_until).bind(now)
-        .execute(p).await?.rows_affected());
-    Ok(n == 1)
 }
 
 /// Deletes expired `jti`s; returns how many.

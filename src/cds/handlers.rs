@@ -2,6 +2,7 @@
 
 use super::auth::{cors, CdsCaller};
 use super::cards::{self, Assessed, CardInputs, CdsResponse, HOOK, SERVICE_ID};
+use super::CdsSettings;
 use crate::domain::rules::{recommend, RecommendationRequest};
 use crate::domain::types::SubjectRef;
 use crate::error::{ApiError, Problem};
@@ -203,8 +204,12 @@ fn audit_entry(
     responses((status = 200, description = "The services", body = CdsServices)),
     security(("bearer" = [])))]
 #[get("")]
-pub async fn discovery(_caller: CdsCaller) -> HttpResponse {
-    HttpResponse::Ok().json(CdsServices {
+pub async fn discovery(
+    caller: CdsCaller,
+    cfg: web::Data<CdsSettings>,
+) -> Result<HttpResponse, CdsError> {
+    caller.commit(&cfg, Vec::new()).await?;
+    Ok(HttpResponse::Ok().json(CdsServices {
         services: vec![CdsService {
             hook: HOOK,
             id: SERVICE_ID,
@@ -221,7 +226,7 @@ pub async fn discovery(_caller: CdsCaller) -> HttpResponse {
                 SNOMED CT 448337001/185317003, v3 ActCode VR/AMB, or the R5 class and \
                 virtualService extensions. No prefetch is needed.",
         }],
-    })
+    }))
 }
 
 /// The `appointment-book` hook: cards for the proposed appointments.
@@ -243,6 +248,7 @@ pub async fn discovery(_caller: CdsCaller) -> HttpResponse {
 #[post("/telemental-modality")]
 pub async fn telemental_modality(
     st: web::Data<AppState>,
+    cfg: web::Data<CdsSettings>,
     caller: CdsCaller,
     body: ValidJson<HookRequest>,
 ) -> Result<HttpResponse, CdsError> {
@@ -318,7 +324,7 @@ pub async fn telemental_modality(
             at,
         )
     }));
-    st.store.audit(&audit).await?;
+    caller.commit(&cfg, audit).await?;
     Ok(HttpResponse::Ok().json(CdsResponse { cards }))
 }
 
@@ -332,7 +338,7 @@ pub async fn telemental_modality(
     security(("bearer" = [])))]
 #[post("/telemental-modality/feedback")]
 pub async fn feedback(
-    st: web::Data<AppState>,
+    cfg: web::Data<CdsSettings>,
     caller: CdsCaller,
     body: ValidJson<FeedbackRequest>,
 ) -> Result<HttpResponse, CdsError> {
@@ -351,7 +357,7 @@ pub async fn feedback(
             audit_entry(&caller, action, "cds_card", Some(f.card), None, at)
         })
         .collect();
-    st.store.audit(&audit).await?;
+    caller.commit(&cfg, audit).await?;
     Ok(HttpResponse::Ok().finish())
 }
 

@@ -7,13 +7,14 @@
 pub mod auth;
 pub mod cards;
 mod handlers;
+pub mod writer;
 
 pub use handlers::configure;
 
 use std::sync::atomic::AtomicI64;
 
 /// What the CDS endpoints need from the settings.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CdsSettings {
     /// `TELEMENTAL_JWT_AUDIENCE`: always an accepted `aud`.
     pub audience: String,
@@ -25,16 +26,20 @@ pub struct CdsSettings {
     pub allowed_origins: Vec<String>,
     /// Unix time of the last prune of expired token ids.
     pub last_prune: AtomicI64,
+    /// Records token ids and audit entries of CDS calls, many calls per commit.
+    pub writer: writer::Writer,
 }
 
 impl CdsSettings {
-    pub fn from(settings: &crate::config::Settings) -> CdsSettings {
+    /// Starts the group-commit writer on the current runtime.
+    pub fn new(settings: &crate::config::Settings, store: crate::store::Store) -> CdsSettings {
         CdsSettings {
             audience: settings.jwt_audience.clone(),
             public_url: settings.public_url.clone(),
             issuers: settings.cds_issuers.clone(),
             allowed_origins: settings.cds_allowed_origins.0.clone(),
             last_prune: AtomicI64::new(0),
+            writer: writer::Writer::start(store),
         }
     }
 }

@@ -394,6 +394,15 @@ cds_on_both_engines!(
         let r = call(&app, HOOK_PATH, &t, Some(&body)).await;
         r.assert_problem(401);
         assert!(r.body["detail"].as_str().unwrap().contains("jti"));
+        // Discovery and feedback refuse a replay too.
+        let feedback = "/cds-services/telemental-modality/feedback";
+        let fb = json!({"feedback": [{"card": uuid::Uuid::new_v4(), "outcome": "accepted",
+                                      "outcomeTimestamp": "2026-11-29T10:00:00Z"}]});
+        for (path, body) in [("/cds-services", None), (feedback, Some(&fb))] {
+            let t = es384(&ehr_claims("t1", path));
+            assert_eq!(call(&app, path, &t, body).await.status, 200, "{path}");
+            call(&app, path, &t, body).await.assert_problem(401);
+        }
         // aud may be the configured audience; ES256 keys work too.
         let mut c = ehr_claims("t1", HOOK_PATH);
         c["aud"] = json!("telemental");
@@ -621,10 +630,12 @@ async fn a_replay_is_refused_by_another_instance_on_the_same_database() {
     assert_eq!(ok, 1, "{} {}", a.status, b.status);
 }
 
-/// Seen token ids are kept until they expire, then pruned and usable again.
+/// Seen token ids are kept until they expire, then pruned and usable again; the group-commit
+/// writer refuses a replay within one batch too.
 #[actix_web::test]
 async fn expired_token_ids_are_pruned() {
-    use telemental::cds::auth::{prune_jtis, remember_jti};
+    use telemental::cds::auth::prune_jtis;
+    use telemental::cds::writer::{SeenToken, Writer};
     use telemental::store::{Store, Ts};
     for engine in [Engine::Sqlite, Engine::Postgres] {
         let Some((settings, _dir)) = fresh_settings(engine).await else {
@@ -632,29 +643,39 @@ async fn expired_token_ids_are_pruned() {
         };
         let store = Store::connect(&settings.database_url, 2).await.unwrap();
         store.migrate().await.unwrap();
+        let writer = Writer::start(store.clone());
         let past = Ts::from(chrono::Utc::now() - chrono::Duration::minutes(5));
         let future = Ts::from(chrono::Utc::now() + chrono::Duration::minutes(5));
-        assert!(remember_jti(&store, EHR, "old", past).await.unwrap());
-        assert!(remember_jti(&store, EHR, "live", future).await.unwrap());
-        assert!(
-            !remember_jti(&store, EHR, "live", future).await.unwrap(),
-            "{engine:?}"
-        );
+        let seen = |iss: &str, jti: &str, keep_until: Ts| {
+            let w = writer.clone();
+            let t = SeenToken {
+                issuer: iss.into(),
+                jti: jti.into(),
+                keep_until,
+            };
+            async move { w.record(Some(t), Vec::new()).await.unwrap() }
+        };
+        assert!(seen(EHR, "old", past).await);
+        assert!(seen(EHR, "live", future).await);
+        assert!(!seen(EHR, "live", future).await, "{engine:?}");
         // Same jti from another issuer is another token.
-        assert!(
-            remember_jti(&store, "https://other.example", "live", future)
-                .await
-                .unwrap()
+        assert!(seen("https://other.example", "live", future).await);
+        // Concurrent uses of one token (likely one batch): exactly one is fresh.
+        let (a, b, c) = tokio::join!(
+            seen(EHR, "burst", future),
+            seen(EHR, "burst", future),
+            seen(EHR, "burst", future)
         );
+        assert_eq!([a, b, c].iter().filter(|f| **f).count(), 1, "{engine:?}");
         assert_eq!(
             prune_jtis(&store, Ts::now()).await.unwrap(),
             1,
             "{engine:?}"
         );
         // An expired row not yet pruned is taken over by a new use.
-        assert!(remember_jti(&store, EHR, "stale", past).await.unwrap());
-        assert!(remember_jti(&store, EHR, "stale", future).await.unwrap());
-        assert!(remember_jti(&store, EHR, "old", future).await.unwrap());
+        assert!(seen(EHR, "stale", past).await);
+        assert!(seen(EHR, "stale", future).await);
+        assert!(seen(EHR, "old", future).await);
         store.close().await;
     }
 }
