@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${1:-15}"
-CONNECTIONS=64
+CONNECTIONS="${BENCH_CONNECTIONS:-64}"
 THREADS=2
 PORT="${BENCH_PORT:-18182}"
 JWKS_PORT="${BENCH_JWKS_PORT:-18183}"
@@ -26,7 +26,8 @@ cargo build --release --locked --quiet
 
 WORK=$(mktemp -d)
 PIDS=()
-trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$WORK"' EXIT
+# `|| true`: a killed child's wait status must not end the trap early under `set -e`.
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
 
 # The EHR's JWKS (the ES384 test key), served locally.
 mkdir -p "$WORK/jwks"
@@ -41,7 +42,8 @@ export TELEMENTAL_PUBLIC_URL="$BASE"
 export TELEMENTAL_JWKS_URL="http://127.0.0.1:$JWKS_PORT/jwks.json"
 export TELEMENTAL_CDS_ISSUERS="https://ehr.example"
 "$TARGET/release/telemental" serve >"$WORK/out.log" 2>"$WORK/err.log" &
-PIDS+=($!)
+SERVER=$!
+PIDS+=($SERVER)
 for _ in $(seq 1 100); do curl -sf "$BASE/readyz" >/dev/null && break; sleep 0.1; done
 
 TOKEN=$("$TARGET/release/telemental" token --tenant bench --scope "plans:read plans:write protocols:read protocols:write" --ttl 3600)
@@ -147,13 +149,21 @@ report() { # file label
   errors=$(awk '/Non-2xx/ {print $4}' "$1")
   printf '%-40s %10s req/s   p50 %-9s p99 %-9s non-2xx %s\n' "$2" "$rps" "$p50" "$p99" "${errors:-0}"
 }
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$SERVER/stat"; }
 timed() { # name label wrk-args...
   local name=$1 label=$2; shift 2
+  local before after requests
+  before=$(cpu_ticks)
   wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" >"$WORK/$name.txt"
+  after=$(cpu_ticks)
   report "$WORK/$name.txt" "$label"
+  # The server's own CPU time per request: comparable across runs even on a busy machine.
+  requests=$(awk '/requests in/ {print $1}' "$WORK/$name.txt")
+  awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" \
+    'BEGIN { printf "%-40s %10.3f ms of server CPU per request\n", "", 1000 * t / hz / n }'
 }
 
-echo "telemental interop benchmark: $CONNECTIONS connections, $THREADS wrk threads, ${DURATION}s, $(nproc) cores, SQLite"
+echo "telemental interop benchmark: $CONNECTIONS connections, $THREADS wrk threads, ${DURATION}s, $(nproc) cores, SQLite, load average $(cut -d' ' -f1 /proc/loadavg)"
 wrk -t"$THREADS" -c"$CONNECTIONS" -d3s "$BASE/healthz" >/dev/null 2>&1
 timed healthz "GET /healthz (baseline)" "$BASE/healthz"
 wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s "$WORK/careplan.lua" "$BASE" >/dev/null 2>&1

@@ -56,7 +56,9 @@ impl Application {
         });
         let api = openapi();
         let known = web::Data::new(Arc::new(KnownPaths::of(&api)));
-        let cds_settings = web::Data::new(cds::CdsSettings::new(settings, store.clone()));
+        let cds_settings = web::Data::new(cds::CdsSettings::new(settings));
+        // Group commit of the EHR-facing hot paths' writes (CDS token ids, FHIR read audits).
+        let interop_writer = web::Data::new(cds::writer::Writer::start(store.clone()));
         let fhir_settings = web::Data::new(fhir::FhirSettings {
             public_url: settings.public_url.clone(),
         });
@@ -76,6 +78,7 @@ impl Application {
                 .app_data(known.clone())
                 .app_data(fhir_settings.clone())
                 .app_data(cds_settings.clone())
+                .app_data(interop_writer.clone())
                 .app_data(web::PathConfig::default().error_handler(http::path_error))
                 .app_data(web::QueryConfig::default().error_handler(http::query_error))
                 .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api.clone()))

@@ -3,7 +3,7 @@
 //! endpoint's own URL, `tenant` the organisation, and a `jti` never accepted twice within the
 //! token's lifetime, across every instance on the database. Browser clients get CORS.
 
-use super::writer::SeenToken;
+use super::writer::{SeenToken, Writer};
 use super::CdsSettings;
 use crate::auth::{Authenticator, RequestId};
 use crate::error::ApiError;
@@ -49,8 +49,8 @@ pub struct CdsCaller {
 impl CdsCaller {
     /// Records the token's `jti` and the audit entries in one (group) commit; 401 when the
     /// token was already used.
-    pub async fn commit(&self, cfg: &CdsSettings, audit: Vec<AuditEntry>) -> Result<(), ApiError> {
-        if cfg.writer.record(Some(self.token.clone()), audit).await? {
+    pub async fn commit(&self, writer: &Writer, audit: Vec<AuditEntry>) -> Result<(), ApiError> {
+        if writer.record(Some(self.token.clone()), audit).await? {
             Ok(())
         } else {
             Err(ApiError::Unauthorized(

@@ -2,7 +2,7 @@
 
 use super::auth::{cors, CdsCaller};
 use super::cards::{self, Assessed, CardInputs, CdsResponse, HOOK, SERVICE_ID};
-use super::CdsSettings;
+use super::writer::Writer;
 use crate::domain::rules::{recommend, RecommendationRequest};
 use crate::domain::types::SubjectRef;
 use crate::error::{ApiError, Problem};
@@ -206,9 +206,9 @@ fn audit_entry(
 #[get("")]
 pub async fn discovery(
     caller: CdsCaller,
-    cfg: web::Data<CdsSettings>,
+    writer: web::Data<Writer>,
 ) -> Result<HttpResponse, CdsError> {
-    caller.commit(&cfg, Vec::new()).await?;
+    caller.commit(&writer, Vec::new()).await?;
     Ok(HttpResponse::Ok().json(CdsServices {
         services: vec![CdsService {
             hook: HOOK,
@@ -248,7 +248,7 @@ pub async fn discovery(
 #[post("/telemental-modality")]
 pub async fn telemental_modality(
     st: web::Data<AppState>,
-    cfg: web::Data<CdsSettings>,
+    writer: web::Data<Writer>,
     caller: CdsCaller,
     body: ValidJson<HookRequest>,
 ) -> Result<HttpResponse, CdsError> {
@@ -324,7 +324,7 @@ pub async fn telemental_modality(
             at,
         )
     }));
-    caller.commit(&cfg, audit).await?;
+    caller.commit(&writer, audit).await?;
     Ok(HttpResponse::Ok().json(CdsResponse { cards }))
 }
 
@@ -338,7 +338,7 @@ pub async fn telemental_modality(
     security(("bearer" = [])))]
 #[post("/telemental-modality/feedback")]
 pub async fn feedback(
-    cfg: web::Data<CdsSettings>,
+    writer: web::Data<Writer>,
     caller: CdsCaller,
     body: ValidJson<FeedbackRequest>,
 ) -> Result<HttpResponse, CdsError> {
@@ -357,7 +357,7 @@ pub async fn feedback(
             audit_entry(&caller, action, "cds_card", Some(f.card), None, at)
         })
         .collect();
-    caller.commit(&cfg, audit).await?;
+    caller.commit(&writer, audit).await?;
     Ok(HttpResponse::Ok().finish())
 }
 

@@ -26,20 +26,16 @@ pub struct CdsSettings {
     pub allowed_origins: Vec<String>,
     /// Unix time of the last prune of expired token ids.
     pub last_prune: AtomicI64,
-    /// Records token ids and audit entries of CDS calls, many calls per commit.
-    pub writer: writer::Writer,
 }
 
 impl CdsSettings {
-    /// Starts the group-commit writer on the current runtime.
-    pub fn new(settings: &crate::config::Settings, store: crate::store::Store) -> CdsSettings {
+    pub fn new(settings: &crate::config::Settings) -> CdsSettings {
         CdsSettings {
             audience: settings.jwt_audience.clone(),
             public_url: settings.public_url.clone(),
             issuers: settings.cds_issuers.clone(),
             allowed_origins: settings.cds_allowed_origins.0.clone(),
             last_prune: AtomicI64::new(0),
-            writer: writer::Writer::start(store),
         }
     }
 }

@@ -1,7 +1,8 @@
-//! Group commit for the CDS hot path. Each call must record its token's `jti` (refusing a
-//! replay) and its audit entries before it answers; done one transaction per call, calls queue
-//! on the database's commit (on SQLite, on its single writer lock, whose busy handler sleeps).
-//! Here one task writes whatever calls are waiting in one transaction and answers each.
+//! Group commit for the EHR-facing hot paths. A CDS call must record its token's `jti`
+//! (refusing a replay) and its audit entries before it answers, a FHIR read its audit entry;
+//! done one transaction per request, requests queue on the database's commit (on SQLite, on
+//! its single writer lock, whose busy handler sleeps). Here one task writes whatever requests
+//! are waiting in one transaction and answers each once it is committed.
 
 use crate::store::audit::insert_audit;
 use crate::store::{on_db, AuditEntry, DbError, Store, Ts};
