@@ -9,11 +9,13 @@
 #        non-2xx).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A port nobody listens on (other benchmarks may run on this machine).
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 DURATION="${1:-15}"
 CONNECTIONS="${BENCH_CONNECTIONS:-64}"
 THREADS=2
-PORT="${BENCH_PORT:-18182}"
-JWKS_PORT="${BENCH_JWKS_PORT:-18183}"
+PORT="${BENCH_PORT:-$(free_port)}"
+JWKS_PORT="${BENCH_JWKS_PORT:-$(free_port)}"
 BASE="http://127.0.0.1:$PORT"
 CDS_TOKENS="${CDS_TOKENS:-80000}"
 TARGET="${CARGO_TARGET_DIR:-target}"
@@ -34,6 +36,8 @@ mkdir -p "$WORK/jwks"
 python3 -c "import json,sys; print(json.dumps({'keys': [json.load(open('tests/fixtures/es384.jwk.json'))]}))" >"$WORK/jwks/jwks.json"
 python3 -m http.server "$JWKS_PORT" --bind 127.0.0.1 --directory "$WORK/jwks" >/dev/null 2>&1 &
 PIDS+=($!)
+# The service fetches the JWKS at start: have it served first.
+for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$JWKS_PORT/jwks.json" >/dev/null && break; sleep 0.1; done
 
 export TELEMENTAL_JWT_SECRET="bench-secret-bench-secret-bench-secret-00"
 export TELEMENTAL_DATABASE_URL="sqlite://$WORK/bench.db"

@@ -480,15 +480,20 @@ pub fn cards(
         }
         if !why_not.is_empty() {
             detail.push_str(&format!(
-                "Why not {}:\n{}\n\n",
-                words(proposed),
+                "{} ({}):\n{}\n\n",
+                capitalised(words(proposed)),
+                if opt.suitable {
+                    "proposed"
+                } else {
+                    "proposed, not suitable"
+                },
                 bullet_list(&why_not)
             ));
         }
         if !why.is_empty() {
             detail.push_str(&format!(
-                "Why {}:\n{}\n\n",
-                words(recommended),
+                "{} (recommended):\n{}\n\n",
+                capitalised(words(recommended)),
                 bullet_list(&why)
             ));
         }
