@@ -14,18 +14,21 @@ const ES384_PEM: &[u8] = include_bytes!("../fixtures/es384.pem");
 const ES384_JWK: &str = include_str!("../fixtures/es384.jwk.json");
 const ES256_PEM: &[u8] = include_bytes!("../fixtures/es256.pem");
 const ES256_JWK: &str = include_str!("../fixtures/es256.jwk.json");
+const RS384_PEM: &[u8] = include_bytes!("../fixtures/rs384.pem");
+const RS384_JWK: &str = include_str!("../fixtures/rs384.jwk.json");
 pub const PUBLIC_URL: &str = "https://telemental.test";
 pub const EHR: &str = "https://ehr.example";
 const HOOK_PATH: &str = "/cds-services/telemental-modality";
 const PM: &str = "http://terminology.hl7.org/CodeSystem/v3-ParticipationMode";
 
-/// A JWKS with the ES384 and ES256 test keys on a random local port.
+/// A JWKS with the ES384, ES256 and RS384 test keys on a random local port.
 async fn jwks_server() -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let keys: Value = json!({"keys": [
         serde_json::from_str::<Value>(ES384_JWK).unwrap(),
         serde_json::from_str::<Value>(ES256_JWK).unwrap(),
+        serde_json::from_str::<Value>(RS384_JWK).unwrap(),
     ]});
     let server = HttpServer::new(move || {
         let keys = keys.clone();
@@ -89,6 +92,12 @@ pub fn es384(claims: &Value) -> String {
     let mut h = Header::new(Algorithm::ES384);
     h.kid = Some("test-es384".into());
     jsonwebtoken::encode(&h, claims, &EncodingKey::from_ec_pem(ES384_PEM).unwrap()).unwrap()
+}
+
+fn rs384(claims: &Value) -> String {
+    let mut h = Header::new(Algorithm::RS384);
+    h.kid = Some("test-rs384".into());
+    jsonwebtoken::encode(&h, claims, &EncodingKey::from_rsa_pem(RS384_PEM).unwrap()).unwrap()
 }
 
 fn es256(claims: &Value) -> String {
@@ -403,7 +412,7 @@ cds_on_both_engines!(
             assert_eq!(call(&app, path, &t, body).await.status, 200, "{path}");
             call(&app, path, &t, body).await.assert_problem(401);
         }
-        // aud may be the configured audience; ES256 keys work too.
+        // aud may be the configured audience; ES256 and RS384 keys work too.
         let mut c = ehr_claims("t1", HOOK_PATH);
         c["aud"] = json!("telemental");
         assert_eq!(
@@ -415,6 +424,17 @@ cds_on_both_engines!(
                 &app,
                 HOOK_PATH,
                 &es256(&ehr_claims("t1", HOOK_PATH)),
+                Some(&body)
+            )
+            .await
+            .status,
+            200
+        );
+        assert_eq!(
+            call(
+                &app,
+                HOOK_PATH,
+                &rs384(&ehr_claims("t1", HOOK_PATH)),
                 Some(&body)
             )
             .await
@@ -456,6 +476,17 @@ cds_on_both_engines!(
             ("no jti", es384(&without("jti"))),
             ("no tenant", es384(&without("tenant"))),
             ("no iss", es384(&without("iss"))),
+            // An algorithm CDS Hooks clients may not use, though the key could verify it.
+            ("PS384", {
+                let mut h = Header::new(Algorithm::PS384);
+                h.kid = Some("test-rs384".into());
+                jsonwebtoken::encode(
+                    &h,
+                    &ehr_claims("t1", HOOK_PATH),
+                    &EncodingKey::from_rsa_pem(RS384_PEM).unwrap(),
+                )
+                .unwrap()
+            }),
             // The /v1 HS256 token is not an EHR token.
             ("HS256", token("t1", ALL_SCOPES)),
             ("HS256 with CDS claims", mint(&ehr_claims("t1", HOOK_PATH))),
