@@ -4,6 +4,7 @@
 # ES384-signed token, as an EHR sends) and a FHIR CarePlan read, next to GET /healthz of the
 # same binary in the same run (baseline). Prints req/s and p50/p99 latency.
 # Usage: scripts/interop-bench.sh [duration-seconds]   (default 15)
+#        CDS_ALG=RS384 signs the EHR's tokens with the RSA test key instead of ES384.
 #        CDS_TOKENS=N sets how many single-use tokens are signed for the timed CDS run (default
 #        80000; a run faster than N/duration req/s would replay tokens and get 401s, reported as
 #        non-2xx).
@@ -18,6 +19,12 @@ PORT="${BENCH_PORT:-$(free_port)}"
 JWKS_PORT="${BENCH_JWKS_PORT:-$(free_port)}"
 BASE="http://127.0.0.1:$PORT"
 CDS_TOKENS="${CDS_TOKENS:-80000}"
+CDS_ALG="${CDS_ALG:-ES384}"
+case "$CDS_ALG" in
+  ES384) KEY_FILE=tests/fixtures/es384.pem KID=test-es384 ;;
+  RS384) KEY_FILE=tests/fixtures/rs384.pem KID=test-rs384 ;;
+  *) echo "CDS_ALG must be ES384 or RS384" >&2; exit 2 ;;
+esac
 TARGET="${CARGO_TARGET_DIR:-target}"
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
@@ -31,9 +38,9 @@ PIDS=()
 # `|| true`: a killed child's wait status must not end the trap early under `set -e`.
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; rm -rf "$WORK"' EXIT
 
-# The EHR's JWKS (the ES384 test key), served locally.
+# The EHR's JWKS (the ES384 and RS384 test keys), served locally.
 mkdir -p "$WORK/jwks"
-python3 -c "import json,sys; print(json.dumps({'keys': [json.load(open('tests/fixtures/es384.jwk.json'))]}))" >"$WORK/jwks/jwks.json"
+python3 -c "import json; print(json.dumps({'keys': [json.load(open(f'tests/fixtures/{k}.jwk.json')) for k in ('es384', 'rs384')]}))" >"$WORK/jwks/jwks.json"
 python3 -m http.server "$JWKS_PORT" --bind 127.0.0.1 --directory "$WORK/jwks" >/dev/null 2>&1 &
 PIDS+=($!)
 # The service fetches the JWKS at start: have it served first.
@@ -68,19 +75,19 @@ for i in $(seq 1 100); do
     \"usual_locations\": [{\"label\": \"home\"}], \"agreed_with_service_user_on\": \"$TODAY\"}"
 done
 
-# Single-use EHR tokens (one jti each), signed on both cores before anything is timed.
+# Single-use EHR tokens (one jti each, $CDS_ALG), signed on both cores before anything is timed.
 sign() { # count file
-  "$TARGET/bench-venv/bin/python" - "$1" "$2" "$BASE/cds-services/telemental-modality" <<'PY'
+  "$TARGET/bench-venv/bin/python" - "$1" "$2" "$BASE/cds-services/telemental-modality" "$CDS_ALG" "$KEY_FILE" "$KID" <<'PY'
 import sys, time, uuid, jwt
 from multiprocessing import Pool
 from cryptography.hazmat.primitives import serialization
-n, out, aud = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-key = serialization.load_pem_private_key(open("tests/fixtures/es384.pem", "rb").read(), None)
+n, out, aud, alg, key_file, kid = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
+key = serialization.load_pem_private_key(open(key_file, "rb").read(), None)
 def sign(_):
     now = int(time.time())
     return jwt.encode({"iss": "https://ehr.example", "sub": "bench-ehr", "aud": aud, "tenant": "bench",
                        "iat": now, "exp": now + 3000, "jti": str(uuid.uuid4())},
-                      key, algorithm="ES384", headers={"kid": "test-es384"})
+                      key, algorithm=alg, headers={"kid": kid, "typ": "JWT"})
 with Pool(2) as p, open(out, "w") as f:
     for t in p.imap(sign, range(n), chunksize=500):
         f.write(t + "\n")
@@ -175,7 +182,7 @@ timed careplan "GET /fhir/R4/CarePlan/{id}" -s "$WORK/careplan.lua" "$BASE"
 export TOKENS="$WORK/tokens-warm.txt"
 wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s "$WORK/cds.lua" "$BASE" >/dev/null 2>&1
 export TOKENS="$WORK/tokens-run.txt"
-timed cds "POST /cds-services/telemental-modality" -s "$WORK/cds.lua" "$BASE"
+timed cds "POST /cds-services/telemental-modality ($CDS_ALG)" -s "$WORK/cds.lua" "$BASE"
 awk -v a="$(awk '/^Requests\/sec/ {print $2}' "$WORK/careplan.txt")" -v b="$(awk '/^Requests\/sec/ {print $2}' "$WORK/healthz.txt")" \
   'BEGIN { printf "ratio FHIR CarePlan read / healthz throughput: %.2f\n", a / b }'
 requests=$(awk '/requests in/ {print $1}' "$WORK/cds.txt")
