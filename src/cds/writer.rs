@@ -4,8 +4,8 @@
 //! its single writer lock, whose busy handler sleeps). Here one task writes whatever requests
 //! are waiting in one transaction and answers each once it is committed.
 
-use crate::store::audit::insert_audit;
 use crate::store::{on_db, AuditEntry, DbError, Store, Ts};
+use std::collections::HashSet;
 use tokio::sync::{mpsc, oneshot};
 
 /// Most calls written in one transaction.
@@ -93,31 +93,123 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
-/// One transaction for the batch; per job, whether its token was fresh.
+/// Rows per multi-row INSERT (well under both engines' limits on bound parameters).
+const ROWS_PER_INSERT: usize = 100;
+
+/// One transaction for the batch, with one statement per table and chunk rather than per row
+/// (on SQLite every statement is a hand-off to its worker thread); per job, whether its token
+/// was fresh. A token twice in one batch is fresh only the first time.
 async fn write(store: &Store, batch: &[Job]) -> Result<Vec<bool>, DbError> {
-    const SEEN: &str = "INSERT INTO cds_seen_tokens (issuer, jti, expires_at) VALUES ($1, $2, $3) \
-        ON CONFLICT (issuer, jti) DO UPDATE SET expires_at = excluded.expires_at \
-        WHERE cds_seen_tokens.expires_at < $4";
+    let mut seen = HashSet::new();
+    let first: Vec<bool> = batch
+        .iter()
+        .map(|j| {
+            j.token
+                .as_ref()
+                .is_none_or(|t| seen.insert((t.issuer.as_str(), t.jti.as_str())))
+        })
+        .collect();
+    let tokens: Vec<&SeenToken> = batch
+        .iter()
+        .zip(&first)
+        .filter_map(|(j, f)| j.token.as_ref().filter(|_| *f))
+        .collect();
     let now = Ts::now();
-    let fresh = on_db!(&store.db, p => {
+    let fresh_keys: HashSet<(String, String)> = on_db!(&store.db, p => {
         let mut tx = p.begin().await?;
-        let mut fresh = Vec::with_capacity(batch.len());
-        for job in batch {
-            let ok = match &job.token {
-                None => true,
-                Some(t) => sqlx::query(SEEN)
-                    .bind(&t.issuer).bind(&t.jti).bind(t.keep_until).bind(now)
-                    .execute(&mut *tx).await?.rows_affected() == 1,
-            };
-            if ok {
-                for e in &job.audit {
-                    insert_audit!(&mut *tx, e)?;
-                }
+        let mut fresh_keys = HashSet::new();
+        for chunk in tokens.chunks(ROWS_PER_INSERT) {
+            let sql = seen_tokens_sql(chunk.len());
+            let mut q = sqlx::query_as::<_, (String, String)>(&sql);
+            for t in chunk {
+                q = q.bind(&t.issuer).bind(&t.jti).bind(t.keep_until);
             }
-            fresh.push(ok);
+            fresh_keys.extend(q.bind(now).fetch_all(&mut *tx).await?);
+        }
+        let entries: Vec<&AuditEntry> = batch
+            .iter()
+            .zip(&first)
+            .filter(|(j, f)| {
+                **f && j.token.as_ref().is_none_or(|t| {
+                    fresh_keys.contains(&(t.issuer.clone(), t.jti.clone()))
+                })
+            })
+            .flat_map(|(j, _)| &j.audit)
+            .collect();
+        for chunk in entries.chunks(ROWS_PER_INSERT) {
+            let sql = audit_sql(chunk.len());
+            let mut q = sqlx::query(&sql);
+            for e in chunk {
+                q = q
+                    .bind(uuid::Uuid::now_v7())
+                    .bind(&e.tenant)
+                    .bind(e.at)
+                    .bind(&e.actor)
+                    .bind(e.action)
+                    .bind(e.resource_type)
+                    .bind(e.resource_id)
+                    .bind(&e.subject)
+                    .bind(&e.request_id)
+                    .bind(e.outcome);
+            }
+            q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        fresh
+        fresh_keys
     });
-    Ok(fresh)
+    Ok(batch
+        .iter()
+        .zip(first)
+        .map(|(j, f)| {
+            f && j
+                .token
+                .as_ref()
+                .is_none_or(|t| fresh_keys.contains(&(t.issuer.clone(), t.jti.clone())))
+        })
+        .collect())
+}
+
+/// `$1, $2, …` groups of `width` for `rows` rows, starting at `$1`.
+fn placeholders(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cols: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+            format!("({})", cols.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Records token ids; returns those recorded now (new, or taking over an expired row). The
+/// last parameter is the current time.
+fn seen_tokens_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO cds_seen_tokens (issuer, jti, expires_at) VALUES {} \
+         ON CONFLICT (issuer, jti) DO UPDATE SET expires_at = excluded.expires_at \
+         WHERE cds_seen_tokens.expires_at < ${} RETURNING issuer, jti",
+        placeholders(rows, 3),
+        rows * 3 + 1
+    )
+}
+
+/// The columns of `store::audit::INSERT_AUDIT`, for many rows at once.
+fn audit_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO audit_events (id, tenant, at, actor, action, resource_type, resource_id, \
+         subject, request_id, outcome) VALUES {}",
+        placeholders(rows, 10)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_row_statements_number_their_parameters_in_order() {
+        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert!(seen_tokens_sql(2).contains("($4, $5, $6) ON CONFLICT"));
+        assert!(seen_tokens_sql(2).contains("expires_at < $7 RETURNING"));
+        assert!(audit_sql(1).ends_with("($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"));
+    }
 }

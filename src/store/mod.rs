@@ -4,7 +4,7 @@
 //! and `ON CONFLICT`); `on_db!` expands each query once per engine so both are type-checked.
 //! Engine-specific column types are handled by the migrations and by [`Ts`].
 
-pub(crate) mod audit;
+mod audit;
 pub mod outbox;
 mod records;
 pub mod referrals;
