@@ -273,19 +273,19 @@ impl Modify for Conventions {
 
 /// Registers every documented route.
 pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
-    cfg.configure(ops::configure)
-        .configure(crate::fhir::configure)
-        .configure(crate::cds::configure)
-        .service(
-            utoipa_actix_web::scope("/v1")
-                .configure(plans::configure)
-                .configure(protocols::configure)
-                .configure(session_checks::configure)
-                .configure(recommendations::configure)
-                .configure(referrals::configure)
-                .configure(webhooks::configure)
-                .configure(audit::configure),
-        );
+    cfg.configure(ops::configure).service(
+        utoipa_actix_web::scope("/v1")
+            .configure(plans::configure)
+            .configure(protocols::configure)
+            .configure(session_checks::configure)
+            .configure(recommendations::configure)
+            .configure(referrals::configure)
+            .configure(webhooks::configure)
+            .configure(audit::configure),
+    );
+    // The EHR-facing views: FHIR R4 and CDS Hooks.
+    cfg.configure(crate::fhir::configure)
+        .configure(crate::cds::configure);
 }
 
 /// The OpenAPI document of the routes above.
