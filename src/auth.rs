@@ -487,3 +487,62 @@ pub fn random_secret() -> String {
     let bytes: [u8; 32] = rand::rng().random();
     hex::encode(bytes)
 }
+
+/// Verification for callers outside the `/v1` API (CDS Hooks clients, i.e. EHRs), kept apart
+/// from [`Authenticator::verify`] so that each can change without the other.
+impl Authenticator {
+    /// Verifies an asymmetric token signed with a key from the JWKS: the algorithm one of
+    /// `algorithms` and the key's own, `aud` one of `audiences`, `iss` one of `issuers` (any when
+    /// empty), `exp` and `iss` required, `nbf` honoured. Returns every claim, for the caller to
+    /// read `jti`, `tenant` and the rest.
+    pub async fn verify_external(
+        &self,
+        token: &str,
+        audiences: &[String],
+        issuers: &[String],
+        algorithms: &[Algorithm],
+    ) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+        let unauthorized = |m: &str| ApiError::Unauthorized(m.to_string());
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| unauthorized("the token is not a well-formed JWT"))?;
+        if !algorithms.contains(&header.alg) {
+            return Err(unauthorized(
+                "the token's algorithm is not accepted here (RS256, RS384, ES256 or ES384)",
+            ));
+        }
+        let jwks = self
+            .jwks
+            .as_ref()
+            .ok_or_else(|| unauthorized("asymmetric tokens need TELEMENTAL_JWKS_URL"))?;
+        let (key, key_alg) = Jwks::key_for(jwks, header.kid.as_deref()).await?;
+        if key_alg != header.alg {
+            return Err(unauthorized("the token's algorithm does not match its key"));
+        }
+        let mut v = Validation::new(key_alg);
+        v.leeway = 30;
+        v.validate_exp = true;
+        v.validate_nbf = true;
+        v.set_audience(audiences);
+        if !issuers.is_empty() {
+            v.set_issuer(issuers);
+        }
+        v.set_required_spec_claims(&["exp", "aud", "iss"]);
+        let data =
+            jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &v)
+                .map_err(|e| {
+                    use jsonwebtoken::errors::ErrorKind as K;
+                    unauthorized(match e.kind() {
+                        K::ExpiredSignature => "the token has expired",
+                        K::ImmatureSignature => "the token is not valid yet (nbf)",
+                        K::InvalidAudience => "the token's audience (aud) is not accepted",
+                        K::InvalidIssuer => "the token's issuer (iss) is not accepted",
+                        K::InvalidSignature => "the token's signature does not verify",
+                        K::MissingRequiredClaim(_) => {
+                            "the token lacks a required claim (exp, aud, iss)"
+                        }
+                        _ => "the token is invalid",
+                    })
+                })?;
+        Ok(data.claims)
+    }
+}

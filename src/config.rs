@@ -135,6 +135,41 @@ fn parse_bind(s: &str) -> Result<SocketAddr, String> {
     })
 }
 
+/// The service's public base URL: http(s), no query or fragment, kept without a trailing slash.
+fn parse_public_url(s: &str) -> Result<String, String> {
+    let u = url::Url::parse(s).map_err(|_| {
+        format!("TELEMENTAL_PUBLIC_URL must be an absolute URL such as https://telemental.example.org, not {s:?}")
+    })?;
+    if !matches!(u.scheme(), "http" | "https") || u.query().is_some() || u.fragment().is_some() {
+        return Err(
+            "TELEMENTAL_PUBLIC_URL must be an http:// or https:// URL without query or fragment"
+                .into(),
+        );
+    }
+    Ok(s.trim_end_matches('/').to_string())
+}
+
+/// One allowed browser origin: `scheme://host[:port]`, as browsers send it in `Origin`.
+fn parse_origins(s: &str) -> Result<Origins, String> {
+    let mut out = Vec::new();
+    for o in s.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+        let u = url::Url::parse(o)
+            .map_err(|_| format!("TELEMENTAL_CDS_ALLOWED_ORIGINS: {o:?} is not an origin such as https://ehr.example.org"))?;
+        let origin = u.origin().ascii_serialization();
+        if !matches!(u.scheme(), "http" | "https") || origin != o.trim_end_matches('/') {
+            return Err(format!(
+                "TELEMENTAL_CDS_ALLOWED_ORIGINS: {o:?} must be scheme://host[:port] with no path"
+            ));
+        }
+        out.push(origin);
+    }
+    Ok(Origins(out))
+}
+
+/// Allowed CORS origins, comma-separated in the setting.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origins(pub Vec<String>);
+
 fn parse_url(s: &str) -> Result<String, String> {
     if s.starts_with("http://") || s.starts_with("https://") {
         Ok(s.to_string())
@@ -241,6 +276,17 @@ pub struct Settings {
     /// deliveries to retry (new events also wake it at once).
     #[arg(long, env = "TELEMENTAL_WORKER_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub worker_interval: Duration,
+    /// The service's public base URL (e.g. https://telemental.example.org): absolute `fullUrl`s
+    /// and paging links of FHIR Bundles, and the CDS endpoint URLs accepted as a token's `aud`.
+    #[arg(long, env = "TELEMENTAL_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
+    /// Browser origins allowed to call the CDS Hooks endpoints (CORS), comma-separated.
+    #[arg(long, env = "TELEMENTAL_CDS_ALLOWED_ORIGINS", value_parser = parse_origins, default_value = "")]
+    pub cds_allowed_origins: Origins,
+    /// Issuers (`iss`) allowed to call the CDS Hooks endpoints, comma-separated; any issuer
+    /// whose key is in the JWKS when empty.
+    #[arg(long, env = "TELEMENTAL_CDS_ISSUERS", value_delimiter = ',')]
+    pub cds_issuers: Vec<String>,
     /// How long to wait for in-flight requests on shutdown.
     #[arg(long, env = "TELEMENTAL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -320,6 +366,9 @@ impl Settings {
             referral_due_urgent: Duration::from_secs(86_400),
             referral_due_emergency: Duration::from_secs(4 * 3600),
             worker_interval: Duration::from_millis(200),
+            public_url: None,
+            cds_allowed_origins: Origins::default(),
+            cds_issuers: Vec::new(),
         }
     }
 }
@@ -354,6 +403,36 @@ mod tests {
         s.bind = "0.0.0.0:8080".parse().unwrap();
         s.jwt_secret = Some(Secret("k".repeat(32)));
         assert!(s.check().is_ok());
+    }
+
+    #[test]
+    fn public_url_and_origins_are_checked() {
+        assert_eq!(
+            parse_public_url("https://tm.example.org/").unwrap(),
+            "https://tm.example.org"
+        );
+        assert_eq!(
+            parse_public_url("http://127.0.0.1:8080/base").unwrap(),
+            "http://127.0.0.1:8080/base"
+        );
+        for bad in ["tm.example.org", "ftp://x.org", "https://x.org/?a=1", ""] {
+            assert!(parse_public_url(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            parse_origins("https://ehr.example.org, http://localhost:3000").unwrap(),
+            Origins(vec![
+                "https://ehr.example.org".into(),
+                "http://localhost:3000".into()
+            ])
+        );
+        assert_eq!(parse_origins("").unwrap(), Origins::default());
+        for bad in [
+            "https://ehr.example.org/app",
+            "ehr.example.org",
+            "file:///x",
+        ] {
+            assert!(parse_origins(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! telemental: the telemental health guideline as a service.
 
 pub mod auth;
+pub mod cds;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod fhir;
 pub mod http;
 pub mod outbox;
 pub mod store;
@@ -66,6 +68,12 @@ impl Application {
         let body_timeout = web::Data::new(http::extract::BodyTimeout(settings.body_timeout));
         let api = openapi();
         let known = web::Data::new(Arc::new(KnownPaths::of(&api)));
+        let cds_settings = web::Data::new(cds::CdsSettings::new(settings));
+        // Group commit of the EHR-facing hot paths' writes (CDS token ids, FHIR read audits).
+        let interop_writer = web::Data::new(cds::writer::Writer::start(store.clone()));
+        let fhir_settings = web::Data::new(fhir::FhirSettings {
+            public_url: settings.public_url.clone(),
+        });
         let listener = TcpListener::bind(settings.bind)
             .map_err(|e| format!("cannot listen on {}: {e}", settings.bind))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
@@ -84,6 +92,9 @@ impl Application {
                 .app_data(body_timeout.clone())
                 .app_data(auth.clone())
                 .app_data(known.clone())
+                .app_data(fhir_settings.clone())
+                .app_data(cds_settings.clone())
+                .app_data(interop_writer.clone())
                 .app_data(web::PathConfig::default().error_handler(http::path_error))
                 .app_data(web::QueryConfig::default().error_handler(http::query_error))
                 .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api.clone()))

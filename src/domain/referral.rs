@@ -19,6 +19,19 @@ pub enum ReferralReason {
     FirstAppointment,
 }
 
+impl ReferralReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReferralReason::NotPreferred => "not_preferred",
+            ReferralReason::NotAppropriate => "not_appropriate",
+            ReferralReason::NotAccessible => "not_accessible",
+            ReferralReason::TechnologyFailure => "technology_failure",
+            ReferralReason::ClinicalRisk => "clinical_risk",
+            ReferralReason::FirstAppointment => "first_appointment",
+        }
+    }
+}
+
 /// How soon the face-to-face appointment is due (durations configurable).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]

@@ -120,6 +120,8 @@ impl AppState {
         (name = "referrals", description = "Face-to-face fallback referrals without delay (F2F-1)"),
         (name = "webhooks", description = "Signed outbound notifications, delivered at least once from a transactional outbox"),
         (name = "audit", description = "The audit trail"),
+        (name = "fhir", description = "FHIR R4 read views (application/fhir+json): CarePlan, ServiceRequest; errors are OperationOutcomes"),
+        (name = "cds-hooks", description = "CDS Hooks 2.0 appointment-book service for EHRs"),
         (name = "operations", description = "Health, readiness, metrics")
     )
 )]
@@ -192,6 +194,10 @@ impl Modify for Conventions {
             );
         }
         for (path, item) in api.paths.paths.iter_mut() {
+            // FHIR operations document their own errors: OperationOutcomes, not problems.
+            if path.starts_with("/fhir/") {
+                continue;
+            }
             let has_id = path.contains('{');
             let ops: [(&Method, &mut Option<Operation>); 4] = [
                 (&Method::GET, &mut item.get),
@@ -239,8 +245,12 @@ impl Modify for Conventions {
                 } else if has_if_match {
                     codes.push("412");
                 }
-                // Creates (duplicates, reused idempotency keys) and state transitions.
-                if *method == Method::POST && (!has_id || path.ends_with("/status")) {
+                // Creates (duplicates, reused idempotency keys) and state transitions; the CDS
+                // Hooks calls create nothing.
+                if *method == Method::POST
+                    && (!has_id || path.ends_with("/status"))
+                    && !path.starts_with("/cds-services")
+                {
                     codes.push("409");
                 }
                 if path == "/readyz" {
@@ -275,6 +285,9 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .configure(webhooks::configure)
             .configure(audit::configure),
     );
+    // The EHR-facing views: FHIR R4 and CDS Hooks.
+    cfg.configure(crate::fhir::configure)
+        .configure(crate::cds::configure);
 }
 
 /// The OpenAPI document of the routes above.
@@ -287,6 +300,7 @@ pub fn openapi() -> OpenApiDoc {
         .split_for_parts();
     // After the paths exist: the conventions are applied per operation.
     Conventions.modify(&mut api);
+    crate::fhir::document_errors(&mut api);
     api
 }
 
@@ -327,10 +341,15 @@ pub async fn fallback(
     known: web::Data<Arc<KnownPaths>>,
 ) -> Result<actix_web::HttpResponse, ApiError> {
     let path = req.path();
-    Err(match known.0.iter().find(|(def, _)| def.is_match(path)) {
+    let err = match known.0.iter().find(|(def, _)| def.is_match(path)) {
         Some((_, methods)) => ApiError::MethodNotAllowed(methods.join(", ")),
         None => ApiError::NotFound,
-    })
+    };
+    // FHIR clients expect every error as an OperationOutcome.
+    if path.starts_with("/fhir/") {
+        return Ok(crate::fhir::fallback_error(err));
+    }
+    Err(err)
 }
 
 /// Problems for actix's own extractors: a bad path id can name nothing (404), a bad query is 400.

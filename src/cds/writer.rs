@@ -1,0 +1,215 @@
+//! Group commit for the EHR-facing hot paths. A CDS call must record its token's `jti`
+//! (refusing a replay) and its audit entries before it answers, a FHIR read its audit entry;
+//! done one transaction per request, requests queue on the database's commit (on SQLite, on
+//! its single writer lock, whose busy handler sleeps). Here one task writes whatever requests
+//! are waiting in one transaction and answers each once it is committed.
+
+use crate::store::{on_db, AuditEntry, DbError, Store, Ts};
+use std::collections::HashSet;
+use tokio::sync::{mpsc, oneshot};
+
+/// Most calls written in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// A token id to record: `(issuer, jti)` until `keep_until`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct SeenToken {
+    pub issuer: String,
+    pub jti: String,
+    pub keep_until: Ts,
+}
+
+struct Job {
+    token: Option<SeenToken>,
+    audit: Vec<AuditEntry>,
+    done: oneshot::Sender<Result<bool, String>>,
+}
+
+/// Hands writes to the group-commit task.
+#[derive(Clone, Debug)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
+}
+
+impl Writer {
+    /// Starts the task on the current runtime; it ends when every `Writer` is dropped.
+    pub fn start(store: Store) -> Writer {
+        let (jobs, rx) = mpsc::channel(4 * MAX_BATCH);
+        tokio::spawn(run(store, rx));
+        Writer { jobs }
+    }
+
+    /// Records the token (when given) and, unless it is a replay, the audit entries, both
+    /// committed before this returns. `Ok(false)`: the token was already used.
+    pub async fn record(
+        &self,
+        token: Option<SeenToken>,
+        audit: Vec<AuditEntry>,
+    ) -> Result<bool, DbError> {
+        let (done, answer) = oneshot::channel();
+        self.jobs
+            .send(Job { token, audit, done })
+            .await
+            .map_err(|_| DbError::Unavailable("the CDS writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| DbError::Unavailable("the CDS writer has stopped".into()))?
+            .map_err(DbError::Unavailable)
+    }
+}
+
+async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        // The same order in every instance, so concurrent batches on PostgreSQL lock token
+        // rows in one order and cannot deadlock each other.
+        batch.sort_by(|a, b| a.token.cmp(&b.token));
+        match write(&store, &batch).await {
+            Ok(fresh) => {
+                for (job, f) in batch.into_iter().zip(fresh) {
+                    let _ = job.done.send(Ok(f));
+                }
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                tracing::warn!(error = %msg, calls = batch.len(), "CDS batch write failed");
+                for job in batch {
+                    let _ = job.done.send(Err(msg.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Rows per multi-row INSERT (well under both engines' limits on bound parameters).
+const ROWS_PER_INSERT: usize = 100;
+
+/// One transaction for the batch, with one statement per table and chunk rather than per row
+/// (on SQLite every statement is a hand-off to its worker thread); per job, whether its token
+/// was fresh. A token twice in one batch is fresh only the first time.
+async fn write(store: &Store, batch: &[Job]) -> Result<Vec<bool>, DbError> {
+    let mut seen = HashSet::new();
+    let first: Vec<bool> = batch
+        .iter()
+        .map(|j| {
+            j.token
+                .as_ref()
+                .is_none_or(|t| seen.insert((t.issuer.as_str(), t.jti.as_str())))
+        })
+        .collect();
+    let tokens: Vec<&SeenToken> = batch
+        .iter()
+        .zip(&first)
+        .filter_map(|(j, f)| j.token.as_ref().filter(|_| *f))
+        .collect();
+    let now = Ts::now();
+    let fresh_keys: HashSet<(String, String)> = on_db!(&store.db, p => {
+        let mut tx = p.begin().await?;
+        let mut fresh_keys = HashSet::new();
+        for chunk in tokens.chunks(ROWS_PER_INSERT) {
+            let sql = seen_tokens_sql(chunk.len());
+            let mut q = sqlx::query_as::<_, (String, String)>(&sql);
+            for t in chunk {
+                q = q.bind(&t.issuer).bind(&t.jti).bind(t.keep_until);
+            }
+            fresh_keys.extend(q.bind(now).fetch_all(&mut *tx).await?);
+        }
+        let entries: Vec<&AuditEntry> = batch
+            .iter()
+            .zip(&first)
+            .filter(|(j, f)| {
+                **f && j.token.as_ref().is_none_or(|t| {
+                    fresh_keys.contains(&(t.issuer.clone(), t.jti.clone()))
+                })
+            })
+            .flat_map(|(j, _)| &j.audit)
+            .collect();
+        for chunk in entries.chunks(ROWS_PER_INSERT) {
+            let sql = audit_sql(chunk.len());
+            let mut q = sqlx::query(&sql);
+            for e in chunk {
+                q = q
+                    .bind(uuid::Uuid::now_v7())
+                    .bind(&e.tenant)
+                    .bind(e.at)
+                    .bind(&e.actor)
+                    .bind(e.action)
+                    .bind(e.resource_type)
+                    .bind(e.resource_id)
+                    .bind(&e.subject)
+                    .bind(&e.request_id)
+                    .bind(e.outcome);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        fresh_keys
+    });
+    Ok(batch
+        .iter()
+        .zip(first)
+        .map(|(j, f)| {
+            f && j
+                .token
+                .as_ref()
+                .is_none_or(|t| fresh_keys.contains(&(t.issuer.clone(), t.jti.clone())))
+        })
+        .collect())
+}
+
+/// `$1, $2, …` groups of `width` for `rows` rows, starting at `$1`.
+fn placeholders(rows: usize, width: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cols: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
+            format!("({})", cols.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Records token ids; returns those recorded now (new, or taking over an expired row). The
+/// last parameter is the current time.
+fn seen_tokens_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO cds_seen_tokens (issuer, jti, expires_at) VALUES {} \
+         ON CONFLICT (issuer, jti) DO UPDATE SET expires_at = excluded.expires_at \
+         WHERE cds_seen_tokens.expires_at < ${} RETURNING issuer, jti",
+        placeholders(rows, 3),
+        rows * 3 + 1
+    )
+}
+
+/// The columns of `store::audit::INSERT_AUDIT`, for many rows at once.
+fn audit_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO audit_events (id, tenant, at, actor, action, resource_type, resource_id, \
+         subject, request_id, outcome) VALUES {}",
+        placeholders(rows, 10)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_row_statements_number_their_parameters_in_order() {
+        assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
+        assert!(seen_tokens_sql(2).contains("($4, $5, $6) ON CONFLICT"));
+        assert!(seen_tokens_sql(2).contains("expires_at < $7 RETURNING"));
+        assert!(audit_sql(1).ends_with("($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"));
+    }
+}

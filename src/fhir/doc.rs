@@ -1,0 +1,84 @@
+//! The FHIR operations' errors in the OpenAPI document: OperationOutcomes (not problem
+//! documents), as shared responses that every FHIR operation refers to.
+
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr};
+use utoipa::PartialSchema;
+
+const ERRORS: &[(&str, &str, &str)] = &[
+    (
+        "FhirBadRequest",
+        "400",
+        "A missing, repeated or bad search parameter",
+    ),
+    ("FhirUnauthorized", "401", "Missing or invalid bearer token"),
+    ("FhirForbidden", "403", "The token lacks the scope"),
+    ("FhirNotFound", "404", "No such resource for this tenant"),
+    (
+        "FhirNotAcceptable",
+        "406",
+        "A format other than JSON was asked for",
+    ),
+    (
+        "FhirInternal",
+        "500",
+        "Unexpected error (never caused by the request)",
+    ),
+    (
+        "FhirUnavailable",
+        "503",
+        "The database is unavailable; retry",
+    ),
+];
+
+/// Adds the OperationOutcome schema and error responses, and refers every `/fhir/` operation
+/// to them (404 only where the path names a resource).
+pub fn document_errors(api: &mut OpenApi) {
+    let components = api.components.get_or_insert_with(Default::default);
+    components.schemas.insert(
+        "OperationOutcome".into(),
+        super::handlers::OperationOutcome::schema(),
+    );
+    for (name, _, description) in ERRORS {
+        components.responses.insert(
+            name.to_string(),
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(*description)
+                    .content(
+                        "application/fhir+json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("OperationOutcome")))
+                            .build(),
+                    )
+                    .build(),
+            ),
+        );
+    }
+    for (path, item) in api.paths.paths.iter_mut() {
+        if !path.starts_with("/fhir/") {
+            continue;
+        }
+        let Some(op) = item.get.as_mut() else {
+            continue;
+        };
+        add_errors(op, path.contains('{'));
+    }
+}
+
+fn add_errors(op: &mut Operation, names_a_resource: bool) {
+    for (name, code, _) in ERRORS {
+        if *code == "404" && !names_a_resource {
+            continue;
+        }
+        op.responses
+            .responses
+            .entry(code.to_string())
+            .or_insert_with(|| RefOr::Ref(Ref::new(format!("#/components/responses/{name}"))));
+    }
+    let sorted: std::collections::BTreeMap<_, _> = std::mem::take(&mut op.responses.responses)
+        .into_iter()
+        .collect();
+    op.responses.responses.extend(sorted);
+}

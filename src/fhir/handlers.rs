@@ -1,0 +1,658 @@
+//! Thin handlers of the FHIR views: authenticate, negotiate, read through the store, map, audit.
+//! Successful reads are audited through the group-commit writer (committed before the answer,
+//! many reads per commit); refusals and misses directly.
+
+use super::mapping::{self, CarePlanKind};
+use super::outcome::{FhirError, FHIR_JSON};
+use super::{stored, FhirSettings};
+use crate::auth::{Caller, Scope};
+use crate::cds::writer::Writer;
+use crate::error::ApiError;
+use crate::http::AppState;
+use crate::store::referrals::ReferralRecord;
+use crate::store::{ListQuery, Ts, PLANS, SAFETY_PROTOCOLS};
+use actix_web::http::header;
+use actix_web::{get, web, HttpRequest, HttpResponse};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+/// A FHIR R4 resource (`application/fhir+json`), described by the FHIR specification rather
+/// than here: a CapabilityStatement, CarePlan, ServiceRequest or Bundle.
+#[derive(ToSchema)]
+#[schema(value_type = Object)]
+pub struct FhirResource(#[allow(dead_code)] Value);
+
+/// A FHIR OperationOutcome: every error of the FHIR views.
+#[derive(ToSchema)]
+#[schema(value_type = Object, example = json!({"resourceType": "OperationOutcome",
+    "issue": [{"severity": "error", "code": "not-found", "diagnostics": "no such resource for this tenant"}]}))]
+pub struct OperationOutcome(#[allow(dead_code)] Value);
+
+/// Largest page; larger `_count`s are cut to it, as FHIR allows.
+const MAX_COUNT: usize = 200;
+const DEFAULT_COUNT: usize = 50;
+
+/// The query parameters, decoded once.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn of(req: &HttpRequest) -> Params {
+        Params(
+            url::form_urlencoded::parse(req.query_string().as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    /// The one value of `name`; 400 when repeated.
+    fn one(&self, name: &str) -> Result<Option<&str>, FhirError> {
+        let mut values = self.0.iter().filter(|(k, _)| k == name);
+        let first = values.next().map(|(_, v)| v.as_str());
+        if values.next().is_some() {
+            return Err(bad(format!("{name} may be given once")));
+        }
+        Ok(first)
+    }
+}
+
+fn bad(msg: impl Into<String>) -> FhirError {
+    FhirError::Api(ApiError::BadRequest(msg.into()))
+}
+
+/// `_format` first, else `Accept`: JSON in any of its FHIR spellings, else 406.
+fn negotiate(req: &HttpRequest, params: &Params) -> Result<(), FhirError> {
+    if let Some(f) = params.one("_format")? {
+        let f = f.trim().to_ascii_lowercase();
+        let essence = f.split(';').next().unwrap_or("").trim();
+        return match essence {
+            "json" | "application/json" | "application/fhir+json" => Ok(()),
+            _ => Err(FhirError::NotAcceptable(format!(
+                "_format={f} is not supported: this server speaks application/fhir+json (_format=json)"
+            ))),
+        };
+    }
+    let Some(accept) = req.headers().get(header::ACCEPT) else {
+        return Ok(());
+    };
+    let accept = accept.to_str().unwrap_or("").to_ascii_lowercase();
+    let acceptable = accept.split(',').any(|part| {
+        let mut bits = part.split(';');
+        let essence = bits.next().unwrap_or("").trim();
+        let refused = bits.any(|p| {
+            p.trim()
+                .strip_prefix("q=")
+                .is_some_and(|q| q.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
+        });
+        !refused
+            && matches!(
+                essence,
+                "" | "*/*" | "application/*" | "application/json" | "application/fhir+json"
+            )
+    });
+    if acceptable {
+        Ok(())
+    } else {
+        Err(FhirError::NotAcceptable(
+            "this server answers application/fhir+json (or application/json) only".into(),
+        ))
+    }
+}
+
+/// The absolute base of the FHIR endpoint, for `fullUrl`s and links.
+fn fhir_base(req: &HttpRequest, cfg: &FhirSettings) -> String {
+    let base = match &cfg.public_url {
+        Some(u) => u.clone(),
+        None => {
+            let c = req.connection_info();
+            format!("{}://{}", c.scheme(), c.host())
+        }
+    };
+    format!("{base}/fhir/R4")
+}
+
+/// The versioned answer of a read: `ETag: W/"n"`, `Last-Modified`, and 304 for a matching
+/// `If-None-Match`.
+fn versioned(
+    req: &HttpRequest,
+    resource: &Value,
+    version: i64,
+    updated: DateTime<Utc>,
+) -> HttpResponse {
+    let etag = format!("W/\"{version}\"");
+    let last_modified = updated.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    let matches = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',').any(|t| {
+                let t = t.trim();
+                t == "*" || t.strip_prefix("W/").unwrap_or(t) == format!("\"{version}\"")
+            })
+        });
+    let mut res = if matches {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    res.insert_header((header::ETAG, etag))
+        .insert_header((header::LAST_MODIFIED, last_modified));
+    if matches {
+        return res.finish();
+    }
+    res.content_type(FHIR_JSON)
+        .body(serde_json::to_vec(resource).unwrap_or_default())
+}
+
+fn fhir_json(v: &Value) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(FHIR_JSON)
+        .body(serde_json::to_vec(v).unwrap_or_default())
+}
+
+/// The subject of a search: `subject=Patient/123` (a bare id meaning `Patient/<id>`) or
+/// `patient=123`; required.
+fn search_subject(params: &Params) -> Result<String, FhirError> {
+    let subject = params.one("subject")?;
+    let patient = params.one("patient")?;
+    let s =
+        match (subject, patient) {
+            (Some(_), Some(_)) => return Err(bad("give subject or patient, not both")),
+            (Some(s), None) if !s.contains('/') => format!("Patient/{s}"),
+            (Some(s), None) => s.to_string(),
+            (None, Some(p)) if p.starts_with("Patient/") => p.to_string(),
+            (None, Some(p)) if !p.contains('/') => format!("Patient/{p}"),
+            (None, Some(_)) => return Err(bad("patient must be a Patient id or Patient/<id>")),
+            (None, None) => return Err(bad(
+                "this server searches by subject only: give subject=Patient/<id> (or patient=<id>)",
+            )),
+        };
+    crate::domain::types::SubjectRef::parse(&s).map_err(|m| bad(format!("subject {m}")))?;
+    Ok(s)
+}
+
+/// `_count` (0–200; larger values are cut to 200) and `_offset`.
+fn page(params: &Params) -> Result<(usize, usize), FhirError> {
+    let count = match params.one("_count")? {
+        None => DEFAULT_COUNT,
+        Some(c) => c
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| bad("_count must be a whole number from 0"))?
+            .min(MAX_COUNT),
+    };
+    let offset = match params.one("_offset")? {
+        None => 0,
+        Some(o) => o
+            .trim()
+            .parse::<usize>()
+            .map_err(|_| bad("_offset must be a whole number from 0 (use the next link)"))?,
+    };
+    Ok((count, offset))
+}
+
+/// A search's self and next links.
+fn links(
+    base: &str,
+    resource: &str,
+    subject: &str,
+    count: usize,
+    offset: usize,
+    total: usize,
+) -> (String, Option<String>) {
+    let link = |offset: usize| {
+        let q: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("subject", subject)
+            .append_pair("_count", &count.to_string())
+            .append_pair("_offset", &offset.to_string())
+            .finish();
+        format!("{base}/{resource}?{q}")
+    };
+    let next = (count > 0 && offset + count < total).then(|| link(offset + count));
+    (link(offset), next)
+}
+
+fn window<T>(items: Vec<T>, count: usize, offset: usize) -> Vec<T> {
+    items.into_iter().skip(offset).take(count).collect()
+}
+
+/// 403 (audited) unless the caller holds one of `scopes`.
+async fn require_any(
+    st: &AppState,
+    caller: &Caller,
+    scopes: &[Scope],
+    resource_type: &'static str,
+    action: &'static str,
+) -> Result<(), FhirError> {
+    if scopes.iter().any(|s| caller.has(*s)) {
+        return Ok(());
+    }
+    st.audit(caller, action, resource_type, None, None, "denied")
+        .await?;
+    let names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+    Err(ApiError::Forbidden(format!(
+        "this operation needs the scope {}",
+        names.join(" or ")
+    ))
+    .into())
+}
+
+/// The server's CapabilityStatement.
+///
+/// Lists exactly what is supported: `read` and `search-type` (by subject) of CarePlan and
+/// ServiceRequest. Needs a bearer token (any scope).
+#[utoipa::path(tag = "fhir", operation_id = "fhirCapabilities",
+    params(("_format" = Option<String>, Query, description = "`json` (the only format)")),
+    responses(
+        (status = 200, description = "A CapabilityStatement", body = FhirResource, content_type = "application/fhir+json"),
+    ),
+    security(("bearer" = [])))]
+#[get("/metadata")]
+pub async fn metadata(
+    req: HttpRequest,
+    caller: Result<Caller, ApiError>,
+    cfg: web::Data<FhirSettings>,
+) -> Result<HttpResponse, FhirError> {
+    caller?;
+    negotiate(&req, &Params::of(&req))?;
+    Ok(fhir_json(&mapping::capability_statement(
+        cfg.public_url.as_deref(),
+    )))
+}
+
+/// Read a CarePlan: a preference plan or a safety protocol.
+///
+/// Plan and protocol ids are both UUIDv7 and never collide, so one CarePlan id space holds
+/// both: the id is looked up among plans (with `plans:read`) and safety protocols (with
+/// `protocols:read`). `meta.versionId` is the record's version, also the weak `ETag`.
+#[utoipa::path(tag = "fhir", operation_id = "fhirReadCarePlan",
+    params(("id" = String, Path, description = "Plan or safety protocol id"),
+        ("_format" = Option<String>, Query, description = "`json` (the only format)"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag read before, e.g. W/\"3\": 304 when unchanged")),
+    responses(
+        (status = 200, description = "The CarePlan", body = FhirResource, content_type = "application/fhir+json",
+            headers(("ETag" = String, description = "W/\"<version>\""), ("Last-Modified" = String))),
+        (status = 304, description = "Unchanged since the ETag given in If-None-Match"),
+    ),
+    security(("bearer" = ["plans:read", "protocols:read"])))]
+#[get("/CarePlan/{id}")]
+pub async fn read_care_plan(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    writer: web::Data<Writer>,
+    caller: Result<Caller, ApiError>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, FhirError> {
+    let caller = caller?;
+    negotiate(&req, &Params::of(&req))?;
+    require_any(
+        &st,
+        &caller,
+        &[Scope::PlansRead, Scope::ProtocolsRead],
+        "plan",
+        "read",
+    )
+    .await?;
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return Err(ApiError::NotFound.into());
+    };
+    for (scope, kind) in [
+        (Scope::PlansRead, CarePlanKind::PreferencePlan),
+        (Scope::ProtocolsRead, CarePlanKind::SafetyProtocol),
+    ] {
+        if !caller.has(scope) {
+            continue;
+        }
+        let Some(rec) = stored::get(&st.store, kind, &caller.tenant, id).await? else {
+            continue;
+        };
+        let resource = rec.to_fhir();
+        let entry = st.audit_entry(
+            &caller,
+            "read",
+            rec.table().resource_type,
+            Some(id),
+            Some(rec.subject()),
+            "success",
+        );
+        writer.record(None, vec![entry]).await?;
+        return Ok(versioned(&req, &resource, rec.version(), rec.updated_at()));
+    }
+    let table = if caller.has(Scope::PlansRead) {
+        PLANS
+    } else {
+        SAFETY_PROTOCOLS
+    };
+    st.audit(
+        &caller,
+        "read",
+        table.resource_type,
+        Some(id),
+        None,
+        "not_found",
+    )
+    .await?;
+    Err(ApiError::NotFound.into())
+}
+
+/// Search CarePlans by subject: the service user's preference plan and safety protocol.
+///
+/// A `searchset` Bundle with `total`, paged by `_count` and the `next` link. Only the kinds the
+/// token may read are searched (`plans:read`, `protocols:read`).
+#[utoipa::path(tag = "fhir", operation_id = "fhirSearchCarePlan",
+    params(
+        ("subject" = Option<String>, Query, description = "The service user, e.g. `Patient/123` (a bare id means `Patient/<id>`); subject or patient is required"),
+        ("patient" = Option<String>, Query, description = "A Patient id: the same as subject=Patient/<id>"),
+        ("_count" = Option<u32>, Query, description = "Page size, 0–200 (default 50; 0 gives only the total)"),
+        ("_offset" = Option<u32>, Query, description = "Where the page starts; follow the Bundle's next link rather than setting it"),
+        ("_format" = Option<String>, Query, description = "`json` (the only format)")),
+    responses(
+        (status = 200, description = "A searchset Bundle", body = FhirResource, content_type = "application/fhir+json"),
+    ),
+    security(("bearer" = ["plans:read", "protocols:read"])))]
+#[get("/CarePlan")]
+pub async fn search_care_plans(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    writer: web::Data<Writer>,
+    caller: Result<Caller, ApiError>,
+    cfg: web::Data<FhirSettings>,
+) -> Result<HttpResponse, FhirError> {
+    let caller = caller?;
+    let params = Params::of(&req);
+    negotiate(&req, &params)?;
+    require_any(
+        &st,
+        &caller,
+        &[Scope::PlansRead, Scope::ProtocolsRead],
+        "plan",
+        "list",
+    )
+    .await?;
+    let subject = search_subject(&params)?;
+    let (count, offset) = page(&params)?;
+    let mut found = Vec::new();
+    for (scope, kind) in [
+        (Scope::PlansRead, CarePlanKind::PreferencePlan),
+        (Scope::ProtocolsRead, CarePlanKind::SafetyProtocol),
+    ] {
+        if !caller.has(scope) {
+            continue;
+        }
+        // One record of each kind per subject (a unique key): no paging of the store needed.
+        let q = ListQuery {
+            subject: Some(subject.clone()),
+            limit: 2,
+            ..ListQuery::default()
+        };
+        found.extend(stored::list(&st.store, kind, &caller.tenant, &q).await?);
+    }
+    let total = found.len();
+    let shown = window(found, count, offset);
+    let entries_audit: Vec<_> = shown
+        .iter()
+        .map(|rec| {
+            st.audit_entry(
+                &caller,
+                "list",
+                rec.table().resource_type,
+                Some(rec.id()),
+                Some(rec.subject()),
+                "success",
+            )
+        })
+        .collect();
+    let base = fhir_base(&req, &cfg);
+    let mut entries = Vec::with_capacity(shown.len());
+    for rec in &shown {
+        entries.push((format!("{base}/CarePlan/{}", rec.id()), rec.to_fhir()));
+    }
+    writer.record(None, entries_audit).await?;
+    let (self_link, next) = links(&base, "CarePlan", &subject, count, offset, total);
+    Ok(fhir_json(&mapping::searchset(
+        total,
+        entries,
+        &self_link,
+        next.as_deref(),
+        Utc::now(),
+    )))
+}
+
+/// Read a ServiceRequest: a face-to-face fallback referral.
+#[utoipa::path(tag = "fhir", operation_id = "fhirReadServiceRequest",
+    params(("id" = String, Path, description = "Referral id"),
+        ("_format" = Option<String>, Query, description = "`json` (the only format)"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag read before, e.g. W/\"3\": 304 when unchanged")),
+    responses(
+        (status = 200, description = "The ServiceRequest", body = FhirResource, content_type = "application/fhir+json",
+            headers(("ETag" = String, description = "W/\"<version>\""), ("Last-Modified" = String))),
+        (status = 304, description = "Unchanged since the ETag given in If-None-Match"),
+    ),
+    security(("bearer" = ["referrals:read"])))]
+#[get("/ServiceRequest/{id}")]
+pub async fn read_service_request(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    writer: web::Data<Writer>,
+    caller: Result<Caller, ApiError>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, FhirError> {
+    let caller = caller?;
+    negotiate(&req, &Params::of(&req))?;
+    require_any(&st, &caller, &[Scope::ReferralsRead], "referral", "read").await?;
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return Err(ApiError::NotFound.into());
+    };
+    let Some(r) = st.store.get_referral(&caller.tenant, id).await? else {
+        st.audit(&caller, "read", "referral", Some(id), None, "not_found")
+            .await?;
+        return Err(ApiError::NotFound.into());
+    };
+    let resource = service_request(&r);
+    let entry = st.audit_entry(
+        &caller,
+        "read",
+        "referral",
+        Some(id),
+        Some(&r.meta.subject),
+        "success",
+    );
+    writer.record(None, vec![entry]).await?;
+    Ok(versioned(
+        &req,
+        &resource,
+        r.meta.version,
+        r.meta.updated_at.0,
+    ))
+}
+
+fn service_request(r: &ReferralRecord) -> Value {
+    mapping::referral_service_request(&r.state, &stored::meta(&r.meta), Utc::now())
+}
+
+/// Search ServiceRequests by subject: the service user's referrals, oldest first.
+#[utoipa::path(tag = "fhir", operation_id = "fhirSearchServiceRequest",
+    params(
+        ("subject" = Option<String>, Query, description = "The service user, e.g. `Patient/123` (a bare id means `Patient/<id>`); subject or patient is required"),
+        ("patient" = Option<String>, Query, description = "A Patient id: the same as subject=Patient/<id>"),
+        ("_count" = Option<u32>, Query, description = "Page size, 0–200 (default 50; 0 gives only the total)"),
+        ("_offset" = Option<u32>, Query, description = "Where the page starts; follow the Bundle's next link rather than setting it"),
+        ("_format" = Option<String>, Query, description = "`json` (the only format)")),
+    responses(
+        (status = 200, description = "A searchset Bundle", body = FhirResource, content_type = "application/fhir+json"),
+    ),
+    security(("bearer" = ["referrals:read"])))]
+#[get("/ServiceRequest")]
+pub async fn search_service_requests(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    writer: web::Data<Writer>,
+    caller: Result<Caller, ApiError>,
+    cfg: web::Data<FhirSettings>,
+) -> Result<HttpResponse, FhirError> {
+    let caller = caller?;
+    let params = Params::of(&req);
+    negotiate(&req, &params)?;
+    require_any(&st, &caller, &[Scope::ReferralsRead], "referral", "list").await?;
+    let subject = search_subject(&params)?;
+    let (count, offset) = page(&params)?;
+    // A service user has few referrals: read them all (in store pages) for an exact total.
+    const CHUNK: i64 = 200;
+    let now = Ts::now();
+    let mut rows = Vec::new();
+    let mut after = None;
+    loop {
+        let chunk = st
+            .store
+            .list_referrals(
+                &caller.tenant,
+                Some(&subject),
+                None,
+                None,
+                now,
+                after,
+                CHUNK,
+            )
+            .await
+            .map_err(ApiError::from)?;
+        let n = chunk.len() as i64;
+        after = chunk.last().map(|r| r.meta.id);
+        rows.extend(chunk);
+        if n < CHUNK {
+            break;
+        }
+    }
+    let total = rows.len();
+    let shown = window(rows, count, offset);
+    let audit: Vec<_> = shown
+        .iter()
+        .map(|r| {
+            st.audit_entry(
+                &caller,
+                "list",
+                "referral",
+                Some(r.meta.id),
+                Some(&r.meta.subject),
+                "success",
+            )
+        })
+        .collect();
+    let base = fhir_base(&req, &cfg);
+    let mut entries = Vec::with_capacity(shown.len());
+    for r in &shown {
+        entries.push((
+            format!("{base}/ServiceRequest/{}", r.meta.id),
+            service_request(r),
+        ));
+    }
+    writer.record(None, audit).await?;
+    let (self_link, next) = links(&base, "ServiceRequest", &subject, count, offset, total);
+    Ok(fhir_json(&mapping::searchset(
+        total,
+        entries,
+        &self_link,
+        next.as_deref(),
+        Utc::now(),
+    )))
+}
+
+/// Any other path under `/fhir`: an OperationOutcome rather than a problem document.
+pub fn fallback_error(e: ApiError) -> HttpResponse {
+    actix_web::ResponseError::error_response(&FhirError::Api(e))
+}
+
+pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    cfg.service(
+        utoipa_actix_web::scope("/fhir/R4")
+            .service(metadata)
+            .service(search_care_plans)
+            .service(read_care_plan)
+            .service(search_service_requests)
+            .service(read_service_request),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_web::test::TestRequest;
+
+    fn params(q: &str) -> Params {
+        Params::of(&TestRequest::get().uri(&format!("/x?{q}")).to_http_request())
+    }
+
+    #[test]
+    fn subjects_come_from_subject_or_patient() {
+        assert_eq!(
+            search_subject(&params("subject=Patient/1")).unwrap(),
+            "Patient/1"
+        );
+        assert_eq!(search_subject(&params("subject=1")).unwrap(), "Patient/1");
+        assert_eq!(search_subject(&params("patient=7")).unwrap(), "Patient/7");
+        assert_eq!(
+            search_subject(&params("patient=Patient%2F7")).unwrap(),
+            "Patient/7"
+        );
+        for bad in [
+            "",
+            "subject=1&patient=2",
+            "subject=1&subject=2",
+            "patient=Group/1",
+            "subject=a%20b",
+        ] {
+            assert!(search_subject(&params(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn counts_are_bounded_and_offsets_checked() {
+        assert_eq!(page(&params("")).unwrap(), (50, 0));
+        assert_eq!(page(&params("_count=0")).unwrap(), (0, 0));
+        assert_eq!(page(&params("_count=5000&_offset=3")).unwrap(), (200, 3));
+        for bad in ["_count=-1", "_count=x", "_offset=-2", "_count=1&_count=2"] {
+            assert!(page(&params(bad)).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn next_links_exist_only_while_more_remain() {
+        let (s, n) = links("https://x/fhir/R4", "CarePlan", "Patient/1", 1, 0, 2);
+        assert_eq!(
+            s,
+            "https://x/fhir/R4/CarePlan?subject=Patient%2F1&_count=1&_offset=0"
+        );
+        assert_eq!(
+            n.as_deref(),
+            Some("https://x/fhir/R4/CarePlan?subject=Patient%2F1&_count=1&_offset=1")
+        );
+        assert!(links("b", "CarePlan", "Patient/1", 1, 1, 2).1.is_none());
+        assert!(links("b", "CarePlan", "Patient/1", 0, 0, 2).1.is_none());
+    }
+
+    #[test]
+    fn json_is_negotiated_and_other_formats_refused() {
+        let with = |accept: Option<&str>, q: &str| {
+            let mut r = TestRequest::get().uri(&format!("/x?{q}"));
+            if let Some(a) = accept {
+                r = r.insert_header((header::ACCEPT, a));
+            }
+            let req = r.to_http_request();
+            negotiate(&req, &Params::of(&req)).is_ok()
+        };
+        assert!(with(None, ""));
+        assert!(with(Some("application/fhir+json"), ""));
+        assert!(with(Some("application/json"), ""));
+        assert!(with(
+            Some("application/fhir+xml, application/json;q=0.5"),
+            ""
+        ));
+        assert!(with(Some("*/*"), ""));
+        assert!(!with(Some("application/fhir+xml"), ""));
+        assert!(!with(Some("application/json;q=0"), ""));
+        assert!(with(Some("application/fhir+xml"), "_format=json"));
+        assert!(with(None, "_format=application/fhir%2Bjson"));
+        assert!(!with(None, "_format=xml"));
+    }
+}

@@ -1,0 +1,550 @@
+//! FHIR R4 read views over HTTP. Every FHIR resource a test receives is also written to the
+//! samples directory, where `.ci/run` validates it with a FHIR R4 model library.
+
+use crate::helpers::*;
+use crate::on_both_engines;
+use crate::safety::protocol_body;
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Where FHIR samples go: `TELEMENTAL_FHIR_SAMPLES`, else `target/fhir-samples`.
+pub fn samples_dir() -> std::path::PathBuf {
+    std::env::var_os("TELEMENTAL_FHIR_SAMPLES")
+        .map(Into::into)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/fhir-samples")
+        })
+}
+
+static SAMPLE: AtomicUsize = AtomicUsize::new(0);
+
+/// Writes one FHIR resource (any `resourceType`) for the validator.
+pub fn save_sample(label: &str, resource: &Value) {
+    assert!(
+        resource["resourceType"].is_string(),
+        "not a resource: {resource}"
+    );
+    let dir = samples_dir();
+    std::fs::create_dir_all(&dir).unwrap();
+    let n = SAMPLE.fetch_add(1, Ordering::Relaxed);
+    let name = format!(
+        "{label}-{}-{}-{n}.json",
+        resource["resourceType"].as_str().unwrap(),
+        std::process::id()
+    );
+    std::fs::write(dir.join(name), serde_json::to_vec_pretty(resource).unwrap()).unwrap();
+}
+
+/// A FHIR GET with a token; the body is checked to be FHIR JSON and saved as a sample.
+pub async fn fhir_get(app: &TestApp, path: &str, bearer: &str, headers: &[(&str, &str)]) -> Reply {
+    let r = app
+        .call_with(Method::GET, path, bearer, None, headers)
+        .await;
+    if r.status != 304 {
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/fhir+json; charset=utf-8"),
+            "{path}: {}",
+            r.body
+        );
+        save_sample("fhir", &r.body);
+    }
+    r
+}
+
+fn all(tenant: &str) -> String {
+    token(tenant, ALL_SCOPES)
+}
+
+/// Asserts an OperationOutcome of this status and issue code.
+fn assert_outcome(r: &Reply, status: u16, code: &str) {
+    assert_eq!(r.status.as_u16(), status, "{}", r.body);
+    assert_eq!(r.body["resourceType"], "OperationOutcome", "{}", r.body);
+    assert_eq!(r.body["issue"][0]["code"], code, "{}", r.body);
+    assert!(r.body["issue"][0]["diagnostics"].is_string());
+}
+
+fn referral_body(subject: &str, urgency: &str) -> Value {
+    json!({"subject": subject, "reason": "not_accessible", "urgency": urgency,
+        "appointment_type": "therapy", "detail": "no private space at home",
+        "requested_by": "Practitioner/9"})
+}
+
+/// The path and query of an absolute link.
+fn path_of(link: &str) -> String {
+    let u = url::Url::parse(link).unwrap();
+    format!("{}?{}", u.path(), u.query().unwrap_or(""))
+}
+
+on_both_engines!(
+    plans_protocols_and_referrals_read_as_fhir_resources,
+    |app: TestApp| async move {
+        let plan = app.post("/v1/plans", "t1", &plan_body("Patient/123")).await;
+        let protocol = app
+            .post(
+                "/v1/safety-protocols",
+                "t1",
+                &protocol_body("Patient/123", "high"),
+            )
+            .await;
+        let referral = app
+            .post(
+                "/v1/referrals",
+                "t1",
+                &referral_body("Patient/123", "urgent"),
+            )
+            .await;
+        let (plan_id, protocol_id, referral_id) = (
+            plan.body["id"].as_str().unwrap().to_string(),
+            protocol.body["id"].as_str().unwrap().to_string(),
+            referral.body["id"].as_str().unwrap().to_string(),
+        );
+
+        let r = fhir_get(
+            &app,
+            &format!("/fhir/R4/CarePlan/{plan_id}"),
+            &all("t1"),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("etag"), Some("W/\"1\""));
+        assert!(r
+            .header("last-modified")
+            .is_some_and(|v| v.ends_with(" GMT")));
+        assert_eq!(r.body["resourceType"], "CarePlan");
+        assert_eq!(r.body["id"], plan_id.as_str());
+        assert_eq!(r.body["meta"]["versionId"], "1");
+        assert_eq!(r.body["subject"]["reference"], "Patient/123");
+        assert_eq!(
+            r.body["category"][1]["coding"][0]["code"],
+            "telemental-preference-plan"
+        );
+        assert_eq!(r.body["status"], "active");
+
+        // A new version is a new versionId and ETag; the old ETag no longer matches.
+        let mut changed = plan_body("Patient/123");
+        changed["review_interval_days"] = json!(30);
+        assert_eq!(
+            app.put(&format!("/v1/plans/{plan_id}"), "t1", &changed, "\"1\"")
+                .await
+                .status,
+            200
+        );
+        let r = fhir_get(
+            &app,
+            &format!("/fhir/R4/CarePlan/{plan_id}"),
+            &all("t1"),
+            &[("If-None-Match", "W/\"1\"")],
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("etag"), Some("W/\"2\""));
+        assert_eq!(r.body["meta"]["versionId"], "2");
+        let r = fhir_get(
+            &app,
+            &format!("/fhir/R4/CarePlan/{plan_id}"),
+            &all("t1"),
+            &[("If-None-Match", "W/\"2\"")],
+        )
+        .await;
+        assert_eq!(r.status, 304);
+
+        let r = fhir_get(
+            &app,
+            &format!("/fhir/R4/CarePlan/{protocol_id}"),
+            &all("t1"),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(
+            r.body["category"][1]["coding"][0]["code"],
+            "telemental-safety-protocol"
+        );
+        assert_eq!(
+            r.body["activity"][0]["detail"]["performer"][0]["display"],
+            "Leeds crisis team"
+        );
+
+        let r = fhir_get(
+            &app,
+            &format!("/fhir/R4/ServiceRequest/{referral_id}"),
+            &all("t1"),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.header("etag"), Some("W/\"1\""));
+        assert_eq!(r.body["resourceType"], "ServiceRequest");
+        assert_eq!(r.body["status"], "active");
+        assert_eq!(r.body["priority"], "urgent");
+        assert_eq!(r.body["code"]["coding"][0]["code"], "3457005");
+        assert_eq!(r.body["orderDetail"][0]["coding"][0]["code"], "FACE");
+        assert_eq!(
+            r.body["occurrencePeriod"]["end"].as_str().unwrap().len(),
+            24
+        );
+
+        // Scheduling moves the occurrence to the appointment; cancelling revokes.
+        let s = app
+            .post(
+                &format!("/v1/referrals/{referral_id}/status"),
+                "t1",
+                &json!({"status": "scheduled", "appointment_at": "2026-12-01T09:30:00Z"}),
+            )
+            .await;
+        assert_eq!(s.status, 200, "{}", s.body);
+        let r = fhir_get(
+            &app,
+            &format!("/fhir/R4/ServiceRequest/{referral_id}"),
+            &all("t1"),
+            &[],
+        )
+        .await;
+        assert_eq!(r.body["occurrenceDateTime"], "2026-12-01T09:30:00.000Z");
+        assert_eq!(r.body["meta"]["versionId"], "2");
+        app.post(
+            &format!("/v1/referrals/{referral_id}/status"),
+            "t1",
+            &json!({"status": "cancelled"}),
+        )
+        .await;
+        let r = fhir_get(
+            &app,
+            &format!("/fhir/R4/ServiceRequest/{referral_id}"),
+            &all("t1"),
+            &[],
+        )
+        .await;
+        assert_eq!(r.body["status"], "revoked");
+
+        // Reads are audited like REST reads.
+        let audit = app.get("/v1/audit-events?subject=Patient/123", "t1").await;
+        let reads: Vec<(String, String)> = audit.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "read")
+            .map(|e| {
+                (
+                    e["resource_type"].as_str().unwrap().into(),
+                    e["resource_id"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        assert!(
+            reads.contains(&("plan".into(), plan_id.clone())),
+            "{reads:?}"
+        );
+        assert!(reads.contains(&("safety_protocol".into(), protocol_id.clone())));
+        assert!(reads.contains(&("referral".into(), referral_id.clone())));
+    }
+);
+
+on_both_engines!(
+    searches_are_paged_searchset_bundles_with_totals,
+    |app: TestApp| async move {
+        app.post("/v1/plans", "t1", &plan_body("Patient/1")).await;
+        app.post(
+            "/v1/safety-protocols",
+            "t1",
+            &protocol_body("Patient/1", "low"),
+        )
+        .await;
+        for u in ["routine", "urgent", "emergency"] {
+            assert_eq!(
+                app.post("/v1/referrals", "t1", &referral_body("Patient/1", u))
+                    .await
+                    .status,
+                201
+            );
+        }
+        app.post(
+            "/v1/referrals",
+            "t1",
+            &referral_body("Patient/2", "routine"),
+        )
+        .await;
+        app.post("/v1/plans", "t2", &plan_body("Patient/1")).await; // another tenant
+
+        let r = fhir_get(
+            &app,
+            "/fhir/R4/CarePlan?subject=Patient/1&_count=1",
+            &all("t1"),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["type"], "searchset");
+        assert_eq!(r.body["total"], 2);
+        assert_eq!(r.body["entry"].as_array().unwrap().len(), 1);
+        let first = &r.body["entry"][0];
+        assert_eq!(first["search"]["mode"], "match");
+        assert_eq!(
+            first["resource"]["category"][1]["coding"][0]["code"],
+            "telemental-preference-plan"
+        );
+        let full_url = first["fullUrl"].as_str().unwrap();
+        assert!(
+            full_url.starts_with(&app.base)
+                && full_url.ends_with(first["resource"]["id"].as_str().unwrap())
+        );
+        let next = r.body["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .expect("a next link")["url"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r2 = fhir_get(&app, &path_of(&next), &all("t1"), &[]).await;
+        assert_eq!(r2.body["total"], 2);
+        assert_eq!(
+            r2.body["entry"][0]["resource"]["category"][1]["coding"][0]["code"],
+            "telemental-safety-protocol"
+        );
+        assert!(r2.body["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["relation"] != "next"));
+
+        // The same with patient=, a bare subject and _format=json.
+        for q in ["patient=1", "subject=1&_format=json", "subject=Patient%2F1"] {
+            let r = fhir_get(&app, &format!("/fhir/R4/CarePlan?{q}"), &all("t1"), &[]).await;
+            assert_eq!(r.body["total"], 2, "{q}");
+        }
+        // Only the kinds the token may read.
+        let plans_only = token("t1", "plans:read");
+        let r = fhir_get(
+            &app,
+            "/fhir/R4/CarePlan?subject=Patient/1",
+            &plans_only,
+            &[],
+        )
+        .await;
+        assert_eq!(r.body["total"], 1);
+
+        // Referrals: three for Patient/1 in pages of two.
+        let r = fhir_get(
+            &app,
+            "/fhir/R4/ServiceRequest?subject=Patient/1&_count=2",
+            &all("t1"),
+            &[],
+        )
+        .await;
+        assert_eq!(r.body["total"], 3);
+        assert_eq!(r.body["entry"].as_array().unwrap().len(), 2);
+        let next = r.body["link"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["relation"] == "next")
+            .unwrap()["url"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let r2 = fhir_get(&app, &path_of(&next), &all("t1"), &[]).await;
+        assert_eq!(r2.body["entry"].as_array().unwrap().len(), 1);
+        let mut ids: Vec<&str> = r.body["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .chain(r2.body["entry"].as_array().unwrap())
+            .map(|e| e["resource"]["id"].as_str().unwrap())
+            .collect();
+        ids.dedup();
+        assert_eq!(ids.len(), 3);
+        // _count=0: the total alone; nothing matching: an empty searchset, no entry element.
+        let r = fhir_get(
+            &app,
+            "/fhir/R4/ServiceRequest?subject=Patient/1&_count=0",
+            &all("t1"),
+            &[],
+        )
+        .await;
+        assert_eq!(r.body["total"], 3);
+        assert!(r.body.get("entry").is_none());
+        let r = fhir_get(
+            &app,
+            "/fhir/R4/CarePlan?subject=Patient/404",
+            &all("t1"),
+            &[],
+        )
+        .await;
+        assert_eq!(r.body["total"], 0);
+        assert!(r.body.get("entry").is_none());
+        // Another tenant sees only its own plan.
+        let r = fhir_get(&app, "/fhir/R4/CarePlan?subject=Patient/1", &all("t2"), &[]).await;
+        assert_eq!(r.body["total"], 1);
+        // Each listed record is audited.
+        let audit = app
+            .get(
+                "/v1/audit-events?subject=Patient/1&resource_type=referral",
+                "t1",
+            )
+            .await;
+        let listed = audit.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "list")
+            .count();
+        assert_eq!(listed, 3);
+    }
+);
+
+on_both_engines!(
+    every_fhir_error_is_an_operation_outcome,
+    |app: TestApp| async move {
+        let plan = app.post("/v1/plans", "t1", &plan_body("Patient/1")).await;
+        let plan_id = plan.body["id"].as_str().unwrap().to_string();
+        let read = format!("/fhir/R4/CarePlan/{plan_id}");
+
+        // No token.
+        let r = Reply::from(app.client.get(app.url(&read)).send().await.unwrap()).await;
+        assert_outcome(&r, 401, "login");
+        assert!(r
+            .header("www-authenticate")
+            .is_some_and(|v| v.starts_with("Bearer")));
+        assert_eq!(
+            r.header("content-type"),
+            Some("application/fhir+json; charset=utf-8")
+        );
+        save_sample("error", &r.body);
+        // A token without the scope: 403 (and audited); with only the other kind's scope: 404.
+        let r = fhir_get(&app, &read, &token("t1", "referrals:read"), &[]).await;
+        assert_outcome(&r, 403, "forbidden");
+        let r = fhir_get(&app, &read, &token("t1", "protocols:read"), &[]).await;
+        assert_outcome(&r, 404, "not-found");
+        let r = fhir_get(
+            &app,
+            "/fhir/R4/ServiceRequest?subject=Patient/1",
+            &token("t1", "plans:read"),
+            &[],
+        )
+        .await;
+        assert_outcome(&r, 403, "forbidden");
+        // Another tenant's record, an unknown id, a malformed id.
+        assert_outcome(
+            &fhir_get(&app, &read, &all("t2"), &[]).await,
+            404,
+            "not-found",
+        );
+        let unknown = "/fhir/R4/CarePlan/01936c1e-8f5a-7cc0-b4a7-0a1f2f3e4d5c";
+        assert_outcome(
+            &fhir_get(&app, unknown, &all("t1"), &[]).await,
+            404,
+            "not-found",
+        );
+        assert_outcome(
+            &fhir_get(&app, "/fhir/R4/ServiceRequest/not-a-uuid", &all("t1"), &[]).await,
+            404,
+            "not-found",
+        );
+        // Formats other than JSON.
+        assert_outcome(
+            &fhir_get(&app, &format!("{read}?_format=xml"), &all("t1"), &[]).await,
+            406,
+            "not-supported",
+        );
+        assert_outcome(
+            &fhir_get(
+                &app,
+                &read,
+                &all("t1"),
+                &[("Accept", "application/fhir+xml")],
+            )
+            .await,
+            406,
+            "not-supported",
+        );
+        // Accepted spellings of JSON.
+        for accept in ["application/json", "application/fhir+json", "*/*"] {
+            assert_eq!(
+                fhir_get(&app, &read, &all("t1"), &[("Accept", accept)])
+                    .await
+                    .status,
+                200,
+                "{accept}"
+            );
+        }
+        // Bad searches.
+        for q in [
+            "",
+            "subject=Patient/1&_count=-1",
+            "subject=Patient/1&_offset=x",
+            "subject=a&patient=b",
+            "subject=1&subject=2",
+        ] {
+            let r = fhir_get(
+                &app,
+                &format!("/fhir/R4/ServiceRequest?{q}"),
+                &all("t1"),
+                &[],
+            )
+            .await;
+            assert_outcome(&r, 400, "invalid");
+        }
+        // Wrong method: 405 with Allow; unknown resource type: 404.
+        let r = app
+            .call_with(
+                Method::POST,
+                "/fhir/R4/CarePlan",
+                &all("t1"),
+                Some(&json!({})),
+                &[],
+            )
+            .await;
+        assert_outcome(&r, 405, "not-supported");
+        assert_eq!(r.header("allow"), Some("GET, HEAD"));
+        save_sample("error", &r.body);
+        let r = fhir_get(&app, "/fhir/R4/Patient/1", &all("t1"), &[]).await;
+        assert_outcome(&r, 404, "not-found");
+        // The refusal is in the audit trail.
+        let audit = app.get("/v1/audit-events?resource_type=plan", "t1").await;
+        assert!(audit.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["outcome"] == "denied"));
+    }
+);
+
+on_both_engines!(
+    the_capability_statement_says_what_is_supported,
+    |app: TestApp| async move {
+        let r = fhir_get(&app, "/fhir/R4/metadata", &all("t1"), &[]).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["resourceType"], "CapabilityStatement");
+        assert_eq!(r.body["fhirVersion"], "4.0.1");
+        assert_eq!(r.body["kind"], "instance");
+        let types: Vec<&str> = r.body["rest"][0]["resource"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["CarePlan", "ServiceRequest"]);
+        let r = fhir_get(
+            &app,
+            "/fhir/R4/metadata?_format=json",
+            &all("t1"),
+            &[("Accept", "application/json")],
+        )
+        .await;
+        assert_eq!(r.status, 200);
+        let r = Reply::from(
+            app.client
+                .get(app.url("/fhir/R4/metadata"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_outcome(&r, 401, "login");
+    }
+);
