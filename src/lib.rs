@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use utoipa_swagger_ui::SwaggerUi;
 
-pub use http::openapi;
+pub use http::{openapi, openapi_json};
 
 /// A built, listening service.
 pub struct Application {
@@ -54,6 +54,7 @@ impl Application {
         });
         let api = openapi();
         let known = web::Data::new(Arc::new(KnownPaths::of(&api)));
+        let doc = http::openapi_json();
         let listener = TcpListener::bind(settings.bind)
             .map_err(|e| format!("cannot listen on {}: {e}", settings.bind))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
@@ -70,7 +71,10 @@ impl Application {
                 .app_data(known.clone())
                 .app_data(web::PathConfig::default().error_handler(http::path_error))
                 .app_data(web::QueryConfig::default().error_handler(http::query_error))
-                .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api.clone()))
+                .service(
+                    SwaggerUi::new("/docs/{_:.*}")
+                        .external_url_unchecked("/openapi.json", doc.clone()),
+                )
                 .route(
                     "/docs",
                     web::get().to(|| async {

@@ -93,6 +93,8 @@ impl SessionCheckView {
 }
 
 impl Input for SessionCheckInput {
+    const NOT_NULL: &'static [&'static str] = &["service_user_location"];
+
     fn template() -> Value {
         json!({
             "subject": "Patient/123", "modality": "video", "appointment_type": "therapy",
@@ -126,6 +128,10 @@ pub struct Disconnection {
     pub advice: DisconnectionAdvice,
 }
 
+crate::errors!(CreateSessionCheckErrors: 400, 401, 403, 413, 415, 422, 500, 503);
+crate::errors!(GetSessionCheckErrors: 401, 403, 404, 500, 503);
+crate::errors!(RecordDisconnectionErrors: 400, 401, 403, 404, 413, 415, 422, 500, 503);
+
 /// Run the start-of-session safety check for a remote session.
 ///
 /// The outcome is computed from the check, the subject's safety protocol and plan:
@@ -139,7 +145,7 @@ pub struct Disconnection {
     operation_id = "createSessionCheck",
     request_body = SessionCheckInput,
     responses((status = 201, description = "The check and its outcome", body = SessionCheckView,
-        headers(("Location" = String)))),
+        headers(("Location" = String))), CreateSessionCheckErrors),
     security(("bearer" = ["sessions:write"]))
 )]
 #[post("/session-checks")]
@@ -233,7 +239,7 @@ async fn load(
     tag = "session-checks",
     operation_id = "getSessionCheck",
     params(("id" = Uuid, Path, description = "Session check id")),
-    responses((status = 200, description = "The check", body = SessionCheckView)),
+    responses((status = 200, description = "The check", body = SessionCheckView), GetSessionCheckErrors),
     security(("bearer" = ["sessions:write"]))
 )]
 #[get("/session-checks/{id}")]
@@ -271,7 +277,8 @@ pub async fn get_session_check(
     operation_id = "recordDisconnection",
     params(("id" = Uuid, Path, description = "Session check id")),
     request_body = DisconnectionInput,
-    responses((status = 201, description = "Recorded; how to go on", body = Disconnection)),
+    responses((status = 201, description = "Recorded; how to go on", body = Disconnection),
+        RecordDisconnectionErrors),
     security(("bearer" = ["sessions:write"]))
 )]
 #[post("/session-checks/{id}/disconnections")]

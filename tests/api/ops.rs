@@ -200,15 +200,12 @@ async fn the_committed_contract_matches_the_served_one() {
                 .unwrap_or_else(|| panic!("{method} {path} has no operationId"));
             assert!(ids.insert(id.to_string()), "duplicate operationId {id}");
             assert!(op["summary"].is_string(), "{id} has no summary");
-            assert!(op["responses"]["500"].is_object(), "{id} documents no 500");
-            if op["security"] != json!([{}]) {
-                for code in ["401", "403", "503"] {
-                    let r = &op["responses"][code]["$ref"];
-                    assert!(
-                        r.as_str()
-                            .is_some_and(|r| r.starts_with("#/components/responses/")),
-                        "{id} {code}"
-                    );
+            // Error responses point at the shared problem responses; which ones each
+            // operation lists is checked against the handlers in tests/api/contract.rs.
+            for (code, response) in op["responses"].as_object().unwrap() {
+                if code.starts_with('4') || code.starts_with('5') {
+                    let r = response["$ref"].as_str().unwrap_or_default();
+                    assert!(r.starts_with("#/components/responses/"), "{id} {code}");
                 }
             }
         }
