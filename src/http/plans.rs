@@ -193,7 +193,17 @@ crate::errors!(ListPlansErrors: 400, 401, 403, 500, 503);
 #[utoipa::path(
     tag = "plans",
     operation_id = "createPlan",
-    request_body = PlanRequest,
+    request_body(content = PlanRequest, example = json!({
+        "subject": "Patient/123",
+        "initial_conversation": {"held_on": "2026-11-20", "held_by": "Practitioner/9"},
+        "preferences": {"default": ["video", "telephone", "in_person"],
+                        "by_appointment_type": {"medication_review": ["telephone", "in_person"]}},
+        "resources": {"devices": ["smartphone", "computer"], "connectivity": "reliable",
+                      "digital_skills": "basic", "familiar_platforms": ["WhatsApp"], "private_space": "yes"},
+        "barriers": [{"kind": "hearing", "note": "uses captions"}],
+        "backup_contact": {"method": "telephone", "number": "+447700900123"},
+        "review_interval_days": 90
+    })),
     responses((status = 201, description = "Created", body = PlanView,
         headers(("ETag" = String, description = "The version, quoted"), ("Location" = String))), CreatePlanErrors),
     security(("bearer" = ["plans:write"]))
@@ -236,7 +246,17 @@ pub async fn get_plan(
         ("id" = Uuid, Path, description = "Plan id"),
         ("If-Match" = String, Header, description = "The ETag of the version being replaced, e.g. \"3\"")
     ),
-    request_body = PlanRequest,
+    request_body(content = PlanRequest, example = json!({
+        "subject": "Patient/123",
+        "initial_conversation": {"held_on": "2026-11-20", "held_by": "Practitioner/9"},
+        "preferences": {"default": ["video", "telephone", "in_person"],
+                        "by_appointment_type": {"medication_review": ["telephone", "in_person"]}},
+        "resources": {"devices": ["smartphone", "computer"], "connectivity": "reliable",
+                      "digital_skills": "basic", "familiar_platforms": ["WhatsApp"], "private_space": "yes"},
+        "barriers": [{"kind": "hearing", "note": "uses captions"}],
+        "backup_contact": {"method": "telephone", "number": "+447700900123"},
+        "review_interval_days": 90
+    })),
     responses((status = 200, description = "The new version", body = PlanView,
         headers(("ETag" = String, description = "The new version, quoted"))), ReplacePlanErrors),
     security(("bearer" = ["plans:write"]))

@@ -188,7 +188,15 @@ crate::errors!(ListSafetyProtocolsErrors: 400, 401, 403, 500, 503);
 #[utoipa::path(
     tag = "safety-protocols",
     operation_id = "createSafetyProtocol",
-    request_body = SafetyProtocolRequest,
+    request_body(content = SafetyProtocolRequest, example = json!({
+        "subject": "Patient/123", "risk_level": "high",
+        "call_back_numbers": ["+447700900123"],
+        "usual_locations": [{"label": "home", "address": "1 High St, Leeds"}],
+        "emergency_contacts": [{"name": "A. Carer", "relationship": "mother", "phone": "+447700900456"}],
+        "crisis_response": {"team": "Leeds crisis team", "phone": "+441130000000",
+                            "in_person_plan": "Crisis team attends within 4 hours", "hours": "24/7"},
+        "agreed_with_service_user_on": "2026-11-20", "review_interval_days": 30
+    })),
     responses((status = 201, description = "Created", body = SafetyProtocolView,
         headers(("ETag" = String, description = "The version, quoted"), ("Location" = String))),
         CreateSafetyProtocolErrors),
@@ -229,7 +237,15 @@ pub async fn get_safety_protocol(
         ("id" = Uuid, Path, description = "Safety protocol id"),
         ("If-Match" = String, Header, description = "The ETag of the version being replaced, e.g. \"3\"")
     ),
-    request_body = SafetyProtocolRequest,
+    request_body(content = SafetyProtocolRequest, example = json!({
+        "subject": "Patient/123", "risk_level": "high",
+        "call_back_numbers": ["+447700900123"],
+        "usual_locations": [{"label": "home", "address": "1 High St, Leeds"}],
+        "emergency_contacts": [{"name": "A. Carer", "relationship": "mother", "phone": "+447700900456"}],
+        "crisis_response": {"team": "Leeds crisis team", "phone": "+441130000000",
+                            "in_person_plan": "Crisis team attends within 4 hours", "hours": "24/7"},
+        "agreed_with_service_user_on": "2026-11-20", "review_interval_days": 30
+    })),
     responses((status = 200, description = "The new version", body = SafetyProtocolView,
         headers(("ETag" = String, description = "The new version, quoted"))),
         ReplaceSafetyProtocolErrors),

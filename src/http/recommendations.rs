@@ -50,7 +50,10 @@ crate::errors!(ListGuidelineRulesErrors: 401);
 #[utoipa::path(
     tag = "recommendations",
     operation_id = "recommendModality",
-    request_body = RecommendationRequest,
+    request_body(content = RecommendationRequest, example = json!({
+        "subject": "Patient/123", "appointment_type": "therapy",
+        "first_appointment": false, "sensitive_topics": true
+    })),
     responses((status = 200, description = "The recommendation", body = RecommendationResponse),
         RecommendModalityErrors),
     security(("bearer" = ["recommendations:read"]))

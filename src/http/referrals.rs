@@ -193,7 +193,11 @@ crate::errors!(ChangeReferralStatusErrors: 400, 401, 403, 404, 409, 412, 413, 41
     operation_id = "createReferral",
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1–255 visible ASCII characters, kept 48 h",
         min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
-    request_body = ReferralInput,
+    request_body(content = ReferralInput, example = json!({
+        "subject": "Patient/123", "reason": "not_accessible", "urgency": "urgent",
+        "appointment_type": "therapy", "detail": "no private space at home",
+        "requested_by": "Practitioner/9"
+    })),
     responses((status = 201, description = "Created (or the replayed first response)", body = ReferralView,
         headers(("ETag" = String, description = "The version, quoted"), ("Location" = String),
             ("Idempotent-Replayed" = String, description = "`true` when this is the stored response of an earlier request with the same Idempotency-Key"))),
@@ -416,7 +420,10 @@ pub async fn list_referral_versions(
         ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1–255 visible ASCII characters, kept 48 h",
             min_length = 1, max_length = 255, pattern = "^[!-~]+$")
     ),
-    request_body = StatusChange,
+    request_body(content = StatusChange, example = json!({
+        "status": "scheduled", "appointment_at": "2026-12-01T09:30:00Z",
+        "note": "face-to-face at the Leeds clinic"
+    })),
     responses((status = 200, description = "The referral in its new state", body = ReferralView,
         headers(("ETag" = String, description = "The new version, quoted"),
             ("Idempotent-Replayed" = String, description = "`true` when this is the stored response of an earlier request with the same Idempotency-Key"))),

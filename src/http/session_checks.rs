@@ -143,7 +143,13 @@ crate::errors!(RecordDisconnectionErrors: 400, 401, 403, 404, 413, 415, 422, 500
 #[utoipa::path(
     tag = "session-checks",
     operation_id = "createSessionCheck",
-    request_body = SessionCheckInput,
+    request_body(content = SessionCheckInput, example = json!({
+        "subject": "Patient/123", "modality": "video", "appointment_type": "therapy",
+        "service_user_location": {"description": "home", "address": "1 High St, Leeds"},
+        "call_back_number": "+447700900123", "clinician_in_private_space": false,
+        "others_present": ["trainee psychologist"], "headphones": true,
+        "service_user_private": true, "sensitive_topics": true
+    })),
     responses((status = 201, description = "The check and its outcome", body = SessionCheckView,
         headers(("Location" = String))), CreateSessionCheckErrors),
     security(("bearer" = ["sessions:write"]))
@@ -276,7 +282,7 @@ pub async fn get_session_check(
     tag = "session-checks",
     operation_id = "recordDisconnection",
     params(("id" = Uuid, Path, description = "Session check id")),
-    request_body = DisconnectionInput,
+    request_body(content = DisconnectionInput, example = json!({"note": "the video call dropped"})),
     responses((status = 201, description = "Recorded; how to go on", body = Disconnection),
         RecordDisconnectionErrors),
     security(("bearer" = ["sessions:write"]))

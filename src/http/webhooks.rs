@@ -203,7 +203,13 @@ crate::errors!(ReplayWebhookDeliveryErrors: 401, 403, 404, 500, 503);
 /// Events are POSTed as `{"id", "type", "occurred_at", "data"}` with headers
 /// `Telemental-Event-Id` and `Telemental-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`,
 /// retried with exponential backoff until a 2xx, dead-lettered after the configured attempts.
-#[utoipa::path(tag = "webhooks", operation_id = "createWebhook", request_body = WebhookInput,
+#[utoipa::path(tag = "webhooks", operation_id = "createWebhook",
+    request_body(content = WebhookInput, example = json!({
+        "url": "http://127.0.0.1:9000/hooks/telemental",
+        "events": ["referral.created", "referral.status_changed", "referral.overdue",
+                   "plan.review_due", "session_check.do_not_proceed"],
+        "description": "Scheduling system: offer face-to-face appointments"
+    })),
     responses((status = 201, description = "Registered; the secret is shown once", body = WebhookCreated,
         headers(("Location" = String))), CreateWebhookErrors),
     security(("bearer" = ["webhooks:manage"])))]
