@@ -108,7 +108,8 @@ on_both_engines!(
                 &json!({"url": "http://127.0.0.1:9/doomed", "events": ["plan.review_due"]}),
             )
             .await;
-        let referral_body = json!({"subject": "Patient/c1", "reason": "not_accessible", "urgency": "routine"});
+        let referral_body =
+            json!({"subject": "Patient/c1", "reason": "not_accessible", "urgency": "routine"});
         let referral = app.post("/v1/referrals", t, &referral_body).await;
         for r in [&plan, &protocol, &check, &hook, &doomed, &referral] {
             assert!(r.status.is_success(), "setup: {}", r.body);
@@ -218,7 +219,14 @@ on_both_engines!(
                             protocol_body("Patient/c1")
                         };
                         let r = probe
-                            .send(&op_id, &method, &path, Some(&all), Some(Body::Json(dup)), &[])
+                            .send(
+                                &op_id,
+                                &method,
+                                &path,
+                                Some(&all),
+                                Some(Body::Json(dup)),
+                                &[],
+                            )
                             .await;
                         r.assert_problem(409);
                     }
@@ -229,7 +237,14 @@ on_both_engines!(
                             .await;
                         let other = json!({"subject": "Patient/c2", "reason": "not_preferred", "urgency": "routine"});
                         probe
-                            .send(&op_id, &method, &path, Some(&all), Some(Body::Json(other)), &key)
+                            .send(
+                                &op_id,
+                                &method,
+                                &path,
+                                Some(&all),
+                                Some(Body::Json(other)),
+                                &key,
+                            )
                             .await
                             .assert_problem(409);
                         probe
@@ -247,11 +262,25 @@ on_both_engines!(
                     "changeReferralStatus" => {
                         let finished = json!({"status": "completed"});
                         probe
-                            .send(&op_id, &method, &path, Some(&all), Some(Body::Json(finished)), &[])
+                            .send(
+                                &op_id,
+                                &method,
+                                &path,
+                                Some(&all),
+                                Some(Body::Json(finished)),
+                                &[],
+                            )
                             .await
                             .assert_problem(409);
                         probe
-                            .send(&op_id, &method, &path, Some(&all), json_body(), &[("If-Match", "\"99\"")])
+                            .send(
+                                &op_id,
+                                &method,
+                                &path,
+                                Some(&all),
+                                json_body(),
+                                &[("If-Match", "\"99\"")],
+                            )
                             .await
                             .assert_problem(412);
                     }
@@ -261,7 +290,14 @@ on_both_engines!(
                             .await
                             .assert_problem(428);
                         probe
-                            .send(&op_id, &method, &path, Some(&all), json_body(), &[("If-Match", "\"99\"")])
+                            .send(
+                                &op_id,
+                                &method,
+                                &path,
+                                Some(&all),
+                                json_body(),
+                                &[("If-Match", "\"99\"")],
+                            )
                             .await
                             .assert_problem(412);
                     }
@@ -286,7 +322,14 @@ on_both_engines!(
                         "audit:read"
                     };
                     let r = probe
-                        .send(&op_id, &method, &path, Some(&token(t, other)), json_body(), &if_match)
+                        .send(
+                            &op_id,
+                            &method,
+                            &path,
+                            Some(&token(t, other)),
+                            json_body(),
+                            &if_match,
+                        )
                         .await;
                     if scopes.is_empty() {
                         assert_eq!(r.status.as_u16(), success, "{op_id} needs no scope");
@@ -298,8 +341,14 @@ on_both_engines!(
                     let valid = serde_json::to_vec(body.as_ref().unwrap()).unwrap();
                     for (b, status) in [
                         (Body::Raw("text/plain", valid), 415),
-                        (Body::Raw("application/json", b"{\"subject\": ".to_vec()), 400),
-                        (Body::Raw("application/json", vec![b' '; 1024 * 1024 + 1]), 413),
+                        (
+                            Body::Raw("application/json", b"{\"subject\": ".to_vec()),
+                            400,
+                        ),
+                        (
+                            Body::Raw("application/json", vec![b' '; 1024 * 1024 + 1]),
+                            413,
+                        ),
                         (Body::Json(json!({"no_such_field": 1})), 422),
                     ] {
                         probe
@@ -313,7 +362,14 @@ on_both_engines!(
                         .replace("{id}", &unknown)
                         .replace("{delivery_id}", &unknown);
                     probe
-                        .send(&op_id, &method, &missing, Some(&all), json_body(), &if_match)
+                        .send(
+                            &op_id,
+                            &method,
+                            &missing,
+                            Some(&all),
+                            json_body(),
+                            &if_match,
+                        )
                         .await
                         .assert_problem(404);
                 }
@@ -331,7 +387,14 @@ on_both_engines!(
                 ] {
                     if params.contains(&name) {
                         probe
-                            .send(&op_id, &method, &format!("{path}?{name}={bad}"), Some(&all), None, &[])
+                            .send(
+                                &op_id,
+                                &method,
+                                &format!("{path}?{name}={bad}"),
+                                Some(&all),
+                                None,
+                                &[],
+                            )
                             .await
                             .assert_problem(400);
                     }
@@ -379,8 +442,7 @@ on_both_engines!(
             .await
             .unwrap();
         let example = |template: &str, method: &str| -> Value {
-            doc["paths"][template][method]["requestBody"]["content"]["application/json"]
-                ["example"]
+            doc["paths"][template][method]["requestBody"]["content"]["application/json"]["example"]
                 .clone()
         };
         let mut posted = 0;
@@ -400,7 +462,10 @@ on_both_engines!(
         let mut ids: BTreeMap<&str, String> = BTreeMap::new();
         for (template, method) in order {
             let body = example(template, method);
-            assert!(body.is_object(), "{method} {template} has no request example");
+            assert!(
+                body.is_object(),
+                "{method} {template} has no request example"
+            );
             let family = template.split('/').nth(2).unwrap();
             let path = match ids.get(family) {
                 Some(id) => template.replace("{id}", id),
