@@ -498,7 +498,53 @@ pub fn openapi() -> OpenApiDoc {
 pub fn openapi_json() -> serde_json::Value {
     let mut doc = serde_json::to_value(openapi()).expect("the document serialises");
     add_links(&mut doc);
+    add_conditions(&mut doc);
     doc
+}
+
+/// Rules between fields that the service enforces and JSON Schema 2020-12 can state with
+/// `if`/`then`/`else` (utoipa's derive cannot, so they are added to the JSON):
+/// - a `high` risk safety protocol needs a `crisis_response` with an `in_person_plan`
+///   (SAFE-1, `SafetyProtocolInput::check`);
+/// - a referral becomes `scheduled` with an `appointment_at`, and only then has one
+///   (`referral::StatusChange`).
+fn add_conditions(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    let schemas = &mut doc["components"]["schemas"];
+    let conditions = [
+        (
+            "SafetyProtocolRequest",
+            json!({
+                "if": {"properties": {"risk_level": {"const": "high"}}, "required": ["risk_level"]},
+                "then": {
+                    "required": ["crisis_response"],
+                    "properties": {"crisis_response": {
+                        "required": ["in_person_plan"],
+                        "properties": {"in_person_plan": {"$ref": "#/components/schemas/PlanText"}}
+                    }}
+                }
+            }),
+        ),
+        (
+            "StatusChange",
+            json!({
+                "if": {"properties": {"status": {"const": "scheduled"}}, "required": ["status"]},
+                "then": {
+                    "required": ["appointment_at"],
+                    "properties": {"appointment_at": {"$ref": "#/components/schemas/Timestamp"}}
+                },
+                "else": {"properties": {"appointment_at": {"type": "null"}}}
+            }),
+        ),
+    ];
+    for (name, condition) in conditions {
+        let schema = schemas[name]
+            .as_object_mut()
+            .unwrap_or_else(|| panic!("no schema {name}"));
+        for (k, v) in condition.as_object().expect("an object") {
+            schema.insert(k.clone(), v.clone());
+        }
+    }
 }
 
 /// Path templates of the document with their methods, for 405 answers.

@@ -217,3 +217,18 @@ async fn the_committed_contract_matches_the_served_one() {
         "#/components/schemas/Problem"
     );
 }
+
+on_both_engines!(
+    the_root_points_at_the_docs_and_the_contract,
+    |app: TestApp| async move {
+        let r = Reply::from(app.client.get(app.url("/")).send().await.unwrap()).await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.body["docs"], "/docs/");
+        assert_eq!(r.body["openapi"], "/openapi.json");
+        // Both answer, without a token.
+        for path in ["/docs/", "/openapi.json"] {
+            let r = app.client.get(app.url(path)).send().await.unwrap();
+            assert_eq!(r.status(), 200, "{path}");
+        }
+    }
+);
