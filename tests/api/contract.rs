@@ -337,8 +337,8 @@ on_both_engines!(
                         r.assert_problem(403);
                     }
                 }
-                if body.is_some() {
-                    let valid = serde_json::to_vec(body.as_ref().unwrap()).unwrap();
+                if let Some(valid) = &body {
+                    let valid = serde_json::to_vec(valid).unwrap();
                     for (b, status) in [
                         (Body::Raw("text/plain", valid), 415),
                         (
