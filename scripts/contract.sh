@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 WORK=$ROOT/target/contract
-BIN=$ROOT/target/release/telemental
+BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/telemental
 
 if [ "${1:-}" != "--offline" ]; then
   cargo build --release --locked

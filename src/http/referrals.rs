@@ -8,8 +8,8 @@ use super::records::{split_page, Meta, PageParams};
 use super::AppState;
 use crate::auth::{Caller, Scope};
 use crate::domain::referral::{
-    is_overdue, ReferralInput, ReferralReason, ReferralState, ReferralStatus, StatusChange,
-    Transition, TransitionError, Urgency,
+    check_change, is_overdue, ReferralInput, ReferralReason, ReferralState, ReferralStatus,
+    StatusChange, Transition, TransitionError, Urgency,
 };
 use crate::domain::types::{AppointmentType, Detail, Reference, SubjectRef};
 use crate::error::ApiError;
@@ -442,6 +442,8 @@ pub async fn change_referral_status(
     let key = idempotency_key(&req)?;
     let expected = if_match(&req, false)?;
     let change = body.parse()?;
+    // A body that is wrong whatever the referral's state is 422 before 404, 409 or 412.
+    check_change(&change).map_err(ApiError::Invalid)?;
     let id = path_id(&req, "id")?;
     let endpoint = format!("POST /v1/referrals/{id}/status");
     let idem = key.as_deref().map(|k| IdemKey {

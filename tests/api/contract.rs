@@ -283,6 +283,21 @@ on_both_engines!(
                             )
                             .await
                             .assert_problem(412);
+                        // A body wrong whatever the state is refused as such, before If-Match.
+                        let wrong =
+                            json!({"status": "accepted", "appointment_at": "2026-12-01T09:30:00Z"});
+                        let r = probe
+                            .send(
+                                &op_id,
+                                &method,
+                                &path,
+                                Some(&all),
+                                Some(Body::Json(wrong)),
+                                &[("If-Match", "\"99\"")],
+                            )
+                            .await;
+                        r.assert_problem(422);
+                        assert_eq!(r.error_fields(), ["appointment_at"]);
                     }
                     "replacePlan" | "replaceSafetyProtocol" => {
                         probe
