@@ -105,14 +105,15 @@ for i in $(seq 1 10); do
 done
 stop_server
 restart_server st TELEMENTAL_WEBHOOK_MAX_ATTEMPTS=1 TELEMENTAL_WORKER_INTERVAL=200ms
-st_args=(--config-file openapi/schemathesis.toml run "$BASE/openapi.json"
+st_args=(--config-file "$ROOT/openapi/schemathesis.toml" run "$BASE/openapi.json"
   -H "Authorization: Bearer $TOKEN"
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance,negative_data_rejection,ignored_auth
   --report junit --report-dir "$WORK/schemathesis" --no-color)
 [ -n "${ST_SEED:-}" ] && st_args+=(--seed "$ST_SEED")
 [ -n "${ST_MAX_EXAMPLES:-}" ] && st_args+=(--max-examples "$ST_MAX_EXAMPLES")
 status=0
-schemathesis "${st_args[@]}" >"$WORK/schemathesis.log" 2>&1 || status=$?
+# From target/contract, where Hypothesis keeps its scratch files.
+(cd "$WORK" && schemathesis "${st_args[@]}") >"$WORK/schemathesis.log" 2>&1 || status=$?
 sed -n '/= SUMMARY =/,$p' "$WORK/schemathesis.log"
 if [ "$status" != 0 ]; then
   cat "$WORK/schemathesis.log"
