@@ -184,14 +184,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// Every setting is `global`: it may come before or after the subcommand
+/// (`telemental --bind … serve` and `telemental serve --bind …` alike).
 #[derive(Args, Debug, Clone)]
 pub struct Settings {
     /// Address to listen on.
-    #[arg(long, env = "TELEMENTAL_BIND", default_value = "127.0.0.1:8080", value_parser = parse_bind)]
+    #[arg(long, global = true, env = "TELEMENTAL_BIND", default_value = "127.0.0.1:8080", value_parser = parse_bind)]
     pub bind: SocketAddr,
     /// sqlite://PATH (embedded) or postgres://… (many stateless instances).
     #[arg(
         long,
+        global = true,
         env = "TELEMENTAL_DATABASE_URL",
         default_value = "sqlite://telemental.db"
     )]
@@ -199,18 +202,19 @@ pub struct Settings {
     /// Largest number of pooled database connections.
     #[arg(
         long,
+        global = true,
         env = "TELEMENTAL_DATABASE_MAX_CONNECTIONS",
         default_value_t = 10
     )]
     pub database_max_connections: u32,
     /// HS256 shared secret for bearer tokens (at least 32 bytes).
-    #[arg(long, env = "TELEMENTAL_JWT_SECRET", value_parser = parse_secret, hide_env_values = true)]
+    #[arg(long, global = true, env = "TELEMENTAL_JWT_SECRET", value_parser = parse_secret, hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
     /// JWKS URL for RS256/ES256 keys.
-    #[arg(long, env = "TELEMENTAL_JWKS_URL", value_parser = parse_url)]
+    #[arg(long, global = true, env = "TELEMENTAL_JWKS_URL", value_parser = parse_url)]
     pub jwks_url: Option<String>,
     /// Least time between two JWKS fetches triggered by an unknown `kid`.
-    #[arg(long, env = "TELEMENTAL_JWKS_MIN_REFETCH", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "TELEMENTAL_JWKS_MIN_REFETCH", default_value = "10s", value_parser = parse_duration)]
     pub jwks_min_refetch: Duration,
     /// Longest a JWKS fetch may take (connect and body).
     #[arg(long, env = "TELEMENTAL_JWKS_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
@@ -235,46 +239,52 @@ pub struct Settings {
     #[arg(long, env = "TELEMENTAL_AUDIT_RETENTION", default_value = "never", value_parser = parse_retention)]
     pub audit_retention: Retention,
     /// Required `iss` claim, when set.
-    #[arg(long, env = "TELEMENTAL_JWT_ISSUER")]
+    #[arg(long, global = true, env = "TELEMENTAL_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
     /// Required `aud` claim.
-    #[arg(long, env = "TELEMENTAL_JWT_AUDIENCE", default_value = "telemental")]
+    #[arg(
+        long,
+        global = true,
+        env = "TELEMENTAL_JWT_AUDIENCE",
+        default_value = "telemental"
+    )]
     pub jwt_audience: String,
     /// Log filter (tracing EnvFilter syntax).
-    #[arg(long, env = "TELEMENTAL_LOG", default_value = "info")]
+    #[arg(long, global = true, env = "TELEMENTAL_LOG", default_value = "info")]
     pub log: String,
     /// Log format.
     #[arg(
         long,
+        global = true,
         env = "TELEMENTAL_LOG_FORMAT",
         value_enum,
         default_value = "text"
     )]
     pub log_format: LogFormat,
     /// Allow webhook URLs on loopback, private and link-local addresses.
-    #[arg(long, env = "TELEMENTAL_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
+    #[arg(long, global = true, env = "TELEMENTAL_WEBHOOK_ALLOW_PRIVATE", default_value_t = false, action = clap::ArgAction::Set)]
     pub webhook_allow_private: bool,
     /// First retry delay of a failed webhook delivery; doubles after each failure, capped at 1 h.
-    #[arg(long, env = "TELEMENTAL_WEBHOOK_RETRY_BASE", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "TELEMENTAL_WEBHOOK_RETRY_BASE", default_value = "5s", value_parser = parse_duration)]
     pub webhook_retry_base: Duration,
     /// Attempts before a delivery is dead-lettered (replayable through the API).
-    #[arg(long, env = "TELEMENTAL_WEBHOOK_MAX_ATTEMPTS", default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=100))]
+    #[arg(long, global = true, env = "TELEMENTAL_WEBHOOK_MAX_ATTEMPTS", default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub webhook_max_attempts: u32,
     /// Timeout of one webhook POST.
-    #[arg(long, env = "TELEMENTAL_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "TELEMENTAL_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub webhook_timeout: Duration,
     /// How soon a routine fallback referral is due.
-    #[arg(long, env = "TELEMENTAL_REFERRAL_DUE_ROUTINE", default_value = "7d", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "TELEMENTAL_REFERRAL_DUE_ROUTINE", default_value = "7d", value_parser = parse_duration)]
     pub referral_due_routine: Duration,
     /// How soon an urgent fallback referral is due.
-    #[arg(long, env = "TELEMENTAL_REFERRAL_DUE_URGENT", default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "TELEMENTAL_REFERRAL_DUE_URGENT", default_value = "24h", value_parser = parse_duration)]
     pub referral_due_urgent: Duration,
     /// How soon an emergency fallback referral is due.
-    #[arg(long, env = "TELEMENTAL_REFERRAL_DUE_EMERGENCY", default_value = "4h", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "TELEMENTAL_REFERRAL_DUE_EMERGENCY", default_value = "4h", value_parser = parse_duration)]
     pub referral_due_emergency: Duration,
     /// How often the background worker sweeps for overdue referrals, due plan reviews and
     /// deliveries to retry (new events also wake it at once).
-    #[arg(long, env = "TELEMENTAL_WORKER_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "TELEMENTAL_WORKER_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub worker_interval: Duration,
     /// The service's public base URL (e.g. https://telemental.example.org): absolute `fullUrl`s
     /// and paging links of FHIR Bundles, and the CDS endpoint URLs accepted as a token's `aud`.
@@ -288,7 +298,7 @@ pub struct Settings {
     #[arg(long, env = "TELEMENTAL_CDS_ISSUERS", value_delimiter = ',')]
     pub cds_issuers: Vec<String>,
     /// How long to wait for in-flight requests on shutdown.
-    #[arg(long, env = "TELEMENTAL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    #[arg(long, global = true, env = "TELEMENTAL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
 }
 
@@ -433,6 +443,30 @@ mod tests {
         ] {
             assert!(parse_origins(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn flags_work_before_and_after_the_subcommand() {
+        for args in [
+            &["telemental", "--bind", "127.0.0.1:9999", "serve"][..],
+            &["telemental", "serve", "--bind", "127.0.0.1:9999"][..],
+        ] {
+            let cli = Cli::try_parse_from(args).expect("parses");
+            assert!(matches!(cli.command, Some(Command::Serve)));
+            assert_eq!(cli.settings.bind, "127.0.0.1:9999".parse().unwrap());
+        }
+        let cli = Cli::try_parse_from([
+            "telemental",
+            "token",
+            "--tenant",
+            "t",
+            "--scope",
+            "plans:read",
+            "--jwt-audience",
+            "other",
+        ])
+        .expect("parses");
+        assert_eq!(cli.settings.jwt_audience, "other");
     }
 
     #[test]

@@ -7,33 +7,36 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-/// An RFC 9457 problem document.
+/// An RFC 9457 problem document. Each error response of the document shows its own example.
 #[derive(Debug, Serialize, ToSchema)]
-#[schema(example = json!({
-    "type": "urn:telemental:problem:validation",
-    "title": "Invalid request",
-    "status": 422,
-    "detail": "2 fields are invalid",
-    "errors": [{"field": "resources.connectivity", "message": "unknown variant `great`, expected one of `none`, `limited`, `reliable`"}]
-}))]
 pub struct Problem {
     /// A URN naming the kind of problem; stable, for clients to branch on.
     #[serde(rename = "type")]
+    #[schema(
+        pattern = "^urn:telemental:problem:[a-z-]+$",
+        example = "urn:telemental:problem:not-found"
+    )]
     pub type_: String,
     pub title: String,
+    /// The HTTP status, repeated.
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
     pub detail: String,
-    /// Every invalid field, for 422 (and some 400) responses.
+    /// Every invalid field, for 422 responses.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub errors: Option<Vec<FieldError>>,
     /// The current version, for 412 responses.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, minimum = 1)]
     pub current_version: Option<i64>,
     /// The existing record, for 409 responses on create.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<uuid::Uuid>, nullable = false)]
     pub existing_id: Option<String>,
-    /// Allowed next states, for 409 responses on a bad transition.
+    /// Allowed next states, for 409 responses on a bad transition (empty: a final state).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<crate::domain::referral::ReferralStatus>>, nullable = false)]
     pub allowed: Option<Vec<String>>,
 }
 
@@ -83,6 +86,46 @@ impl ApiError {
             detail: detail.into(),
             existing_id: None,
             allowed: None,
+        }
+    }
+
+    /// A typical error of `status`, for the document's examples.
+    pub fn example(status: u16) -> ApiError {
+        match status {
+            400 => ApiError::BadRequest("invalid query: limit must be between 1 and 200".into()),
+            401 => ApiError::Unauthorized("missing bearer token".into()),
+            403 => ApiError::Forbidden("this operation needs the scope plans:write".into()),
+            404 => ApiError::NotFound,
+            409 => ApiError::Conflict {
+                detail: "this subject already has a plan; update it with PUT".into(),
+                existing_id: Some("01936f4e-8c2a-7d3b-9e4f-5a6b7c8d9e0f".into()),
+                allowed: None,
+            },
+            412 => ApiError::PreconditionFailed(3),
+            413 => ApiError::PayloadTooLarge("the body is over 1 MiB".into()),
+            415 => ApiError::UnsupportedMediaType("send the body as application/json".into()),
+            422 => ApiError::Invalid(vec![
+                FieldError::new(
+                    "resources.connectivity",
+                    "unknown variant `great`, expected one of `none`, `limited`, `reliable`",
+                ),
+                FieldError::new("review_interval_days", "must be between 7 and 365 days"),
+            ]),
+            428 => ApiError::PreconditionRequired,
+            503 => ApiError::Unavailable,
+            _ => ApiError::Internal,
+        }
+    }
+
+    /// The headers this error is sent with, as the document describes them.
+    pub fn documented_headers(&self) -> Vec<(&'static str, &'static str)> {
+        match self {
+            ApiError::Unauthorized(_) | ApiError::Forbidden(_) => vec![(
+                "WWW-Authenticate",
+                "`Bearer` with `error=\"invalid_token\"` (401) or `error=\"insufficient_scope\"` (403)",
+            )],
+            ApiError::Unavailable => vec![("Retry-After", "Seconds to wait before retrying")],
+            _ => vec![],
         }
     }
 

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use utoipa_swagger_ui::SwaggerUi;
 
-pub use http::openapi;
+pub use http::{openapi, openapi_json};
 
 /// A built, listening service.
 pub struct Application {
@@ -74,6 +74,7 @@ impl Application {
         let fhir_settings = web::Data::new(fhir::FhirSettings {
             public_url: settings.public_url.clone(),
         });
+        let doc = http::openapi_json();
         let listener = TcpListener::bind(settings.bind)
             .map_err(|e| format!("cannot listen on {}: {e}", settings.bind))?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
@@ -97,7 +98,10 @@ impl Application {
                 .app_data(interop_writer.clone())
                 .app_data(web::PathConfig::default().error_handler(http::path_error))
                 .app_data(web::QueryConfig::default().error_handler(http::query_error))
-                .service(SwaggerUi::new("/docs/{_:.*}").url("/openapi.json", api.clone()))
+                .service(
+                    SwaggerUi::new("/docs/{_:.*}")
+                        .external_url_unchecked("/openapi.json", doc.clone()),
+                )
                 .route(
                     "/docs",
                     web::get().to(|| async {

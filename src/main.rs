@@ -29,7 +29,7 @@ async fn main() -> ExitCode {
     let settings = cli.settings;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Openapi => {
-            match serde_json::to_string_pretty(&telemental::openapi()) {
+            match serde_json::to_string_pretty(&telemental::openapi_json()) {
                 Ok(doc) => println!("{doc}"),
                 Err(e) => return fail(e),
             }

@@ -196,11 +196,15 @@ fn audit_entry(
     }
 }
 
+crate::errors!(CdsDiscoveryErrors: 401, 500, 503);
+crate::errors!(CdsHookErrors: 400, 401, 413, 415, 422, 500, 503);
+crate::errors!(CdsFeedbackErrors: 400, 401, 413, 415, 422, 500, 503);
+
 /// CDS Hooks discovery: the `telemental-modality` service for `appointment-book`.
 ///
 /// Authenticated like the hook itself (an EHR's JWT from the JWKS).
 #[utoipa::path(tag = "cds-hooks", operation_id = "cdsDiscovery",
-    responses((status = 200, description = "The services", body = CdsServices)),
+    responses((status = 200, description = "The services", body = CdsServices), CdsDiscoveryErrors),
     security(("bearer" = [])))]
 #[get("")]
 pub async fn discovery(
@@ -242,6 +246,7 @@ pub async fn discovery(
     responses(
         (status = 200, description = "Cards (possibly none)", body = CdsResponse),
         (status = 412, description = "The context lacks patientId or proposed appointments", body = Problem, content_type = "application/problem+json"),
+        CdsHookErrors,
     ),
     security(("bearer" = [])))]
 #[post("/telemental-modality")]
@@ -335,7 +340,7 @@ pub async fn telemental_modality(
 /// free-text `userComment` is neither stored nor logged.
 #[utoipa::path(tag = "cds-hooks", operation_id = "cdsTelementalModalityFeedback",
     request_body = FeedbackRequest,
-    responses((status = 200, description = "Accepted")),
+    responses((status = 200, description = "Accepted"), CdsFeedbackErrors),
     security(("bearer" = [])))]
 #[post("/telemental-modality/feedback")]
 pub async fn feedback(

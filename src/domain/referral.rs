@@ -145,6 +145,12 @@ pub fn transition(current: ReferralStatus, change: &StatusChange) -> Result<(), 
             allowed,
         });
     }
+    check_change(change).map_err(TransitionError::Invalid)
+}
+
+/// What a status change must hold whatever the referral's state: `appointment_at` exactly
+/// when the new status is `scheduled`. Checked with the body, before any state.
+pub fn check_change(change: &StatusChange) -> Result<(), Vec<FieldError>> {
     let mut errors = Vec::new();
     match (change.status, change.appointment_at) {
         (ReferralStatus::Scheduled, None) => errors.push(FieldError::new(
@@ -160,7 +166,7 @@ pub fn transition(current: ReferralStatus, change: &StatusChange) -> Result<(), 
     if errors.is_empty() {
         Ok(())
     } else {
-        Err(TransitionError::Invalid(errors))
+        Err(errors)
     }
 }
 

@@ -23,6 +23,7 @@ pub struct SessionCheckInput {
     pub appointment_type: AppointmentType,
     /// Where the service user says they are now (SAFE-1); absent when unknown.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub service_user_location: Option<ServiceUserLocation>,
     /// The number to call the service user back on, confirmed with them at the start of this
     /// session (SAFE-2); absent when not confirmed.

@@ -19,11 +19,13 @@ pub struct AuditParams {
     pub subject: Option<String>,
     /// Only events at or after this instant (RFC 3339).
     pub since: Option<DateTime<Utc>>,
-    /// Only events about this kind of resource, e.g. `plan`.
-    pub resource_type: Option<String>,
+    /// Only events about this kind of resource.
+    pub resource_type: Option<AuditResourceType>,
     /// Page size, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
 }
 
@@ -34,26 +36,97 @@ pub struct AuditEvent {
     pub at: DateTime<Utc>,
     /// The token's `sub`.
     pub actor: String,
-    /// `create`, `read`, `update`, `list`, `read_versions`, …
+    #[schema(value_type = AuditAction)]
     pub action: String,
-    /// `plan`, `safety_protocol`, …
+    #[schema(value_type = AuditResourceType)]
     pub resource_type: String,
+    /// The record, when the access named one.
+    #[schema(required = true)]
     pub resource_id: Option<Uuid>,
+    /// The service user concerned, when known.
+    #[schema(required = true)]
     pub subject: Option<String>,
+    /// The request's `X-Request-Id`.
     pub request_id: String,
-    /// `success`, `not_found` or `denied`.
+    #[schema(value_type = AuditOutcome)]
     pub outcome: String,
+}
+
+/// What was done (the document's names for the `action` values the service records).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    Create,
+    Read,
+    Update,
+    List,
+    ReadVersions,
+    ChangeStatus,
+    RecordDisconnection,
+    Delete,
+    ListDeliveries,
+    ReplayDelivery,
+    /// A CDS Hooks call answered with cards.
+    Hook,
+    /// A CDS card issued to the EHR.
+    Issue,
+    FeedbackAccepted,
+    FeedbackOverridden,
+}
+
+/// The kind of record an access was about.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditResourceType {
+    Plan,
+    SafetyProtocol,
+    SessionCheck,
+    Referral,
+    Recommendation,
+    Webhook,
+    AuditEvent,
+    CdsService,
+    CdsCard,
+}
+
+impl AuditResourceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditResourceType::Plan => "plan",
+            AuditResourceType::SafetyProtocol => "safety_protocol",
+            AuditResourceType::SessionCheck => "session_check",
+            AuditResourceType::Referral => "referral",
+            AuditResourceType::Recommendation => "recommendation",
+            AuditResourceType::Webhook => "webhook",
+            AuditResourceType::AuditEvent => "audit_event",
+            AuditResourceType::CdsService => "cds_service",
+            AuditResourceType::CdsCard => "cds_card",
+        }
+    }
+}
+
+/// How the access ended: `denied` is a missing scope, `not_found` an unknown id.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditOutcome {
+    Success,
+    NotFound,
+    Denied,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuditEventList {
     pub items: Vec<AuditEvent>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 
+crate::errors!(ListAuditEventsErrors: 400, 401, 403, 500, 503);
+
 /// The audit trail of this tenant, oldest first.
 #[utoipa::path(tag = "audit", operation_id = "listAuditEvents", params(AuditParams),
-    responses((status = 200, description = "A page of events", body = AuditEventList)),
+    responses((status = 200, description = "A page of events", body = AuditEventList), ListAuditEventsErrors),
     security(("bearer" = ["audit:read"])))]
 #[get("/audit-events")]
 pub async fn list_audit_events(
@@ -68,7 +141,7 @@ pub async fn list_audit_events(
     let after = parse_cursor::<Uuid>(q.cursor.as_deref())?;
     let filter = AuditFilter {
         subject: q.subject,
-        resource_type: q.resource_type,
+        resource_type: q.resource_type.map(|r| r.as_str().to_string()),
         since: q.since.map(Ts::from),
         after,
         limit: limit + 1,

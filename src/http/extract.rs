@@ -226,6 +226,10 @@ pub trait Input: DeserializeOwned + 'static {
     /// A complete, valid example; missing required fields are borrowed from it so that parsing
     /// can go on and report every other bad field too.
     fn template() -> Value;
+
+    /// Top-level optional objects that may be left out but not sent as `null` (the document
+    /// says so, and schema-driven clients never send one).
+    const NOT_NULL: &'static [&'static str] = &[];
 }
 
 /// A JSON body parsed into `T`: 415 when not JSON, 413 over 1 MiB, 400 when not parsable JSON,
@@ -365,6 +369,17 @@ pub fn parse_value<T: Input>(mut value: Value) -> Result<T, ApiError> {
     }
     let template = T::template();
     let mut errors: Vec<FieldError> = Vec::new();
+    if let Value::Object(fields) = &mut value {
+        for name in T::NOT_NULL {
+            if fields.get(*name).is_some_and(Value::is_null) {
+                fields.remove(*name);
+                errors.push(FieldError::new(
+                    *name,
+                    "must be an object, or left out (not null)",
+                ));
+            }
+        }
+    }
     for _ in 0..64 {
         let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
             Ok(v) if errors.is_empty() => return Ok(v),

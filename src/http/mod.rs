@@ -16,12 +16,13 @@ use crate::auth::{Caller, Scope};
 use crate::error::{ApiError, Problem};
 use crate::store::{AuditEntry, Store, Ts};
 use actix_web::dev::ResourceDef;
-use actix_web::http::Method;
 use actix_web::{web, HttpRequest};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::Operation;
-use utoipa::openapi::response::{ResponseBuilder, ResponsesBuilder};
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{ContentBuilder, OpenApi as OpenApiDoc, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
@@ -103,14 +104,13 @@ impl AppState {
 #[openapi(
     info(
         title = "telemental",
-        description = "Telemental health guideline service: preference plans, safety protocols, \
-            start-of-session safety checks, modality recommendations explained by guideline rule, \
-            and face-to-face fallback referrals. Every error is application/problem+json (RFC 9457).",
+        description = include_str!("docs.md"),
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
         version = "0.1.0"
     ),
     servers((url = "/", description = "This instance")),
-    components(schemas(Problem, crate::domain::FieldError)),
+    // Device is named only through a `schema_with` list, which utoipa does not follow.
+    components(schemas(Problem, crate::domain::FieldError, crate::domain::plan::Device)),
     security(("bearer" = [])),
     tags(
         (name = "plans", description = "Telemental health preference plans (FLEX-*, CONN-*, EXCL-1)"),
@@ -127,40 +127,62 @@ impl AppState {
 )]
 pub struct ApiDoc;
 
-/// Adds the bearer scheme and the error responses every operation can give, all pointing at
-/// the one `Problem` schema, so no operation forgets to document its errors.
-struct Conventions;
+/// Declares the error statuses one operation can return, next to its handler, as a type for
+/// the `responses(...)` of its `#[utoipa::path]`: `errors!(CreatePlanErrors: 400, 401, 403)`.
+/// Each status points at its shared response in `#/components/responses` (see [`ERRORS`]).
+/// The statuses are read off the handler, not guessed from the path: `tests/api/contract.rs`
+/// provokes each one over HTTP and fails on any status an operation returns undocumented.
+#[macro_export]
+macro_rules! errors {
+    ($name:ident: $($code:literal),+ $(,)?) => {
+        #[doc = concat!("The error statuses of one operation: ", $(stringify!($code), " ",)+)]
+        pub struct $name;
+        impl utoipa::IntoResponses for $name {
+            fn responses() -> std::collections::BTreeMap<
+                String,
+                utoipa::openapi::RefOr<utoipa::openapi::response::Response>,
+            > {
+                [$($code),+]
+                    .into_iter()
+                    .map(|code: u16| {
+                        (code.to_string(), utoipa::openapi::RefOr::Ref($crate::http::error_ref(code)))
+                    })
+                    .collect()
+            }
+        }
+    };
+}
 
-const ERRORS: &[(&str, &str, &str)] = &[
-    ("BadRequest", "400", "Unparsable body or query"),
-    ("Unauthorized", "401", "Missing or invalid bearer token"),
-    ("Forbidden", "403", "The token lacks the scope"),
-    ("NotFound", "404", "No such record for this tenant"),
-    (
-        "Conflict",
-        "409",
-        "Conflicts with an existing record or state",
-    ),
-    (
-        "PreconditionFailed",
-        "412",
-        "If-Match does not match the current version",
-    ),
-    ("PayloadTooLarge", "413", "Body over 1 MiB"),
-    ("UnsupportedMediaType", "415", "The body is not JSON"),
-    (
-        "Unprocessable",
-        "422",
-        "Well-formed but invalid; `errors` names every bad field",
-    ),
-    ("PreconditionRequired", "428", "Update without If-Match"),
-    (
-        "Internal",
-        "500",
-        "Unexpected error (never caused by the request)",
-    ),
-    ("Unavailable", "503", "The database is unavailable; retry"),
+/// The shared error responses: component name, status and description. Every one has the
+/// `Problem` schema and its own example (from [`ApiError::example`]).
+pub const ERRORS: &[(&str, u16, &str)] = &[
+    ("BadRequest", 400, "Unparsable body, bad query parameter or bad header"),
+    ("Unauthorized", 401, "Missing or invalid bearer token"),
+    ("Forbidden", 403, "The token lacks the operation's scope"),
+    ("NotFound", 404, "No such record for this tenant (also a malformed id)"),
+    ("Conflict", 409, "Conflicts with an existing record, the record's state, or an earlier use of the Idempotency-Key"),
+    ("PreconditionFailed", 412, "If-Match does not match the current version"),
+    ("PayloadTooLarge", 413, "Body over 1 MiB"),
+    ("UnsupportedMediaType", 415, "The body is not JSON"),
+    ("Unprocessable", 422, "Well-formed but invalid; `errors` names every bad field"),
+    ("PreconditionRequired", 428, "Replace without If-Match"),
+    ("Internal", 500, "Unexpected error, logged with its cause (never caused by the request)"),
+    ("Unavailable", 503, "The database is unavailable; retry after `Retry-After` seconds"),
 ];
+
+/// `#/components/responses/<name>` of an error status declared with [`errors!`].
+pub fn error_ref(code: u16) -> Ref {
+    let name = ERRORS
+        .iter()
+        .find(|(_, c, _)| *c == code)
+        .map(|(name, _, _)| *name)
+        .unwrap_or_else(|| panic!("no shared error response for status {code}"));
+    Ref::new(format!("#/components/responses/{name}"))
+}
+
+/// Adds the bearer scheme, the shared error responses (each with its own example and headers)
+/// and the scopes in each operation's description; orders every operation's responses.
+struct Conventions;
 
 impl Modify for Conventions {
     fn modify(&self, api: &mut OpenApiDoc) {
@@ -172,98 +194,45 @@ impl Modify for Conventions {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
                     .description(Some(
-                        "A JWT with `sub`, `tenant`, `scope` (space-separated), `aud`, `exp`.",
+                        "A JWT with `sub`, `tenant`, `scope` (space-separated), `aud`, `exp`: \
+                         the dev token printed at start in dev mode, one minted with \
+                         `telemental token`, or one from your identity provider (JWKS).",
                     ))
                     .build(),
             ),
         );
-        for (name, _, description) in ERRORS {
-            components.responses.insert(
-                name.to_string(),
-                RefOr::T(
-                    ResponseBuilder::new()
-                        .description(*description)
-                        .content(
-                            "application/problem+json",
-                            ContentBuilder::new()
-                                .schema(Some(Ref::from_schema_name("Problem")))
-                                .build(),
-                        )
-                        .build(),
-                ),
+        for (name, code, description) in ERRORS {
+            let example = serde_json::to_value(ApiError::example(*code).problem())
+                .expect("a problem serialises");
+            let mut response = ResponseBuilder::new().description(*description).content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .example(Some(example))
+                    .build(),
             );
-        }
-        for (path, item) in api.paths.paths.iter_mut() {
-            // FHIR operations document their own errors: OperationOutcomes, not problems.
-            if path.starts_with("/fhir/") {
-                continue;
+            for (header, text) in ApiError::example(*code).documented_headers() {
+                response = response.header(
+                    header,
+                    HeaderBuilder::new()
+                        .schema(ObjectBuilder::new().schema_type(Type::String))
+                        .description(Some(text))
+                        .build(),
+                );
             }
-            let has_id = path.contains('{');
-            let ops: [(&Method, &mut Option<Operation>); 4] = [
-                (&Method::GET, &mut item.get),
-                (&Method::POST, &mut item.post),
-                (&Method::PUT, &mut item.put),
-                (&Method::DELETE, &mut item.delete),
-            ];
-            for (method, op) in ops {
+            components
+                .responses
+                .insert(name.to_string(), RefOr::T(response.build()));
+        }
+        for item in api.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.put,
+                &mut item.delete,
+            ] {
                 let Some(op) = op.as_mut() else { continue };
-                let public = op.security.as_ref().is_some_and(|s| {
-                    serde_json::to_value(s)
-                        .map(|v| v == serde_json::json!([{}]))
-                        .unwrap_or(false)
-                });
-                let has_body = op.request_body.is_some();
-                let has_query = op.parameters.as_ref().is_some_and(|ps| {
-                    ps.iter().any(|p| {
-                        serde_json::to_value(p)
-                            .map(|v| v["in"] == "query")
-                            .unwrap_or(false)
-                    })
-                });
-                let mut codes: Vec<&str> = vec!["500"];
-                if !public {
-                    codes.extend(["401", "403", "503"]);
-                }
-                if has_body || has_query {
-                    codes.push("400");
-                }
-                if has_body {
-                    codes.extend(["413", "415", "422"]);
-                }
-                if has_id && !public {
-                    codes.push("404");
-                }
-                let has_if_match = op.parameters.as_ref().is_some_and(|ps| {
-                    ps.iter().any(|p| {
-                        serde_json::to_value(p)
-                            .map(|v| v["name"] == "If-Match")
-                            .unwrap_or(false)
-                    })
-                });
-                if *method == Method::PUT {
-                    codes.extend(["412", "428"]);
-                } else if has_if_match {
-                    codes.push("412");
-                }
-                // Creates (duplicates, reused idempotency keys) and state transitions; the CDS
-                // Hooks calls create nothing.
-                if *method == Method::POST
-                    && (!has_id || path.ends_with("/status"))
-                    && !path.starts_with("/cds-services")
-                {
-                    codes.push("409");
-                }
-                if path == "/readyz" {
-                    codes.push("503");
-                }
-                let mut extra = ResponsesBuilder::new();
-                for (name, code, _) in ERRORS {
-                    if codes.contains(code) && !op.responses.responses.contains_key(*code) {
-                        extra = extra
-                            .response(*code, Ref::new(format!("#/components/responses/{name}")));
-                    }
-                }
-                op.responses.responses.extend(extra.build().responses);
+                note_scopes(op);
                 let sorted: BTreeMap<_, _> = std::mem::take(&mut op.responses.responses)
                     .into_iter()
                     .collect();
@@ -271,6 +240,235 @@ impl Modify for Conventions {
             }
         }
     }
+}
+
+/// OpenAPI links: which response feeds which operation, so generated clients and stateful
+/// testers can chain create → read → replace. Source operation, status, target operation,
+/// parameters (name, runtime expression) and request body (`None`: the client's own).
+type LinkRow = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    Option<&'static str>,
+);
+
+const ID: &[(&str, &str)] = &[("id", "$response.body#/id")];
+const SAME_ID: &[(&str, &str)] = &[("id", "$request.path.id")];
+const FIRST_ID: &[(&str, &str)] = &[("id", "$response.body#/items/0/id")];
+/// Replace what was read: the same id, its ETag, and the body as read (the server's fields are
+/// ignored on the way back in).
+const PUT_BACK: &[(&str, &str)] = &[
+    ("id", "$response.body#/id"),
+    ("If-Match", "$response.header.ETag"),
+];
+
+const LINKS: &[LinkRow] = &[
+    ("createPlan", "201", "getPlan", ID, None),
+    (
+        "createPlan",
+        "201",
+        "replacePlan",
+        PUT_BACK,
+        Some("$response.body"),
+    ),
+    ("createPlan", "201", "listPlanVersions", ID, None),
+    (
+        "createPlan",
+        "201",
+        "recommendModality",
+        &[],
+        Some(r#"{"subject": "$response.body#/subject", "appointment_type": "therapy"}"#),
+    ),
+    (
+        "getPlan",
+        "200",
+        "replacePlan",
+        PUT_BACK,
+        Some("$response.body"),
+    ),
+    ("getPlan", "200", "listPlanVersions", SAME_ID, None),
+    ("replacePlan", "200", "getPlan", SAME_ID, None),
+    ("listPlans", "200", "getPlan", FIRST_ID, None),
+    ("createSafetyProtocol", "201", "getSafetyProtocol", ID, None),
+    (
+        "createSafetyProtocol",
+        "201",
+        "replaceSafetyProtocol",
+        PUT_BACK,
+        Some("$response.body"),
+    ),
+    (
+        "createSafetyProtocol",
+        "201",
+        "listSafetyProtocolVersions",
+        ID,
+        None,
+    ),
+    (
+        "createSafetyProtocol",
+        "201",
+        "createSessionCheck",
+        &[],
+        Some(
+            r#"{"subject": "$response.body#/subject", "modality": "video", "appointment_type": "therapy", "clinician_in_private_space": true}"#,
+        ),
+    ),
+    (
+        "getSafetyProtocol",
+        "200",
+        "replaceSafetyProtocol",
+        PUT_BACK,
+        Some("$response.body"),
+    ),
+    (
+        "getSafetyProtocol",
+        "200",
+        "listSafetyProtocolVersions",
+        SAME_ID,
+        None,
+    ),
+    (
+        "replaceSafetyProtocol",
+        "200",
+        "getSafetyProtocol",
+        SAME_ID,
+        None,
+    ),
+    (
+        "listSafetyProtocols",
+        "200",
+        "getSafetyProtocol",
+        FIRST_ID,
+        None,
+    ),
+    ("createSessionCheck", "201", "getSessionCheck", ID, None),
+    ("createSessionCheck", "201", "recordDisconnection", ID, None),
+    (
+        "recordDisconnection",
+        "201",
+        "getSessionCheck",
+        &[("id", "$request.path.id")],
+        None,
+    ),
+    ("createReferral", "201", "getReferral", ID, None),
+    ("createReferral", "201", "listReferralVersions", ID, None),
+    (
+        "createReferral",
+        "201",
+        "changeReferralStatus",
+        &[
+            ("id", "$response.body#/id"),
+            ("If-Match", "$response.header.ETag"),
+        ],
+        None,
+    ),
+    (
+        "getReferral",
+        "200",
+        "changeReferralStatus",
+        &[
+            ("id", "$response.body#/id"),
+            ("If-Match", "$response.header.ETag"),
+        ],
+        None,
+    ),
+    ("changeReferralStatus", "200", "getReferral", SAME_ID, None),
+    (
+        "changeReferralStatus",
+        "200",
+        "listReferralVersions",
+        SAME_ID,
+        None,
+    ),
+    ("listReferrals", "200", "getReferral", FIRST_ID, None),
+    ("createWebhook", "201", "getWebhook", ID, None),
+    ("createWebhook", "201", "listWebhookDeliveries", ID, None),
+    ("createWebhook", "201", "deleteWebhook", ID, None),
+    ("listWebhooks", "200", "getWebhook", FIRST_ID, None),
+    (
+        "listWebhooks",
+        "200",
+        "listWebhookDeliveries",
+        FIRST_ID,
+        None,
+    ),
+    ("listWebhooks", "200", "deleteWebhook", FIRST_ID, None),
+    (
+        "listWebhookDeliveries",
+        "200",
+        "replayWebhookDelivery",
+        &[
+            ("id", "$request.path.id"),
+            ("delivery_id", "$response.body#/items/0/id"),
+        ],
+        None,
+    ),
+];
+
+/// Adds [`LINKS`] to the serialised document. (utoipa 5 writes a `Link`'s fields in
+/// snake_case, `operation_id`, which no client reads, so links are written as JSON here.)
+fn add_links(doc: &mut serde_json::Value) {
+    use serde_json::{json, Map, Value};
+    for (source, status, target, params, body) in LINKS {
+        let op = doc["paths"]
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|paths| paths.values_mut())
+            .filter_map(Value::as_object_mut)
+            .flat_map(|item| item.values_mut())
+            .find(|op| op["operationId"] == *source)
+            .unwrap_or_else(|| panic!("link from unknown operation {source}"));
+        let response = op["responses"][*status]
+            .as_object_mut()
+            .unwrap_or_else(|| panic!("link from {source} {status}: no such response"));
+        let mut link = Map::new();
+        link.insert("operationId".into(), json!(target));
+        if !params.is_empty() {
+            let params: Map<String, Value> = params
+                .iter()
+                .map(|(k, v)| (k.to_string(), json!(v)))
+                .collect();
+            link.insert("parameters".into(), Value::Object(params));
+        }
+        if let Some(body) = body {
+            let body = serde_json::from_str(body).unwrap_or_else(|_| json!(body));
+            link.insert("requestBody".into(), body);
+        }
+        response
+            .entry("links")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .expect("links is an object")
+            .insert(target.to_string(), Value::Object(link));
+    }
+}
+
+/// Appends "Scope: `x`" (or "No token needed") to an operation's description, from its
+/// security requirement, so the docs page says what each operation needs.
+fn note_scopes(op: &mut Operation) {
+    let security = serde_json::to_value(&op.security).unwrap_or_default();
+    let scopes: Vec<String> = security
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|req| req.get("bearer"))
+        .filter_map(|s| s.as_array())
+        .flatten()
+        .filter_map(|s| s.as_str().map(|s| format!("`{s}`")))
+        .collect();
+    let needs_token = security
+        .as_array()
+        .is_none_or(|reqs| reqs.iter().any(|r| r.get("bearer").is_some()));
+    let note = match (needs_token, scopes.is_empty()) {
+        (false, _) => "No token needed.".to_string(),
+        (true, true) => "Needs a valid token (any scope).".to_string(),
+        (true, false) => format!("Scope: {}.", scopes.join(" ")),
+    };
+    op.description = Some(match op.description.take() {
+        Some(d) if !d.is_empty() => format!("{d}\n\n{note}"),
+        _ => note,
+    });
 }
 
 /// Registers every documented route.
@@ -302,6 +500,59 @@ pub fn openapi() -> OpenApiDoc {
     Conventions.modify(&mut api);
     crate::fhir::document_errors(&mut api);
     api
+}
+
+/// The OpenAPI document as served at `/openapi.json` and committed: [`openapi`] with its links.
+pub fn openapi_json() -> serde_json::Value {
+    let mut doc = serde_json::to_value(openapi()).expect("the document serialises");
+    add_links(&mut doc);
+    add_conditions(&mut doc);
+    doc
+}
+
+/// Rules between fields that the service enforces and JSON Schema 2020-12 can state with
+/// `if`/`then`/`else` (utoipa's derive cannot, so they are added to the JSON):
+/// - a `high` risk safety protocol needs a `crisis_response` with an `in_person_plan`
+///   (SAFE-1, `SafetyProtocolInput::check`);
+/// - a referral becomes `scheduled` with an `appointment_at`, and only then has one
+///   (`referral::StatusChange`).
+fn add_conditions(doc: &mut serde_json::Value) {
+    use serde_json::json;
+    let schemas = &mut doc["components"]["schemas"];
+    let conditions = [
+        (
+            "SafetyProtocolRequest",
+            json!({
+                "if": {"properties": {"risk_level": {"const": "high"}}, "required": ["risk_level"]},
+                "then": {
+                    "required": ["crisis_response"],
+                    "properties": {"crisis_response": {
+                        "required": ["in_person_plan"],
+                        "properties": {"in_person_plan": {"$ref": "#/components/schemas/PlanText"}}
+                    }}
+                }
+            }),
+        ),
+        (
+            "StatusChange",
+            json!({
+                "if": {"properties": {"status": {"const": "scheduled"}}, "required": ["status"]},
+                "then": {
+                    "required": ["appointment_at"],
+                    "properties": {"appointment_at": {"$ref": "#/components/schemas/Timestamp"}}
+                },
+                "else": {"properties": {"appointment_at": {"type": "null"}}}
+            }),
+        ),
+    ];
+    for (name, condition) in conditions {
+        let schema = schemas[name]
+            .as_object_mut()
+            .unwrap_or_else(|| panic!("no schema {name}"));
+        for (k, v) in condition.as_object().expect("an object") {
+            schema.insert(k.clone(), v.clone());
+        }
+    }
 }
 
 /// Path templates of the document with their methods, for 405 answers.

@@ -21,6 +21,31 @@ pub struct Readiness {
     pub database: &'static str,
 }
 
+/// Where to go from here: the docs and the contract.
+#[derive(Serialize, ToSchema)]
+pub struct Root {
+    #[schema(example = "telemental")]
+    pub service: &'static str,
+    /// Swagger UI.
+    #[schema(example = "/docs/")]
+    pub docs: &'static str,
+    /// The OpenAPI document.
+    #[schema(example = "/openapi.json")]
+    pub openapi: &'static str,
+}
+
+/// Points at the docs and the OpenAPI document.
+#[utoipa::path(tag = "operations", operation_id = "getRoot",
+    responses((status = 200, description = "Links to the docs and the contract", body = Root)), security(()))]
+#[get("/")]
+pub async fn root() -> HttpResponse {
+    HttpResponse::Ok().json(Root {
+        service: "telemental",
+        docs: "/docs/",
+        openapi: "/openapi.json",
+    })
+}
+
 /// The process is up.
 #[utoipa::path(tag = "operations", operation_id = "getHealth",
     responses((status = 200, description = "Up", body = Health)), security(()))]
@@ -29,10 +54,12 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(Health { status: "ok" })
 }
 
+crate::errors!(ReadinessErrors: 503);
+
 /// The database answers and can be written: 200, else 503 (take the instance out of the load
 /// balancer). A read-only or full database is not ready: every write would fail.
 #[utoipa::path(tag = "operations", operation_id = "getReadiness",
-    responses((status = 200, description = "Ready", body = Readiness)), security(()))]
+    responses((status = 200, description = "Ready", body = Readiness), ReadinessErrors), security(()))]
 #[get("/readyz")]
 pub async fn readyz(st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     st.store.ping().await.map_err(|_| ApiError::Unavailable)?;
@@ -59,5 +86,8 @@ pub async fn metrics() -> HttpResponse {
 }
 
 pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
-    cfg.service(healthz).service(readyz).service(metrics);
+    cfg.service(root)
+        .service(healthz)
+        .service(readyz)
+        .service(metrics);
 }

@@ -30,6 +30,7 @@ pub struct PlanRequest {
     /// The initial conversation about telemental health (FLEX-1). Without it, recommendations
     /// ask for one and suggest in-person care.
     #[serde(default)]
+    #[schema(nullable = false)]
     pub initial_conversation: Option<InitialConversation>,
     pub preferences: Preferences,
     pub resources: Resources,
@@ -41,6 +42,7 @@ pub struct PlanRequest {
     pub personalisation: Personalisation,
     /// The agreed back-up way to reconnect after a disconnection (CONN-2).
     #[serde(default)]
+    #[schema(nullable = false)]
     pub backup_contact: Option<BackupContact>,
     /// Days between reviews of the plan (7–365, default 90) (FLEX-4).
     #[serde(default)]
@@ -85,6 +87,8 @@ impl From<PlanRequest> for PlanInput {
 }
 
 impl Input for PlanRequest {
+    const NOT_NULL: &'static [&'static str] = &["initial_conversation", "backup_contact"];
+
     fn template() -> Value {
         json!({
             "subject": "Patient/123",
@@ -177,15 +181,31 @@ impl Resource for Plans {
     }
 }
 
+crate::errors!(CreatePlanErrors: 400, 401, 403, 409, 413, 415, 422, 500, 503);
+crate::errors!(GetPlanErrors: 401, 403, 404, 500, 503);
+crate::errors!(ReplacePlanErrors: 400, 401, 403, 404, 412, 413, 415, 422, 428, 500, 503);
+crate::errors!(ListPlanVersionsErrors: 400, 401, 403, 404, 500, 503);
+crate::errors!(ListPlansErrors: 400, 401, 403, 500, 503);
+
 /// Create the service user's plan.
 ///
 /// One plan per subject per tenant: a second is refused with 409 and the existing plan's id.
 #[utoipa::path(
     tag = "plans",
     operation_id = "createPlan",
-    request_body = PlanRequest,
+    request_body(content = PlanRequest, example = json!({
+        "subject": "Patient/123",
+        "initial_conversation": {"held_on": "2026-11-20", "held_by": "Practitioner/9"},
+        "preferences": {"default": ["video", "telephone", "in_person"],
+                        "by_appointment_type": {"medication_review": ["telephone", "in_person"]}},
+        "resources": {"devices": ["smartphone", "computer"], "connectivity": "reliable",
+                      "digital_skills": "basic", "familiar_platforms": ["WhatsApp"], "private_space": "yes"},
+        "barriers": [{"kind": "hearing", "note": "uses captions"}],
+        "backup_contact": {"method": "telephone", "number": "+447700900123"},
+        "review_interval_days": 90
+    })),
     responses((status = 201, description = "Created", body = PlanView,
-        headers(("ETag" = String, description = "The version, quoted"), ("Location" = String)))),
+        headers(("ETag" = String, description = "The version, quoted"), ("Location" = String))), CreatePlanErrors),
     security(("bearer" = ["plans:write"]))
 )]
 #[post("/plans")]
@@ -203,7 +223,7 @@ pub async fn create_plan(
     operation_id = "getPlan",
     params(("id" = Uuid, Path, description = "Plan id")),
     responses((status = 200, description = "The current version", body = PlanView,
-        headers(("ETag" = String, description = "The version, quoted")))),
+        headers(("ETag" = String, description = "The version, quoted"))), GetPlanErrors),
     security(("bearer" = ["plans:read"]))
 )]
 #[get("/plans/{id}")]
@@ -226,9 +246,19 @@ pub async fn get_plan(
         ("id" = Uuid, Path, description = "Plan id"),
         ("If-Match" = String, Header, description = "The ETag of the version being replaced, e.g. \"3\"")
     ),
-    request_body = PlanRequest,
+    request_body(content = PlanRequest, example = json!({
+        "subject": "Patient/123",
+        "initial_conversation": {"held_on": "2026-11-20", "held_by": "Practitioner/9"},
+        "preferences": {"default": ["video", "telephone", "in_person"],
+                        "by_appointment_type": {"medication_review": ["telephone", "in_person"]}},
+        "resources": {"devices": ["smartphone", "computer"], "connectivity": "reliable",
+                      "digital_skills": "basic", "familiar_platforms": ["WhatsApp"], "private_space": "yes"},
+        "barriers": [{"kind": "hearing", "note": "uses captions"}],
+        "backup_contact": {"method": "telephone", "number": "+447700900123"},
+        "review_interval_days": 90
+    })),
     responses((status = 200, description = "The new version", body = PlanView,
-        headers(("ETag" = String, description = "The new version, quoted")))),
+        headers(("ETag" = String, description = "The new version, quoted"))), ReplacePlanErrors),
     security(("bearer" = ["plans:write"]))
 )]
 #[put("/plans/{id}")]
@@ -246,7 +276,7 @@ pub async fn replace_plan(
     tag = "plans",
     operation_id = "listPlanVersions",
     params(("id" = Uuid, Path, description = "Plan id"), PageParams),
-    responses((status = 200, description = "Versions, newest first", body = PlanList)),
+    responses((status = 200, description = "Versions, newest first", body = PlanList), ListPlanVersionsErrors),
     security(("bearer" = ["plans:read"]))
 )]
 #[get("/plans/{id}/versions")]
@@ -265,7 +295,7 @@ pub async fn list_plan_versions(
     tag = "plans",
     operation_id = "listPlans",
     params(RecordListParams),
-    responses((status = 200, description = "A page of plans", body = PlanList)),
+    responses((status = 200, description = "A page of plans", body = PlanList), ListPlansErrors),
     security(("bearer" = ["plans:read"]))
 )]
 #[get("/plans")]

@@ -46,6 +46,7 @@ pub struct SafetyProtocolRequest {
     /// How a fast in-person crisis response is mobilised (SAFE-1). Required, with an
     /// `in_person_plan`, when `risk_level` is `high`.
     #[serde(default)]
+    #[schema(nullable = false)]
     pub crisis_response: Option<CrisisResponse>,
     /// The day the protocol was agreed with the service user; not in the future.
     pub agreed_with_service_user_on: CalendarDate,
@@ -89,6 +90,8 @@ impl From<SafetyProtocolRequest> for SafetyProtocolInput {
 }
 
 impl Input for SafetyProtocolRequest {
+    const NOT_NULL: &'static [&'static str] = &["crisis_response"];
+
     fn template() -> Value {
         json!({
             "subject": "Patient/123",
@@ -172,6 +175,12 @@ impl Resource for Protocols {
     }
 }
 
+crate::errors!(CreateSafetyProtocolErrors: 400, 401, 403, 409, 413, 415, 422, 500, 503);
+crate::errors!(GetSafetyProtocolErrors: 401, 403, 404, 500, 503);
+crate::errors!(ReplaceSafetyProtocolErrors: 400, 401, 403, 404, 412, 413, 415, 422, 428, 500, 503);
+crate::errors!(ListSafetyProtocolVersionsErrors: 400, 401, 403, 404, 500, 503);
+crate::errors!(ListSafetyProtocolsErrors: 400, 401, 403, 500, 503);
+
 /// Create the service user's safety protocol.
 ///
 /// One per subject per tenant (409 with the existing id). At least one call-back number;
@@ -179,9 +188,18 @@ impl Resource for Protocols {
 #[utoipa::path(
     tag = "safety-protocols",
     operation_id = "createSafetyProtocol",
-    request_body = SafetyProtocolRequest,
+    request_body(content = SafetyProtocolRequest, example = json!({
+        "subject": "Patient/123", "risk_level": "high",
+        "call_back_numbers": ["+447700900123"],
+        "usual_locations": [{"label": "home", "address": "1 High St, Leeds"}],
+        "emergency_contacts": [{"name": "A. Carer", "relationship": "mother", "phone": "+447700900456"}],
+        "crisis_response": {"team": "Leeds crisis team", "phone": "+441130000000",
+                            "in_person_plan": "Crisis team attends within 4 hours", "hours": "24/7"},
+        "agreed_with_service_user_on": "2026-11-20", "review_interval_days": 30
+    })),
     responses((status = 201, description = "Created", body = SafetyProtocolView,
-        headers(("ETag" = String, description = "The version, quoted"), ("Location" = String)))),
+        headers(("ETag" = String, description = "The version, quoted"), ("Location" = String))),
+        CreateSafetyProtocolErrors),
     security(("bearer" = ["protocols:write"]))
 )]
 #[post("/safety-protocols")]
@@ -199,7 +217,7 @@ pub async fn create_safety_protocol(
     operation_id = "getSafetyProtocol",
     params(("id" = Uuid, Path, description = "Safety protocol id")),
     responses((status = 200, description = "The current version", body = SafetyProtocolView,
-        headers(("ETag" = String, description = "The version, quoted")))),
+        headers(("ETag" = String, description = "The version, quoted"))), GetSafetyProtocolErrors),
     security(("bearer" = ["protocols:read"]))
 )]
 #[get("/safety-protocols/{id}")]
@@ -219,9 +237,18 @@ pub async fn get_safety_protocol(
         ("id" = Uuid, Path, description = "Safety protocol id"),
         ("If-Match" = String, Header, description = "The ETag of the version being replaced, e.g. \"3\"")
     ),
-    request_body = SafetyProtocolRequest,
+    request_body(content = SafetyProtocolRequest, example = json!({
+        "subject": "Patient/123", "risk_level": "high",
+        "call_back_numbers": ["+447700900123"],
+        "usual_locations": [{"label": "home", "address": "1 High St, Leeds"}],
+        "emergency_contacts": [{"name": "A. Carer", "relationship": "mother", "phone": "+447700900456"}],
+        "crisis_response": {"team": "Leeds crisis team", "phone": "+441130000000",
+                            "in_person_plan": "Crisis team attends within 4 hours", "hours": "24/7"},
+        "agreed_with_service_user_on": "2026-11-20", "review_interval_days": 30
+    })),
     responses((status = 200, description = "The new version", body = SafetyProtocolView,
-        headers(("ETag" = String, description = "The new version, quoted")))),
+        headers(("ETag" = String, description = "The new version, quoted"))),
+        ReplaceSafetyProtocolErrors),
     security(("bearer" = ["protocols:write"]))
 )]
 #[put("/safety-protocols/{id}")]
@@ -239,7 +266,8 @@ pub async fn replace_safety_protocol(
     tag = "safety-protocols",
     operation_id = "listSafetyProtocolVersions",
     params(("id" = Uuid, Path, description = "Safety protocol id"), PageParams),
-    responses((status = 200, description = "Versions, newest first", body = SafetyProtocolList)),
+    responses((status = 200, description = "Versions, newest first", body = SafetyProtocolList),
+        ListSafetyProtocolVersionsErrors),
     security(("bearer" = ["protocols:read"]))
 )]
 #[get("/safety-protocols/{id}/versions")]
@@ -258,7 +286,8 @@ pub async fn list_safety_protocol_versions(
     tag = "safety-protocols",
     operation_id = "listSafetyProtocols",
     params(RecordListParams),
-    responses((status = 200, description = "A page of safety protocols", body = SafetyProtocolList)),
+    responses((status = 200, description = "A page of safety protocols", body = SafetyProtocolList),
+        ListSafetyProtocolsErrors),
     security(("bearer" = ["protocols:read"]))
 )]
 #[get("/safety-protocols")]

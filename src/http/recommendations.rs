@@ -34,6 +34,9 @@ impl Input for RecommendationRequest {
     }
 }
 
+crate::errors!(RecommendModalityErrors: 400, 401, 403, 413, 415, 422, 500, 503);
+crate::errors!(ListGuidelineRulesErrors: 401);
+
 /// Recommend a modality for one appointment, explaining every option by guideline rule.
 ///
 /// Applies the rules in the catalog's order: rule out what is not accessible (CONN-1, EXCL-1,
@@ -47,8 +50,12 @@ impl Input for RecommendationRequest {
 #[utoipa::path(
     tag = "recommendations",
     operation_id = "recommendModality",
-    request_body = RecommendationRequest,
-    responses((status = 200, description = "The recommendation", body = RecommendationResponse)),
+    request_body(content = RecommendationRequest, example = json!({
+        "subject": "Patient/123", "appointment_type": "therapy",
+        "first_appointment": false, "sensitive_topics": true
+    })),
+    responses((status = 200, description = "The recommendation", body = RecommendationResponse),
+        RecommendModalityErrors),
     security(("bearer" = ["recommendations:read"]))
 )]
 #[post("/recommendations")]
@@ -87,7 +94,8 @@ pub async fn recommend_modality(
 #[utoipa::path(
     tag = "recommendations",
     operation_id = "listGuidelineRules",
-    responses((status = 200, description = "All 15 rules", body = GuidelineRuleList)),
+    responses((status = 200, description = "All 15 rules", body = GuidelineRuleList),
+        ListGuidelineRulesErrors),
     security(("bearer" = []))
 )]
 #[get("/guideline-rules")]

@@ -8,8 +8,8 @@ use super::records::{split_page, Meta, PageParams};
 use super::AppState;
 use crate::auth::{Caller, Scope};
 use crate::domain::referral::{
-    is_overdue, ReferralInput, ReferralReason, ReferralState, ReferralStatus, StatusChange,
-    Transition, TransitionError, Urgency,
+    check_change, is_overdue, ReferralInput, ReferralReason, ReferralState, ReferralStatus,
+    StatusChange, Transition, TransitionError, Urgency,
 };
 use crate::domain::types::{AppointmentType, Detail, Reference, SubjectRef};
 use crate::error::ApiError;
@@ -79,6 +79,7 @@ pub struct ReferralListParams {
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
 }
 
@@ -175,6 +176,12 @@ fn replay_or_conflict<T>(
     }
 }
 
+crate::errors!(CreateReferralErrors: 400, 401, 403, 409, 413, 415, 422, 500, 503);
+crate::errors!(GetReferralErrors: 401, 403, 404, 500, 503);
+crate::errors!(ListReferralsErrors: 400, 401, 403, 500, 503);
+crate::errors!(ListReferralVersionsErrors: 400, 401, 403, 404, 500, 503);
+crate::errors!(ChangeReferralStatusErrors: 400, 401, 403, 404, 409, 412, 413, 415, 422, 500, 503);
+
 /// Create a face-to-face fallback referral.
 ///
 /// `due_by` follows the urgency (defaults: routine 7 days, urgent 24 h, emergency 4 h). With an
@@ -184,10 +191,17 @@ fn replay_or_conflict<T>(
 #[utoipa::path(
     tag = "referrals",
     operation_id = "createReferral",
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1–255 visible ASCII characters")),
-    request_body = ReferralInput,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1–255 visible ASCII characters, kept 48 h",
+        min_length = 1, max_length = 255, pattern = "^[!-~]+$")),
+    request_body(content = ReferralInput, example = json!({
+        "subject": "Patient/123", "reason": "not_accessible", "urgency": "urgent",
+        "appointment_type": "therapy", "detail": "no private space at home",
+        "requested_by": "Practitioner/9"
+    })),
     responses((status = 201, description = "Created (or the replayed first response)", body = ReferralView,
-        headers(("ETag" = String), ("Location" = String)))),
+        headers(("ETag" = String, description = "The version, quoted"), ("Location" = String),
+            ("Idempotent-Replayed" = String, description = "`true` when this is the stored response of an earlier request with the same Idempotency-Key"))),
+        CreateReferralErrors),
     security(("bearer" = ["referrals:write"]))
 )]
 #[post("/referrals")]
@@ -236,7 +250,8 @@ pub async fn create_referral(
     tag = "referrals",
     operation_id = "getReferral",
     params(("id" = Uuid, Path, description = "Referral id")),
-    responses((status = 200, description = "The referral", body = ReferralView, headers(("ETag" = String)))),
+    responses((status = 200, description = "The referral", body = ReferralView,
+        headers(("ETag" = String, description = "The version, quoted"))), GetReferralErrors),
     security(("bearer" = ["referrals:read"]))
 )]
 #[get("/referrals/{id}")]
@@ -272,7 +287,7 @@ pub async fn get_referral(
     tag = "referrals",
     operation_id = "listReferrals",
     params(ReferralListParams),
-    responses((status = 200, description = "A page of referrals", body = ReferralList)),
+    responses((status = 200, description = "A page of referrals", body = ReferralList), ListReferralsErrors),
     security(("bearer" = ["referrals:read"]))
 )]
 #[get("/referrals")]
@@ -323,7 +338,8 @@ pub async fn list_referrals(
     tag = "referrals",
     operation_id = "listReferralVersions",
     params(("id" = Uuid, Path, description = "Referral id"), PageParams),
-    responses((status = 200, description = "Versions, newest first", body = ReferralList)),
+    responses((status = 200, description = "Versions, newest first", body = ReferralList),
+        ListReferralVersionsErrors),
     security(("bearer" = ["referrals:read"]))
 )]
 #[get("/referrals/{id}/versions")]
@@ -401,10 +417,17 @@ pub async fn list_referral_versions(
     params(
         ("id" = Uuid, Path, description = "Referral id"),
         ("If-Match" = Option<String>, Header, description = "Optional: the version being changed"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1–255 visible ASCII characters, kept 48 h",
+            min_length = 1, max_length = 255, pattern = "^[!-~]+$")
     ),
-    request_body = StatusChange,
-    responses((status = 200, description = "The referral in its new state", body = ReferralView, headers(("ETag" = String)))),
+    request_body(content = StatusChange, example = json!({
+        "status": "scheduled", "appointment_at": "2026-12-01T09:30:00Z",
+        "note": "face-to-face at the Leeds clinic"
+    })),
+    responses((status = 200, description = "The referral in its new state", body = ReferralView,
+        headers(("ETag" = String, description = "The new version, quoted"),
+            ("Idempotent-Replayed" = String, description = "`true` when this is the stored response of an earlier request with the same Idempotency-Key"))),
+        ChangeReferralStatusErrors),
     security(("bearer" = ["referrals:write"]))
 )]
 #[post("/referrals/{id}/status")]
@@ -419,6 +442,8 @@ pub async fn change_referral_status(
     let key = idempotency_key(&req)?;
     let expected = if_match(&req, false)?;
     let change = body.parse()?;
+    // A body that is wrong whatever the referral's state is 422 before 404, 409 or 412.
+    check_change(&change).map_err(ApiError::Invalid)?;
     let id = path_id(&req, "id")?;
     let endpoint = format!("POST /v1/referrals/{id}/status");
     let idem = key.as_deref().map(|k| IdemKey {

@@ -93,6 +93,8 @@ impl SessionCheckView {
 }
 
 impl Input for SessionCheckInput {
+    const NOT_NULL: &'static [&'static str] = &["service_user_location"];
+
     fn template() -> Value {
         json!({
             "subject": "Patient/123", "modality": "video", "appointment_type": "therapy",
@@ -126,6 +128,10 @@ pub struct Disconnection {
     pub advice: DisconnectionAdvice,
 }
 
+crate::errors!(CreateSessionCheckErrors: 400, 401, 403, 413, 415, 422, 500, 503);
+crate::errors!(GetSessionCheckErrors: 401, 403, 404, 500, 503);
+crate::errors!(RecordDisconnectionErrors: 400, 401, 403, 404, 413, 415, 422, 500, 503);
+
 /// Run the start-of-session safety check for a remote session.
 ///
 /// The outcome is computed from the check, the subject's safety protocol and plan:
@@ -137,9 +143,15 @@ pub struct Disconnection {
 #[utoipa::path(
     tag = "session-checks",
     operation_id = "createSessionCheck",
-    request_body = SessionCheckInput,
+    request_body(content = SessionCheckInput, example = json!({
+        "subject": "Patient/123", "modality": "video", "appointment_type": "therapy",
+        "service_user_location": {"description": "home", "address": "1 High St, Leeds"},
+        "call_back_number": "+447700900123", "clinician_in_private_space": false,
+        "others_present": ["trainee psychologist"], "headphones": true,
+        "service_user_private": true, "sensitive_topics": true
+    })),
     responses((status = 201, description = "The check and its outcome", body = SessionCheckView,
-        headers(("Location" = String)))),
+        headers(("Location" = String))), CreateSessionCheckErrors),
     security(("bearer" = ["sessions:write"]))
 )]
 #[post("/session-checks")]
@@ -233,7 +245,7 @@ async fn load(
     tag = "session-checks",
     operation_id = "getSessionCheck",
     params(("id" = Uuid, Path, description = "Session check id")),
-    responses((status = 200, description = "The check", body = SessionCheckView)),
+    responses((status = 200, description = "The check", body = SessionCheckView), GetSessionCheckErrors),
     security(("bearer" = ["sessions:write"]))
 )]
 #[get("/session-checks/{id}")]
@@ -270,8 +282,9 @@ pub async fn get_session_check(
     tag = "session-checks",
     operation_id = "recordDisconnection",
     params(("id" = Uuid, Path, description = "Session check id")),
-    request_body = DisconnectionInput,
-    responses((status = 201, description = "Recorded; how to go on", body = Disconnection)),
+    request_body(content = DisconnectionInput, example = json!({"note": "the video call dropped"})),
+    responses((status = 201, description = "Recorded; how to go on", body = Disconnection),
+        RecordDisconnectionErrors),
     security(("bearer" = ["sessions:write"]))
 )]
 #[post("/session-checks/{id}/disconnections")]

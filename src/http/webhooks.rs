@@ -51,14 +51,31 @@ impl WebhookEvent {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookInput {
-    /// Where to POST events: http(s); loopback, private and link-local addresses are refused
-    /// (also after DNS resolution) unless TELEMENTAL_WEBHOOK_ALLOW_PRIVATE=true.
-    #[schema(example = "https://scheduler.example.org/hooks/telemental")]
+    /// Where to POST events: an http(s) URL whose host resolves. Loopback, private and
+    /// link-local addresses are refused (also after DNS resolution) unless the service runs
+    /// with TELEMENTAL_WEBHOOK_ALLOW_PRIVATE=true, as for a receiver on your own machine (the
+    /// example).
+    #[schema(
+        example = "http://127.0.0.1:9000/hooks/telemental",
+        format = "uri",
+        max_length = 2048,
+        pattern = "^[hH][tT][tT][pP][sS]?://[^@/?#]+([/?#].*)?$"
+    )]
     pub url: String,
-    /// At least one event type.
+    /// One or more event types, each once.
+    #[schema(schema_with = events_schema)]
     pub events: Vec<WebhookEvent>,
+    /// What the webhook is for, up to 500 characters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        max_length = 500,
+        example = "Scheduling system: offer face-to-face appointments"
+    )]
     pub description: Option<String>,
+}
+
+fn events_schema() -> utoipa::openapi::schema::Array {
+    crate::domain::types::list_schema::<WebhookEvent>(1, None, true)
 }
 
 impl Input for WebhookInput {
@@ -108,7 +125,10 @@ const RESOURCE: &str = "webhook";
 pub struct DeliveryAttempt {
     pub at: DateTime<Utc>,
     /// The receiver's HTTP status, when it answered.
+    #[schema(required = true)]
     pub status_code: Option<i32>,
+    /// Why the attempt failed, when it did.
+    #[schema(required = true)]
     pub error: Option<String>,
     pub duration_ms: i64,
 }
@@ -117,14 +137,18 @@ pub struct DeliveryAttempt {
 pub struct Delivery {
     pub id: Uuid,
     pub event_id: Uuid,
+    #[schema(value_type = WebhookEvent)]
     pub event_type: String,
-    /// `pending`, `delivered`, `dead` (gave up; replayable) or `cancelled` (webhook deleted).
+    #[schema(value_type = DeliveryStatus)]
     pub status: String,
     pub attempts: i32,
     pub next_attempt_at: DateTime<Utc>,
+    #[schema(required = true)]
     pub last_status: Option<i32>,
+    #[schema(required = true)]
     pub last_error: Option<String>,
     pub created_at: DateTime<Utc>,
+    #[schema(required = true)]
     pub delivered_at: Option<DateTime<Utc>>,
     /// Every attempt, oldest first.
     pub attempt_log: Vec<DeliveryAttempt>,
@@ -133,15 +157,33 @@ pub struct Delivery {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DeliveryList {
     pub items: Vec<Delivery>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
+}
+
+/// Where a delivery stands: `pending` (to be sent or retried), `delivered`, `dead` (gave up;
+/// replayable) or `cancelled` (its webhook was deleted).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Dead,
+    Cancelled,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DeliveryParams {
-    /// `pending`, `delivered`, `dead` or `cancelled`.
+    /// Only deliveries in this state.
+    #[param(value_type = Option<DeliveryStatus>)]
     pub status: Option<String>,
+    /// Page size, 1–200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[param(pattern = "^[A-Za-z0-9_-]+$")]
     pub cursor: Option<String>,
 }
 
@@ -162,13 +204,27 @@ fn webhook(row: crate::store::outbox::WebhookRow) -> Webhook {
     }
 }
 
+crate::errors!(CreateWebhookErrors: 400, 401, 403, 413, 415, 422, 500, 503);
+crate::errors!(ListWebhooksErrors: 400, 401, 403, 500, 503);
+crate::errors!(GetWebhookErrors: 401, 403, 404, 500, 503);
+crate::errors!(DeleteWebhookErrors: 401, 403, 404, 500, 503);
+crate::errors!(ListWebhookDeliveriesErrors: 400, 401, 403, 404, 500, 503);
+crate::errors!(ReplayWebhookDeliveryErrors: 401, 403, 404, 500, 503);
+
 /// Register a webhook.
 ///
 /// Events are POSTed as `{"id", "type", "occurred_at", "data"}` with headers
 /// `Telemental-Event-Id` and `Telemental-Signature: t=<unix>,v1=<hex HMAC-SHA256 of "<t>.<body>">`,
 /// retried with exponential backoff until a 2xx, dead-lettered after the configured attempts.
-#[utoipa::path(tag = "webhooks", operation_id = "createWebhook", request_body = WebhookInput,
-    responses((status = 201, description = "Registered; the secret is shown once", body = WebhookCreated)),
+#[utoipa::path(tag = "webhooks", operation_id = "createWebhook",
+    request_body(content = WebhookInput, example = json!({
+        "url": "http://127.0.0.1:9000/hooks/telemental",
+        "events": ["referral.created", "referral.status_changed", "referral.overdue",
+                   "plan.review_due", "session_check.do_not_proceed"],
+        "description": "Scheduling system: offer face-to-face appointments"
+    })),
+    responses((status = 201, description = "Registered; the secret is shown once", body = WebhookCreated,
+        headers(("Location" = String))), CreateWebhookErrors),
     security(("bearer" = ["webhooks:manage"])))]
 #[post("/webhooks")]
 pub async fn create_webhook(
@@ -268,7 +324,7 @@ pub async fn create_webhook(
 
 /// List this tenant's webhooks, oldest first (secrets are never shown again).
 #[utoipa::path(tag = "webhooks", operation_id = "listWebhooks", params(WebhookListParams),
-    responses((status = 200, description = "A page of webhooks", body = WebhookList)),
+    responses((status = 200, description = "A page of webhooks", body = WebhookList), ListWebhooksErrors),
     security(("bearer" = ["webhooks:manage"])))]
 #[get("/webhooks")]
 pub async fn list_webhooks(
@@ -293,7 +349,7 @@ pub async fn list_webhooks(
 /// Read a webhook.
 #[utoipa::path(tag = "webhooks", operation_id = "getWebhook",
     params(("id" = Uuid, Path, description = "Webhook id")),
-    responses((status = 200, description = "The webhook", body = Webhook)),
+    responses((status = 200, description = "The webhook", body = Webhook), GetWebhookErrors),
     security(("bearer" = ["webhooks:manage"])))]
 #[get("/webhooks/{id}")]
 pub async fn get_webhook(
@@ -315,7 +371,7 @@ pub async fn get_webhook(
 /// Delete a webhook; its pending deliveries are cancelled, its history stays readable.
 #[utoipa::path(tag = "webhooks", operation_id = "deleteWebhook",
     params(("id" = Uuid, Path, description = "Webhook id")),
-    responses((status = 204, description = "Deleted")),
+    responses((status = 204, description = "Deleted"), DeleteWebhookErrors),
     security(("bearer" = ["webhooks:manage"])))]
 #[delete("/webhooks/{id}")]
 pub async fn delete_webhook(
@@ -339,7 +395,7 @@ pub async fn delete_webhook(
 /// A webhook's deliveries with every attempt, oldest first.
 #[utoipa::path(tag = "webhooks", operation_id = "listWebhookDeliveries",
     params(("id" = Uuid, Path, description = "Webhook id"), DeliveryParams),
-    responses((status = 200, description = "Deliveries", body = DeliveryList)),
+    responses((status = 200, description = "Deliveries", body = DeliveryList), ListWebhookDeliveriesErrors),
     security(("bearer" = ["webhooks:manage"])))]
 #[get("/webhooks/{id}/deliveries")]
 pub async fn list_webhook_deliveries(
@@ -401,7 +457,7 @@ pub async fn list_webhook_deliveries(
 /// Send a dead (or delivered) delivery again, from attempt one.
 #[utoipa::path(tag = "webhooks", operation_id = "replayWebhookDelivery",
     params(("id" = Uuid, Path, description = "Webhook id"), ("delivery_id" = Uuid, Path, description = "Delivery id")),
-    responses((status = 202, description = "Queued again")),
+    responses((status = 202, description = "Queued again"), ReplayWebhookDeliveryErrors),
     security(("bearer" = ["webhooks:manage"])))]
 #[post("/webhooks/{id}/deliveries/{delivery_id}/replay")]
 pub async fn replay_webhook_delivery(

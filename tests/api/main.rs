@@ -8,6 +8,7 @@ mod audit_trail;
 mod auth;
 mod binary;
 mod cds;
+mod contract;
 mod delivery_faults;
 mod fhir;
 mod hardening;
