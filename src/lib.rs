@@ -7,6 +7,7 @@ pub mod domain;
 pub mod error;
 pub mod fhir;
 pub mod http;
+pub mod jwt_crypto;
 pub mod outbox;
 pub mod store;
 

@@ -200,6 +200,7 @@ pub fn read_appointment_type(appointment: &Value) -> AppointmentType {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = CdsIndicator)]
 pub enum Indicator {
     Info,
     Warning,
@@ -207,6 +208,7 @@ pub enum Indicator {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(as = CdsSource)]
 pub struct Source {
     pub label: String,
     #[schema(value_type = Object)]
@@ -214,6 +216,7 @@ pub struct Source {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[schema(as = CdsAction)]
 pub struct Action {
     /// `create` or `update`.
     #[serde(rename = "type")]
@@ -226,6 +229,7 @@ pub struct Action {
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = CdsSuggestion)]
 pub struct Suggestion {
     pub label: String,
     pub uuid: Uuid,
@@ -236,6 +240,7 @@ pub struct Suggestion {
 /// A CDS Hooks 2.0 card. Optional fields are omitted, never null or empty.
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = CdsCard)]
 pub struct Card {
     pub uuid: Uuid,
     /// Fewer than 140 characters.

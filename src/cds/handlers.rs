@@ -125,18 +125,21 @@ impl Input for HookRequest {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
+#[schema(as = CdsOutcome)]
 pub enum Outcome {
     Accepted,
     Overridden,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(as = CdsAcceptedSuggestion)]
 pub struct AcceptedSuggestion {
     pub id: Uuid,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = CdsOverrideReason)]
 pub struct OverrideReason {
     /// One of the card's `overrideReasons`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,6 +153,7 @@ pub struct OverrideReason {
 /// What the clinician did with one card.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = CdsFeedback)]
 pub struct Feedback {
     /// The card's `uuid`.
     pub card: Uuid,

@@ -63,6 +63,8 @@ fn bad(msg: impl Into<String>) -> FhirError {
 
 /// `_format` first, else `Accept`: JSON in any of its FHIR spellings, else 406.
 fn negotiate(req: &HttpRequest, params: &Params) -> Result<(), FhirError> {
+    // No NUL and no far-off dates in any parameter (a search value reaches the database).
+    crate::http::extract::check_query(req.query_string()).map_err(|e| bad(e.problem().detail))?;
     if let Some(f) = params.one("_format")? {
         let f = f.trim().to_ascii_lowercase();
         let essence = f.split(';').next().unwrap_or("").trim();

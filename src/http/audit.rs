@@ -122,7 +122,7 @@ pub struct AuditEventList {
     pub next_cursor: Option<String>,
 }
 
-crate::errors!(ListAuditEventsErrors: 400, 401, 403, 500, 503);
+crate::errors!(ListAuditEventsErrors: 400, 401, 403, 422, 500, 503);
 
 /// The audit trail of this tenant, oldest first.
 #[utoipa::path(tag = "audit", operation_id = "listAuditEvents", params(AuditParams),

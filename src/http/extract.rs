@@ -340,6 +340,11 @@ impl<T: DeserializeOwned> FromRequest for QueryParams<T> {
     type Future = std::future::Ready<Result<Self, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // The generic boundary checks of every parameter first (422 naming it), then the
+        // parameters this operation knows (400).
+        if let Err(e) = check_query(req.query_string()) {
+            return std::future::ready(Ok(QueryParams(Err(e))));
+        }
         let parsed = actix_web::web::Query::<T>::from_query(req.query_string())
             .map(actix_web::web::Query::into_inner)
             .map_err(|e| {

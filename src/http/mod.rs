@@ -615,3 +615,62 @@ pub fn query_error(e: actix_web::error::QueryPayloadError, _: &HttpRequest) -> a
     };
     ApiError::BadRequest(format!("invalid query: {msg}")).into()
 }
+
+#[cfg(test)]
+mod schema_names {
+    /// utoipa keys components by name and a second type of the same name silently replaces
+    /// the first (a CDS `Action` once replaced the session check's `Action`), so every type
+    /// that derives `ToSchema` must end up with its own name.
+    #[test]
+    fn every_schema_name_is_used_once() {
+        fn walk(dir: &std::path::Path, files: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, files);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    files.push(p);
+                }
+            }
+        }
+        let mut files = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        let mut seen: std::collections::BTreeMap<String, String> = Default::default();
+        let mut clashes = Vec::new();
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let (mut derives, mut renamed) = (false, None::<String>);
+            for line in text.lines().map(str::trim) {
+                if line.starts_with("#[derive(") {
+                    derives = line.contains("ToSchema");
+                    renamed = None;
+                } else if let Some(rest) = line.strip_prefix("#[schema(as = ") {
+                    renamed = rest.split(')').next().map(str::to_owned);
+                } else if let Some(rest) = line
+                    .strip_prefix("pub struct ")
+                    .or_else(|| line.strip_prefix("pub enum "))
+                {
+                    if derives {
+                        let own: String = rest
+                            .chars()
+                            .take_while(|c| c.is_alphanumeric() || *c == '_')
+                            .collect();
+                        let name = renamed.take().unwrap_or(own);
+                        let at = f.display().to_string();
+                        if let Some(first) = seen.insert(name.clone(), at.clone()) {
+                            clashes.push(format!("{name}: {first} and {at}"));
+                        }
+                    }
+                    derives = false;
+                } else if !(line.starts_with("#[") || line.starts_with("///")) {
+                    derives = false;
+                }
+            }
+        }
+        assert!(clashes.is_empty(), "schema names used twice: {clashes:?}");
+        assert!(seen.len() > 50, "found only {} schemas", seen.len());
+    }
+}

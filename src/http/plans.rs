@@ -184,8 +184,8 @@ impl Resource for Plans {
 crate::errors!(CreatePlanErrors: 400, 401, 403, 409, 413, 415, 422, 500, 503);
 crate::errors!(GetPlanErrors: 401, 403, 404, 500, 503);
 crate::errors!(ReplacePlanErrors: 400, 401, 403, 404, 412, 413, 415, 422, 428, 500, 503);
-crate::errors!(ListPlanVersionsErrors: 400, 401, 403, 404, 500, 503);
-crate::errors!(ListPlansErrors: 400, 401, 403, 500, 503);
+crate::errors!(ListPlanVersionsErrors: 400, 401, 403, 404, 422, 500, 503);
+crate::errors!(ListPlansErrors: 400, 401, 403, 422, 500, 503);
 
 /// Create the service user's plan.
 ///

@@ -178,8 +178,8 @@ impl Resource for Protocols {
 crate::errors!(CreateSafetyProtocolErrors: 400, 401, 403, 409, 413, 415, 422, 500, 503);
 crate::errors!(GetSafetyProtocolErrors: 401, 403, 404, 500, 503);
 crate::errors!(ReplaceSafetyProtocolErrors: 400, 401, 403, 404, 412, 413, 415, 422, 428, 500, 503);
-crate::errors!(ListSafetyProtocolVersionsErrors: 400, 401, 403, 404, 500, 503);
-crate::errors!(ListSafetyProtocolsErrors: 400, 401, 403, 500, 503);
+crate::errors!(ListSafetyProtocolVersionsErrors: 400, 401, 403, 404, 422, 500, 503);
+crate::errors!(ListSafetyProtocolsErrors: 400, 401, 403, 422, 500, 503);
 
 /// Create the service user's safety protocol.
 ///

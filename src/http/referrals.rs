@@ -178,8 +178,8 @@ fn replay_or_conflict<T>(
 
 crate::errors!(CreateReferralErrors: 400, 401, 403, 409, 413, 415, 422, 500, 503);
 crate::errors!(GetReferralErrors: 401, 403, 404, 500, 503);
-crate::errors!(ListReferralsErrors: 400, 401, 403, 500, 503);
-crate::errors!(ListReferralVersionsErrors: 400, 401, 403, 404, 500, 503);
+crate::errors!(ListReferralsErrors: 400, 401, 403, 422, 500, 503);
+crate::errors!(ListReferralVersionsErrors: 400, 401, 403, 404, 422, 500, 503);
 crate::errors!(ChangeReferralStatusErrors: 400, 401, 403, 404, 409, 412, 413, 415, 422, 500, 503);
 
 /// Create a face-to-face fallback referral.

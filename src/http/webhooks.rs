@@ -205,10 +205,10 @@ fn webhook(row: crate::store::outbox::WebhookRow) -> Webhook {
 }
 
 crate::errors!(CreateWebhookErrors: 400, 401, 403, 413, 415, 422, 500, 503);
-crate::errors!(ListWebhooksErrors: 400, 401, 403, 500, 503);
+crate::errors!(ListWebhooksErrors: 400, 401, 403, 422, 500, 503);
 crate::errors!(GetWebhookErrors: 401, 403, 404, 500, 503);
 crate::errors!(DeleteWebhookErrors: 401, 403, 404, 500, 503);
-crate::errors!(ListWebhookDeliveriesErrors: 400, 401, 403, 404, 500, 503);
+crate::errors!(ListWebhookDeliveriesErrors: 400, 401, 403, 404, 422, 500, 503);
 crate::errors!(ReplayWebhookDeliveryErrors: 401, 403, 404, 500, 503);
 
 /// Register a webhook.

@@ -397,6 +397,26 @@ on_both_engines!(
                     .as_array()
                     .map(|ps| ps.iter().filter_map(|p| p["name"].as_str()).collect())
                     .unwrap_or_default();
+                // The boundary checks of every parameter: no NUL (422 naming it).
+                if let Some(first) = params.iter().find(|p| {
+                    op["parameters"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|q| q["name"] == **p && q["in"] == "query")
+                }) {
+                    probe
+                        .send(
+                            &op_id,
+                            &method,
+                            &format!("{path}?{first}=a%00b"),
+                            Some(&all),
+                            None,
+                            &[],
+                        )
+                        .await
+                        .assert_problem(422);
+                }
                 for (name, bad) in [
                     ("limit", "0"),
                     ("cursor", "!"),
