@@ -59,8 +59,11 @@ impl Application {
         auth.warm_up().await;
         let auth = web::Data::new(auth);
         let outbox_wake = Arc::new(tokio::sync::Notify::new());
+        // Group commit of audit rows (reads, denials, EHR calls) and CDS token ids.
+        let writer = store::writer::Writer::start(store.clone());
         let state = web::Data::new(AppState {
             store: store.clone(),
+            writer: writer.clone(),
             referral_due: settings.referral_due(),
             webhook_allow_private: settings.webhook_allow_private,
             webhooks_per_tenant: settings.webhooks_per_tenant,
@@ -70,8 +73,7 @@ impl Application {
         let api = openapi();
         let known = web::Data::new(Arc::new(KnownPaths::of(&api)));
         let cds_settings = web::Data::new(cds::CdsSettings::new(settings));
-        // Group commit of the EHR-facing hot paths' writes (CDS token ids, FHIR read audits).
-        let interop_writer = web::Data::new(cds::writer::Writer::start(store.clone()));
+        let interop_writer = web::Data::new(writer);
         let fhir_settings = web::Data::new(fhir::FhirSettings {
             public_url: settings.public_url.clone(),
         });

@@ -3,11 +3,11 @@
 //! endpoint's own URL, `tenant` the organisation, and a `jti` never accepted twice within the
 //! token's lifetime, across every instance on the database. Browser clients get CORS.
 
-use super::writer::{SeenToken, Writer};
 use super::CdsSettings;
 use crate::auth::{Authenticator, RequestId};
 use crate::error::ApiError;
 use crate::http::AppState;
+use crate::store::writer::{SeenToken, Writer};
 use crate::store::{on_db, AuditEntry, DbResult, Store, Ts};
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};

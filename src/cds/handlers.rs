@@ -2,13 +2,13 @@
 
 use super::auth::{cors, CdsCaller};
 use super::cards::{self, Assessed, CardInputs, CdsResponse, HOOK, SERVICE_ID};
-use super::writer::Writer;
 use crate::domain::rules::{recommend, RecommendationRequest};
 use crate::domain::types::SubjectRef;
 use crate::error::{ApiError, Problem};
 use crate::http::extract::{Input, ValidJson};
 use crate::http::records::today;
 use crate::http::AppState;
+use crate::store::writer::Writer;
 use crate::store::{AuditEntry, Ts};
 use actix_web::http::{header, StatusCode};
 use actix_web::middleware::from_fn;
@@ -276,8 +276,8 @@ pub async fn telemental_modality(
         .plan_and_protocol(&caller.tenant, &ctx.subject)
         .await?;
     let (plan, protocol) = (
-        plan.map(|p| p.0.into_content()),
-        protocol.map(|p| p.0.into_content()),
+        plan.map(|p| p.content.into_content()),
+        protocol.map(|p| p.content.into_content()),
     );
     let today = today();
     let recommendations: Vec<_> = ctx

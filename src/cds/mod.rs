@@ -7,7 +7,6 @@
 pub mod auth;
 pub mod cards;
 mod handlers;
-pub mod writer;
 
 pub use handlers::configure;
 

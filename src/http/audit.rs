@@ -63,6 +63,8 @@ pub enum AuditAction {
     ReadVersions,
     ChangeStatus,
     RecordDisconnection,
+    /// A recommendation computed from the record.
+    Recommend,
     Delete,
     ListDeliveries,
     ReplayDelivery,

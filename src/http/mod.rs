@@ -31,6 +31,9 @@ use uuid::Uuid;
 /// What handlers share.
 pub struct AppState {
     pub store: Store,
+    /// Writes audit rows of reads and denials by group commit: one transaction (and, on
+    /// SQLite, one flush) for every request waiting.
+    pub writer: crate::store::writer::Writer,
     pub referral_due: crate::domain::referral::DueDurations,
     pub webhook_allow_private: bool,
     /// Most webhooks one tenant may register.
@@ -80,7 +83,11 @@ impl AppState {
         outcome: &'static str,
     ) -> Result<(), ApiError> {
         let e = self.audit_entry(caller, action, resource_type, resource_id, subject, outcome);
-        self.store.audit(&[e]).await.map_err(ApiError::from)
+        self.writer
+            .record(None, vec![e])
+            .await
+            .map(|_| ())
+            .map_err(ApiError::from)
     }
 
     /// 403 unless the caller has `scope`; a refusal is audited.

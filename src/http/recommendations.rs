@@ -6,6 +6,7 @@ use super::AppState;
 use crate::auth::{Caller, Scope};
 use crate::domain::rules::{catalog, recommend, Recommendation, RecommendationRequest, Rule};
 use crate::error::ApiError;
+use crate::store::{PLANS, SAFETY_PROTOCOLS};
 use actix_web::{get, post, web, HttpResponse};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -77,14 +78,46 @@ pub async fn recommend_modality(
     let (plan, protocol) = st.store.plan_and_protocol(&caller.tenant, subject).await?;
     let recommendation = recommend(
         &req,
-        plan.as_ref().map(|p| p.0.content()),
-        protocol.as_ref().map(|p| p.0.content()),
+        plan.as_ref().map(|p| p.content.content()),
+        protocol.as_ref().map(|p| p.content.content()),
         today(),
     );
+    // A recommendation discloses what the plan and the protocol say: it is audited as a read
+    // of each (group-committed with the other requests waiting), before it is answered.
+    let mut audit = Vec::with_capacity(2);
+    for (resource_type, id) in [
+        (PLANS.resource_type, plan.as_ref().map(|p| p.id)),
+        (
+            SAFETY_PROTOCOLS.resource_type,
+            protocol.as_ref().map(|p| p.id),
+        ),
+    ] {
+        if let Some(id) = id {
+            audit.push(st.audit_entry(
+                &caller,
+                "recommend",
+                resource_type,
+                Some(id),
+                Some(subject),
+                "success",
+            ));
+        }
+    }
+    if audit.is_empty() {
+        audit.push(st.audit_entry(
+            &caller,
+            "recommend",
+            "recommendation",
+            None,
+            Some(subject),
+            "success",
+        ));
+    }
+    st.writer.record(None, audit).await?;
     Ok(HttpResponse::Ok().json(RecommendationResponse {
         recommendation,
-        plan_version: plan.map(|p| p.1),
-        protocol_version: protocol.map(|p| p.1),
+        plan_version: plan.map(|p| p.version),
+        protocol_version: protocol.map(|p| p.version),
     }))
 }
 

@@ -334,7 +334,7 @@ pub async fn list<R: Resource>(
             )
         })
         .collect();
-    st.store.audit(&entries).await?;
+    st.writer.record(None, entries).await?;
     Ok((rows.into_iter().map(R::view).collect(), next))
 }
 

@@ -328,7 +328,7 @@ pub async fn list_referrals(
             )
         })
         .collect();
-    st.store.audit(&entries).await?;
+    st.writer.record(None, entries).await?;
     let items = rows.iter().map(|r| view(r, now.0)).collect();
     Ok(HttpResponse::Ok().json(ReferralList { items, next_cursor }))
 }

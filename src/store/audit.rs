@@ -126,7 +126,7 @@ impl Store {
             }
             tx.commit().await?;
         });
-        Ok(())
+        self.durable().await
     }
 
     /// Oldest first, so a consumer can follow the trail with the cursor.
@@ -456,6 +456,7 @@ impl Store {
                     .execute(&mut *tx).await.map_err(err)?;
                 tx.commit().await.map_err(err)?;
             });
+            self.durable().await.map_err(|e| e.to_string())?;
             done.push((tenant, count));
         }
         Ok(done)

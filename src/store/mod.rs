@@ -10,11 +10,14 @@ pub mod outbox;
 mod records;
 pub mod referrals;
 mod session_checks;
+pub mod sync;
 mod ts;
+pub mod writer;
 
 pub use audit::{AuditEntry, AuditFilter, AuditRow, ChainReport, ChainedRow};
 pub use records::{
-    ListQuery, Record, RecordKind, RecordMeta, RecordTable, UpdateError, PLANS, SAFETY_PROTOCOLS,
+    Current, ListQuery, Record, RecordKind, RecordMeta, RecordTable, UpdateError, PLANS,
+    SAFETY_PROTOCOLS,
 };
 pub use session_checks::{CheckRecord, NewCheck};
 pub use ts::Ts;
@@ -107,6 +110,9 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations
 #[derive(Clone, Debug)]
 pub struct Store {
     pub db: Db,
+    /// SQLite's group commit (`None` for PostgreSQL, which groups commits itself, and for an
+    /// in-memory SQLite database).
+    sync: Option<std::sync::Arc<sync::Syncer>>,
 }
 
 impl Store {
@@ -118,10 +124,16 @@ impl Store {
                 .map_err(|e| format!("invalid SQLite URL: {e}"))?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
-                // FULL: a commit is on disk before we answer 201 (survives power loss too).
-                .synchronous(SqliteSynchronous::Full)
+                // NORMAL: a commit is not flushed by itself; a request that must be durable
+                // before its answer (every write, every audit row) waits for `durable()`,
+                // which flushes once for all commits made meanwhile (`sync.rs`). SQLite still
+                // flushes around checkpoints, as it must for NORMAL to be safe.
+                .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(5));
+            let file = opts.get_filename();
+            let sync = (!file.as_os_str().is_empty() && file != std::path::Path::new(":memory:"))
+                .then(|| sync::Syncer::start(file.to_path_buf()));
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(5))
@@ -130,6 +142,7 @@ impl Store {
                 .map_err(|e| format!("cannot open SQLite database: {e}"))?;
             Ok(Store {
                 db: Db::Sqlite(pool),
+                sync,
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url)
@@ -140,9 +153,19 @@ impl Store {
                 .connect_lazy_with(opts);
             Ok(Store {
                 db: Db::Postgres(pool),
+                sync: None,
             })
         } else {
             Err("TELEMENTAL_DATABASE_URL must start with sqlite:// or postgres://".into())
+        }
+    }
+
+    /// Returns once every commit this process made before the call is on disk. Call it after
+    /// a commit whose request is answered as done (a write, an audit row of a read).
+    pub async fn durable(&self) -> DbResult<()> {
+        match &self.sync {
+            Some(s) => s.durable().await.map_err(DbError::Unavailable),
+            None => Ok(()),
         }
     }
 

@@ -310,6 +310,7 @@ impl Store {
                 InsertWebhook::Created
             }
         });
+        self.durable().await?;
         Ok(r)
     }
 
@@ -360,6 +361,7 @@ impl Store {
             }
             n
         });
+        self.durable().await?;
         Ok(n > 0)
     }
 
@@ -411,6 +413,7 @@ impl Store {
             }
             n
         });
+        self.durable().await?;
         Ok(n > 0)
     }
 }

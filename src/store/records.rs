@@ -199,6 +199,7 @@ impl Store {
             insert_audit!(&mut *tx, audit)?;
             tx.commit().await?;
         });
+        self.durable().await?;
         Ok(Record {
             meta: RecordMeta {
                 id,
@@ -330,6 +331,7 @@ impl Store {
             tx.commit().await?;
             row
         });
+        self.durable().await.map_err(UpdateError::Db)?;
         Ok(Record {
             meta: RecordMeta {
                 id,
@@ -405,25 +407,43 @@ impl Store {
         read_all(rows)
     }
 
-    /// The subject's current plan and safety protocol with their versions, in one round trip:
-    /// two primary-index lookups, nothing else — the recommendation's hot path.
+    /// The subject's current plan and safety protocol, in one round trip: two primary-index
+    /// lookups, nothing else — the recommendation's hot path.
     pub async fn plan_and_protocol(
         &self,
         tenant: &str,
         subject: &str,
-    ) -> DbResult<(Option<(Plan, i64)>, Option<(SafetyProtocol, i64)>)> {
-        const SQL: &str = "SELECT 0 AS kind, version, body FROM plans WHERE tenant = $1 AND subject = $2 \
-            UNION ALL SELECT 1 AS kind, version, body FROM safety_protocols WHERE tenant = $1 AND subject = $2";
-        let rows: Vec<(i32, i64, Json<Box<RawValue>>)> = on_db!(&self.db, p =>
+    ) -> DbResult<(Option<Current<Plan>>, Option<Current<SafetyProtocol>>)> {
+        const SQL: &str = "SELECT 0 AS kind, id, version, body FROM plans WHERE tenant = $1 AND subject = $2 \
+            UNION ALL SELECT 1 AS kind, id, version, body FROM safety_protocols WHERE tenant = $1 AND subject = $2";
+        let rows: Vec<(i32, Uuid, i64, Json<Box<RawValue>>)> = on_db!(&self.db, p =>
             sqlx::query_as(SQL).bind(tenant).bind(subject).fetch_all(p).await)?;
         let (mut plan, mut protocol) = (None, None);
-        for (kind, version, body) in rows {
+        for (kind, id, version, body) in rows {
             if kind == 0 {
-                plan = Some((Plan::decode_str(body.0.get())?, version));
+                let content = Plan::decode_str(body.0.get())?;
+                plan = Some(Current {
+                    id,
+                    version,
+                    content,
+                });
             } else {
-                protocol = Some((SafetyProtocol::decode_str(body.0.get())?, version));
+                let content = SafetyProtocol::decode_str(body.0.get())?;
+                protocol = Some(Current {
+                    id,
+                    version,
+                    content,
+                });
             }
         }
         Ok((plan, protocol))
     }
+}
+
+/// A subject's current record of one kind: its id, version and content.
+#[derive(Debug, Clone)]
+pub struct Current<T> {
+    pub id: Uuid,
+    pub version: i64,
+    pub content: T,
 }

@@ -194,6 +194,9 @@ impl Store {
                 true
             }
         });
+        if claimed {
+            self.durable().await?;
+        }
         match (claimed, idem) {
             (true, _) => Ok(Idempotent::Fresh(record, resp)),
             (false, Some(k)) => self.stored_response(tenant, k).await,
@@ -320,6 +323,9 @@ impl Store {
                 Some((record, resp))
             }
         });
+        if outcome.is_some() {
+            self.durable().await.map_err(ChangeError::Db)?;
+        }
         match (outcome, idem) {
             (Some((record, resp)), _) => Ok(Idempotent::Fresh(record, resp)),
             (None, Some(k)) => self

@@ -85,7 +85,7 @@ impl Store {
             }
             tx.commit().await?;
         });
-        Ok(())
+        self.durable().await
     }
 
     pub async fn get_session_check(&self, tenant: &str, id: Uuid) -> DbResult<Option<CheckRecord>> {
@@ -142,6 +142,7 @@ impl Store {
             tx.commit().await?;
             n
         });
+        self.durable().await?;
         Ok(n)
     }
 }

@@ -230,6 +230,9 @@ on_both_engines!(
                 ok("create", "session_check"),
                 ok("read", "session_check"),
                 ok("record_disconnection", "session_check"),
+                // A recommendation reads both records (issue 10).
+                ok("recommend", "plan"),
+                ok("recommend", "safety_protocol"),
                 ok("create", "referral"),
                 ok("read", "referral"),
                 ok("change_status", "referral"),

@@ -666,7 +666,7 @@ async fn a_replay_is_refused_by_another_instance_on_the_same_database() {
 #[actix_web::test]
 async fn expired_token_ids_are_pruned() {
     use telemental::cds::auth::prune_jtis;
-    use telemental::cds::writer::{SeenToken, Writer};
+    use telemental::store::writer::{SeenToken, Writer};
     use telemental::store::{Store, Ts};
     for engine in [Engine::Sqlite, Engine::Postgres] {
         let Some((settings, _dir)) = fresh_settings(engine).await else {

@@ -4,7 +4,7 @@
 //! its single writer lock, whose busy handler sleeps). Here one task writes whatever requests
 //! are waiting in one transaction and answers each once it is committed.
 
-use crate::store::{on_db, AuditEntry, DbError, Store, Ts};
+use super::{on_db, AuditEntry, DbError, Store, Ts};
 use std::collections::HashSet;
 use tokio::sync::{mpsc, oneshot};
 
@@ -52,6 +52,9 @@ impl Writer {
         token: Option<SeenToken>,
         audit: Vec<AuditEntry>,
     ) -> Result<bool, DbError> {
+        if token.is_none() && audit.is_empty() {
+            return Ok(true);
+        }
         let (done, answer) = oneshot::channel();
         self.jobs
             .send(Job { token, audit, done })
@@ -157,6 +160,7 @@ async fn write(store: &Store, batch: &[Job]) -> Result<Vec<bool>, DbError> {
         tx.commit().await?;
         fresh_keys
     });
+    store.durable().await?;
     Ok(batch
         .iter()
         .zip(first)
