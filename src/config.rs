@@ -170,6 +170,9 @@ pub struct Settings {
     /// deliveries to retry (new events also wake it at once).
     #[arg(long, env = "TELEMENTAL_WORKER_INTERVAL", default_value = "1s", value_parser = parse_duration)]
     pub worker_interval: Duration,
+    /// Equity report: counts from 1 to this − 1 are shown as "<N" (small-number suppression).
+    #[arg(long, env = "TELEMENTAL_REPORT_SUPPRESSION", default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..=100))]
+    pub report_suppression: u32,
     /// How long to wait for in-flight requests on shutdown.
     #[arg(long, env = "TELEMENTAL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -235,6 +238,7 @@ impl Settings {
             referral_due_urgent: Duration::from_secs(86_400),
             referral_due_emergency: Duration::from_secs(4 * 3600),
             worker_interval: Duration::from_millis(200),
+            report_suppression: 5,
         }
     }
 }

@@ -51,6 +51,7 @@ impl Application {
             referral_due: settings.referral_due(),
             webhook_allow_private: settings.webhook_allow_private,
             outbox_wake: outbox_wake.clone(),
+            report_suppression: settings.report_suppression,
         });
         let api = openapi();
         let known = web::Data::new(Arc::new(KnownPaths::of(&api)));

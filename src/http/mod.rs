@@ -9,6 +9,7 @@ pub mod protocols;
 pub mod recommendations;
 pub mod records;
 pub mod referrals;
+pub mod reports;
 pub mod session_checks;
 pub mod webhooks;
 
@@ -34,6 +35,8 @@ pub struct AppState {
     pub webhook_allow_private: bool,
     /// Wakes the outbox worker after a commit that wrote events, so delivery starts at once.
     pub outbox_wake: Arc<tokio::sync::Notify>,
+    /// Equity report: counts below this are suppressed.
+    pub report_suppression: u32,
 }
 
 impl AppState {
@@ -118,6 +121,7 @@ impl AppState {
         (name = "referrals", description = "Face-to-face fallback referrals without delay (F2F-1)"),
         (name = "webhooks", description = "Signed outbound notifications, delivered at least once from a transactional outbox"),
         (name = "audit", description = "The audit trail"),
+        (name = "reports", description = "Aggregate counts per tenant, small numbers suppressed (EXCL-1, F2F-1)"),
         (name = "operations", description = "Health, readiness, metrics")
     )
 )]
@@ -271,7 +275,8 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .configure(recommendations::configure)
             .configure(referrals::configure)
             .configure(webhooks::configure)
-            .configure(audit::configure),
+            .configure(audit::configure)
+            .configure(reports::configure),
     );
 }
 

@@ -4,6 +4,7 @@ use super::extract::{Input, ValidJson};
 use super::records::today;
 use super::AppState;
 use crate::auth::{Caller, Scope};
+use crate::domain::report::RecommendationTally;
 use crate::domain::rules::{catalog, recommend, Recommendation, RecommendationRequest, Rule};
 use crate::error::ApiError;
 use actix_web::{get, post, web, HttpResponse};
@@ -68,6 +69,10 @@ pub async fn recommend_modality(
         protocol.as_ref().map(|p| p.0.content()),
         today(),
     );
+    // Counts only, for the equity report: one small write, kept apart so that it can be batched.
+    let tally =
+        RecommendationTally::of(&req, plan.as_ref().map(|p| &p.0), &recommendation, today());
+    super::reports::count_recommendation(&st.store, &caller.tenant, tally).await;
     Ok(HttpResponse::Ok().json(RecommendationResponse {
         recommendation,
         plan_version: plan.map(|p| p.1),

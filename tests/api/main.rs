@@ -12,6 +12,7 @@ mod outage;
 mod plans;
 mod recommendations;
 mod referrals;
+mod reports;
 mod safety;
 mod stored_shapes;
 mod webhooks;
