@@ -80,6 +80,7 @@ impl Application {
                             .finish()
                     }),
                 )
+                .configure(http::dashboard::configure)
                 .default_service(web::to(http::fallback))
                 .wrap(from_fn(http::observe::observe))
         })

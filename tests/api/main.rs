@@ -5,6 +5,7 @@
 mod audit;
 mod auth;
 mod binary;
+mod dashboard;
 mod delivery_faults;
 mod helpers;
 mod ops;
