@@ -45,7 +45,7 @@ CREATE INDEX plan_versions_by_time ON plan_versions (tenant, recorded_at, record
 ALTER TABLE referrals ADD COLUMN reason text GENERATED ALWAYS AS (body->'request'->>'reason') STORED;
 ALTER TABLE referrals ADD COLUMN urgency text GENERATED ALWAYS AS (body->'request'->>'urgency') STORED;
 ALTER TABLE referral_versions ADD COLUMN status text GENERATED ALWAYS AS (body->>'status') STORED;
-CREATE INDEX referrals_by_created ON referrals (tenant, created_at, reason, urgency, status, due_by);
-CREATE INDEX referral_versions_by_status ON referral_versions (record_id, status, recorded_at);
+CREATE INDEX referrals_by_created ON referrals (tenant, created_at, reason, urgency, status, due_by, id);
+CREATE INDEX referral_versions_by_status ON referral_versions (tenant, status, recorded_at, record_id);
 
 CREATE INDEX session_checks_by_created ON session_checks (tenant, created_at, outcome);

@@ -49,7 +49,7 @@ CREATE INDEX plan_versions_by_time ON plan_versions (tenant, recorded_at, record
 ALTER TABLE referrals ADD COLUMN reason TEXT GENERATED ALWAYS AS (json_extract(body, '$.request.reason')) VIRTUAL;
 ALTER TABLE referrals ADD COLUMN urgency TEXT GENERATED ALWAYS AS (json_extract(body, '$.request.urgency')) VIRTUAL;
 ALTER TABLE referral_versions ADD COLUMN status TEXT GENERATED ALWAYS AS (json_extract(body, '$.status')) VIRTUAL;
-CREATE INDEX referrals_by_created ON referrals (tenant, created_at, reason, urgency, status, due_by);
-CREATE INDEX referral_versions_by_status ON referral_versions (record_id, status, recorded_at);
+CREATE INDEX referrals_by_created ON referrals (tenant, created_at, reason, urgency, status, due_by, id);
+CREATE INDEX referral_versions_by_status ON referral_versions (tenant, status, recorded_at, record_id);
 
 CREATE INDEX session_checks_by_created ON session_checks (tenant, created_at, outcome);

@@ -179,6 +179,8 @@ impl Store {
                 sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     .execute(&mut *tx)
                     .await?;
+                // These queries run in well under a second; compiling them costs more.
+                sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
             }
             let f = Fetched {
                 plans_now: sqlx::query_as(PLANS_NOW).bind(tenant).fetch_all(&mut *tx).await?,
@@ -324,18 +326,26 @@ impl Dialect {
     /// Binds: tenant, from, to, now.
     fn timeliness(&self, period: &str) -> String {
         let hours = self.hours_between("created_at", "first_scheduled");
-        // `first_scheduled`: the earliest version in the `scheduled` state.
+        // `first_scheduled`: the earliest version in the `scheduled` state, found in one pass
+        // over the tenant's scheduled versions since `from` (a referral is scheduled after
+        // it is requested), not one lookup per referral.
         format!(
-            "WITH r AS (\
-               SELECT {period} AS period, created_at, due_by, status, \
-                 (SELECT MIN(v.recorded_at) FROM referral_versions v \
-                  WHERE v.record_id = referrals.id AND v.status = 'scheduled') AS first_scheduled \
-               FROM referrals WHERE tenant = $1 AND created_at >= $2 AND created_at < $3\
+            "WITH sched AS (\
+               SELECT record_id, MIN(recorded_at) AS first_scheduled FROM referral_versions \
+               WHERE tenant = $1 AND status = 'scheduled' AND recorded_at >= $2 GROUP BY record_id\
+             ), r AS (\
+               SELECT {period} AS period, created_at, due_by, status, sched.first_scheduled \
+               FROM referrals LEFT JOIN sched ON sched.record_id = referrals.id \
+               WHERE tenant = $1 AND created_at >= $2 AND created_at < $3\
              ), s AS (\
                SELECT period, {hours} AS hours, \
                  ROW_NUMBER() OVER (PARTITION BY period ORDER BY {hours}) AS pos, \
                  COUNT(*) OVER (PARTITION BY period) AS n \
                FROM r WHERE first_scheduled IS NOT NULL\
+             ), p AS (\
+               SELECT period, MIN(CASE WHEN pos = (n + 1) / 2 THEN hours END) AS p50, \
+                 MIN(CASE WHEN pos = (9 * n + 9) / 10 THEN hours END) AS p90 \
+               FROM s GROUP BY period\
              ), counts AS (\
                SELECT period, \
                  CAST(SUM(CASE WHEN first_scheduled IS NOT NULL OR (due_by < $4 AND status <> 'cancelled') THEN 1 ELSE 0 END) AS BIGINT) AS eligible, \
@@ -343,10 +353,8 @@ impl Dialect {
                  CAST(SUM(CASE WHEN first_scheduled IS NOT NULL THEN 1 ELSE 0 END) AS BIGINT) AS scheduled \
                FROM r GROUP BY period\
              ) \
-             SELECT c.period, c.eligible, c.on_time, c.scheduled, \
-               (SELECT MIN(hours) FROM s WHERE s.period IS NOT DISTINCT FROM c.period AND s.pos = (s.n + 1) / 2), \
-               (SELECT MIN(hours) FROM s WHERE s.period IS NOT DISTINCT FROM c.period AND s.pos = (9 * s.n + 9) / 10) \
-             FROM counts c"
+             SELECT c.period, c.eligible, c.on_time, c.scheduled, p.p50, p.p90 \
+             FROM counts c LEFT JOIN p ON p.period IS NOT DISTINCT FROM c.period"
         )
     }
 }
