@@ -14,7 +14,8 @@ SECRET="report-bench-secret-report-bench-secret"
 cargo build --release --locked --quiet
 BIN=./target/release/telemental
 WORK=$(mktemp -d); trap 'rm -rf "$WORK"' EXIT
-# BENCH_SQLITE_DB=path keeps the seeded SQLite file there and reuses it on the next run.
+# BENCH_SQLITE_DB=path keeps the seeded SQLite file there and reuses it on the next run;
+# BENCH_POSTGRES_DB=name does the same with a PostgreSQL database.
 KEEP="${BENCH_SQLITE_DB:-}"
 
 seed_sqlite() {
@@ -130,7 +131,13 @@ SQL
 # Times the report (granularity, from, to) RUNS times after one warm-up; prints p50 and max.
 measure() {
   local label="$1" query="$2" token="$3"
-  curl -sf -m 120 -o /dev/null -H "Authorization: Bearer $token" "http://127.0.0.1:$PORT/v1/reports/equity?$query"
+  # Warm-up, retried: on SQLite the start-up sweep of 1 M plans' review dates holds the write
+  # lock for a while, and the report's audit entry waits for it (503 after 5 s).
+  for _ in $(seq 1 60); do
+    curl -sf -m 120 -o /dev/null -H "Authorization: Bearer $token" \
+      "http://127.0.0.1:$PORT/v1/reports/equity?$query" && break
+    sleep 2
+  done
   for _ in $(seq 1 "$RUNS"); do
     curl -sf -m 120 -o /dev/null -w '%{time_total}\n' -H "Authorization: Bearer $token" \
       "http://127.0.0.1:$PORT/v1/reports/equity?$query"
@@ -140,14 +147,17 @@ measure() {
 
 run() {
   local engine="$1" url="$2"
+  if curl -s -o /dev/null "http://127.0.0.1:$PORT/healthz"; then
+    echo "port $PORT is taken; set BENCH_PORT" >&2; exit 1
+  fi
   # The background sweeps (overdue referrals, due reviews) run once at start, then not again
   # while measuring: the benchmark times the report alone.
   TELEMENTAL_WORKER_INTERVAL=1h \
   TELEMENTAL_DATABASE_URL="$url" TELEMENTAL_JWT_SECRET="$SECRET" TELEMENTAL_BIND="127.0.0.1:$PORT" \
     TELEMENTAL_LOG="${BENCH_LOG:-warn}" "$BIN" >"$WORK/$engine.log" 2>&1 &
   local pid=$!
+  trap 'kill '"$pid"' 2>/dev/null; rm -rf "$WORK"; true' EXIT
   until curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null; do sleep 0.05; done
-  sleep 5
   local token
   token=$(TELEMENTAL_JWT_SECRET="$SECRET" "$BIN" token --tenant bench --scope reports:read)
   echo "== $engine: $PLANS plans"
@@ -170,12 +180,14 @@ if [[ " $ENGINES " == *" sqlite "* ]]; then
 fi
 
 if [[ " $ENGINES " == *" postgres "* ]]; then
-  echo "seeding PostgreSQL..."
-  DB="tm_report_bench_$$"
-  psql -q "$PG" -c "CREATE DATABASE $DB"
+  DB="${BENCH_POSTGRES_DB:-tm_report_bench_$$}"
   PGURL="${PG%/*}/$DB"
-  TELEMENTAL_DATABASE_URL="$PGURL" "$BIN" migrate 2>/dev/null
-  start=$(date +%s); seed_postgres "$PGURL"; echo "seeded in $(( $(date +%s) - start )) s"
+  if ! psql -q "$PGURL" -c "SELECT 1 FROM plans LIMIT 1" >/dev/null 2>&1; then
+    echo "seeding PostgreSQL..."
+    psql -q "$PG" -c "CREATE DATABASE $DB"
+    TELEMENTAL_DATABASE_URL="$PGURL" "$BIN" migrate 2>/dev/null
+    start=$(date +%s); seed_postgres "$PGURL"; echo "seeded in $(( $(date +%s) - start )) s"
+  fi
   run postgres "$PGURL"
-  psql -q "$PG" -c "DROP DATABASE $DB"
+  [[ -n "${BENCH_POSTGRES_DB:-}" ]] || psql -q "$PG" -c "DROP DATABASE $DB"
 fi

@@ -136,14 +136,16 @@ impl Store {
             "SELECT exclusion_mask, COUNT(*) FROM plans WHERE tenant = $1 GROUP BY exclusion_mask";
         const REVIEWS_NOW: &str =
             "SELECT COUNT(*) FROM plans WHERE tenant = $1 AND review_due < $2";
-        // Plans written per period: the last version of each plan in each period.
+        // Plans written per period, by the mask of each plan's last version in the period:
+        // one grouped pass over an index range. The mask is below 16, so the largest
+        // `version * 16 + mask` of a plan's versions in a period carries its last mask.
         let period = d.period_of_instant("recorded_at", g);
         let plans_changed = format!(
-            "SELECT period, exclusion_mask, COUNT(*) FROM (\
-               SELECT {period} AS period, exclusion_mask, ROW_NUMBER() OVER \
-                 (PARTITION BY record_id, {period} ORDER BY version DESC) AS latest \
-               FROM plan_versions WHERE tenant = $1 AND recorded_at >= $2 AND recorded_at < $3\
-             ) v WHERE latest = 1 GROUP BY period, exclusion_mask"
+            "SELECT period, CAST(last % 16 AS INTEGER), COUNT(*) FROM (\
+               SELECT {period} AS period, MAX(version * 16 + exclusion_mask) AS last \
+               FROM plan_versions WHERE tenant = $1 AND recorded_at >= $2 AND recorded_at < $3 \
+               GROUP BY record_id, {period}\
+             ) v GROUP BY period, last % 16"
         );
         // Current plans whose review fell due in a period and has passed.
         let period = d.period_of_date("review_due", g);

@@ -595,3 +595,43 @@ on_both_engines!(
         }
     }
 );
+
+on_both_engines!(
+    a_plan_revised_in_a_period_counts_once_at_its_last_level,
+    |app: TestApp| async move {
+        let reliable = json!({"devices": ["smartphone"], "connectivity": "reliable", "digital_skills": "confident"});
+        let limited = json!({"devices": ["smartphone"], "connectivity": "limited", "digital_skills": "confident"});
+        let offline =
+            json!({"devices": ["landline"], "connectivity": "none", "digital_skills": "none"});
+        for i in 0..5 {
+            let subject = format!("Patient/{i}");
+            let r = app
+                .post("/v1/plans", "t1", &plan(&subject, reliable.clone()))
+                .await;
+            let path = r.header("location").unwrap().to_string();
+            let r = app
+                .put(&path, "t1", &plan(&subject, limited.clone()), "\"1\"")
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            app.put(&path, "t1", &plan(&subject, offline.clone()), "\"2\"")
+                .await;
+        }
+        let r = report(&app, "t1", "?granularity=week").await;
+        let week = r.body["periods"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .clone();
+        assert_eq!(
+            week["plans"]["by_exclusion_level"],
+            json!({"none": 0, "at_risk": 0, "excluded": 5})
+        );
+        assert_eq!(week["plans"]["by_factor"]["no_device"], 5);
+        assert_eq!(week["plans"]["by_factor"]["limited_connectivity"], 0);
+        assert_eq!(
+            r.body["totals"]["plans"]["by_exclusion_level"]["excluded"],
+            5
+        );
+    }
+);
