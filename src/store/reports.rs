@@ -14,6 +14,9 @@ use crate::domain::session_check::Outcome;
 use crate::domain::types::Modality;
 use chrono::{NaiveDate, NaiveTime};
 
+/// Serialises this process's counter increments on SQLite (see `count_recommendation`).
+static SQLITE_COUNTER_TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The engine-specific expressions.
 struct Dialect {
     postgres: bool,
@@ -101,6 +104,12 @@ impl Store {
             ON CONFLICT (tenant, day, modality, exclusion_level, first_preference, shard) \
             DO UPDATE SET n = recommendation_counts.n + 1";
         let shard: i32 = rand::random_range(0..16);
+        // SQLite has one writer at a time and its busy handler backs off by sleeping, so
+        // concurrent increments would mostly sleep: they queue here instead, in order.
+        let _turn = match self.db {
+            Db::Sqlite(_) => Some(SQLITE_COUNTER_TURN.lock().await),
+            Db::Postgres(_) => None,
+        };
         on_db!(&self.db, p => sqlx::query(SQL)
             .bind(tenant)
             .bind(t.day)
