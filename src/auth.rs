@@ -27,10 +27,11 @@ pub enum Scope {
     RecommendationsRead,
     WebhooksManage,
     AuditRead,
+    ReportsRead,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 10] = [
+    pub const ALL: [Scope; 11] = [
         Scope::PlansRead,
         Scope::PlansWrite,
         Scope::ProtocolsRead,
@@ -41,6 +42,7 @@ impl Scope {
         Scope::RecommendationsRead,
         Scope::WebhooksManage,
         Scope::AuditRead,
+        Scope::ReportsRead,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +57,7 @@ impl Scope {
             Scope::RecommendationsRead => "recommendations:read",
             Scope::WebhooksManage => "webhooks:manage",
             Scope::AuditRead => "audit:read",
+            Scope::ReportsRead => "reports:read",
         }
     }
 

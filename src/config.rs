@@ -297,6 +297,9 @@ pub struct Settings {
     /// whose key is in the JWKS when empty.
     #[arg(long, env = "TELEMENTAL_CDS_ISSUERS", value_delimiter = ',')]
     pub cds_issuers: Vec<String>,
+    /// Equity report: counts from 1 to this − 1 are shown as "<N" (small-number suppression).
+    #[arg(long, env = "TELEMENTAL_REPORT_SUPPRESSION", default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..=100))]
+    pub report_suppression: u32,
     /// How long to wait for in-flight requests on shutdown.
     #[arg(long, global = true, env = "TELEMENTAL_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub shutdown_timeout: Duration,
@@ -379,6 +382,7 @@ impl Settings {
             public_url: None,
             cds_allowed_origins: Origins::default(),
             cds_issuers: Vec::new(),
+            report_suppression: 5,
         }
     }
 }

@@ -68,6 +68,7 @@ impl Application {
             webhook_allow_private: settings.webhook_allow_private,
             webhooks_per_tenant: settings.webhooks_per_tenant,
             outbox_wake: outbox_wake.clone(),
+            report_suppression: settings.report_suppression,
         });
         let body_timeout = web::Data::new(http::extract::BodyTimeout(settings.body_timeout));
         let api = openapi();
@@ -113,6 +114,7 @@ impl Application {
                             .finish()
                     }),
                 )
+                .configure(http::dashboard::configure)
                 .default_service(web::to(http::fallback))
                 .wrap(from_fn(http::observe::observe))
         })

@@ -3,6 +3,7 @@
 pub mod plan;
 pub mod protocol;
 pub mod referral;
+pub mod report;
 pub mod rules;
 pub mod session_check;
 pub mod types;

@@ -89,6 +89,7 @@ pub enum AuditResourceType {
     AuditEvent,
     CdsService,
     CdsCard,
+    EquityReport,
 }
 
 impl AuditResourceType {
@@ -103,6 +104,7 @@ impl AuditResourceType {
             AuditResourceType::AuditEvent => "audit_event",
             AuditResourceType::CdsService => "cds_service",
             AuditResourceType::CdsCard => "cds_card",
+            AuditResourceType::EquityReport => "equity_report",
         }
     }
 }

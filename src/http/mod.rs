@@ -1,6 +1,7 @@
 //! The HTTP surface: thin handlers over the domain and the store, documented with utoipa.
 
 pub mod audit;
+pub mod dashboard;
 pub mod extract;
 pub mod observe;
 pub mod ops;
@@ -9,6 +10,7 @@ pub mod protocols;
 pub mod recommendations;
 pub mod records;
 pub mod referrals;
+pub mod reports;
 pub mod session_checks;
 pub mod webhooks;
 
@@ -40,6 +42,8 @@ pub struct AppState {
     pub webhooks_per_tenant: u32,
     /// Wakes the outbox worker after a commit that wrote events, so delivery starts at once.
     pub outbox_wake: Arc<tokio::sync::Notify>,
+    /// Equity report: counts below this are suppressed.
+    pub report_suppression: u32,
 }
 
 impl AppState {
@@ -129,6 +133,7 @@ impl AppState {
         (name = "audit", description = "The audit trail"),
         (name = "fhir", description = "FHIR R4 read views (application/fhir+json): CarePlan, ServiceRequest; errors are OperationOutcomes"),
         (name = "cds-hooks", description = "CDS Hooks 2.0 appointment-book service for EHRs"),
+        (name = "reports", description = "Aggregate counts per tenant, small numbers suppressed (EXCL-1, F2F-1)"),
         (name = "operations", description = "Health, readiness, metrics")
     )
 )]
@@ -488,7 +493,8 @@ pub fn routes(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .configure(recommendations::configure)
             .configure(referrals::configure)
             .configure(webhooks::configure)
-            .configure(audit::configure),
+            .configure(audit::configure)
+            .configure(reports::configure),
     );
     // The EHR-facing views: FHIR R4 and CDS Hooks.
     cfg.configure(crate::fhir::configure)

@@ -4,6 +4,7 @@ use super::extract::{Input, ValidJson};
 use super::records::today;
 use super::AppState;
 use crate::auth::{Caller, Scope};
+use crate::domain::report::RecommendationTally;
 use crate::domain::rules::{catalog, recommend, Recommendation, RecommendationRequest, Rule};
 use crate::error::ApiError;
 use crate::store::{PLANS, SAFETY_PROTOCOLS};
@@ -113,7 +114,16 @@ pub async fn recommend_modality(
             "success",
         ));
     }
-    st.writer.record(None, audit).await?;
+    // Counts only, for the equity report, in the same group commit.
+    let tally = RecommendationTally::of(
+        &req,
+        plan.as_ref().map(|p| &p.content),
+        &recommendation,
+        today(),
+    );
+    st.writer
+        .record_recommendation(audit, &caller.tenant, tally)
+        .await?;
     Ok(HttpResponse::Ok().json(RecommendationResponse {
         recommendation,
         plan_version: plan.map(|p| p.version),

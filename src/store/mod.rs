@@ -9,6 +9,7 @@ pub mod forms;
 pub mod outbox;
 mod records;
 pub mod referrals;
+mod reports;
 mod session_checks;
 pub mod sync;
 mod ts;

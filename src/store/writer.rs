@@ -1,11 +1,13 @@
-//! Group commit for the EHR-facing hot paths. A CDS call must record its token's `jti`
-//! (refusing a replay) and its audit entries before it answers, a FHIR read its audit entry;
-//! done one transaction per request, requests queue on the database's commit (on SQLite, on
-//! its single writer lock, whose busy handler sleeps). Here one task writes whatever requests
-//! are waiting in one transaction and answers each once it is committed.
+//! Group commit for what reads must write before they are answered: the audit rows of every
+//! read and denial, a CDS call's token id (refusing a replay), a recommendation's counts for
+//! the equity report. Done one transaction per request, requests queue on the database's
+//! commit (on SQLite, on its single writer lock, whose busy handler sleeps, then on a flush
+//! each). Here one task writes whatever requests are waiting in one transaction, with one
+//! multi-row statement per table, flushes once (`Store::durable`), and answers each.
 
 use super::{on_db, AuditEntry, DbError, Store, Ts};
-use std::collections::HashSet;
+use crate::domain::report::RecommendationTally;
+use std::collections::{BTreeMap, HashSet};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most calls written in one transaction.
@@ -22,6 +24,8 @@ pub struct SeenToken {
 struct Job {
     token: Option<SeenToken>,
     audit: Vec<AuditEntry>,
+    /// A recommendation to count for the equity report: (tenant, what it adds).
+    tally: Option<(String, RecommendationTally)>,
     done: oneshot::Sender<Result<bool, String>>,
 }
 
@@ -55,14 +59,40 @@ impl Writer {
         if token.is_none() && audit.is_empty() {
             return Ok(true);
         }
+        self.send(token, audit, None).await
+    }
+
+    /// Records a recommendation's audit entries and counts it for the equity report.
+    pub async fn record_recommendation(
+        &self,
+        audit: Vec<AuditEntry>,
+        tenant: &str,
+        tally: RecommendationTally,
+    ) -> Result<(), DbError> {
+        self.send(None, audit, Some((tenant.to_string(), tally)))
+            .await
+            .map(|_| ())
+    }
+
+    async fn send(
+        &self,
+        token: Option<SeenToken>,
+        audit: Vec<AuditEntry>,
+        tally: Option<(String, RecommendationTally)>,
+    ) -> Result<bool, DbError> {
         let (done, answer) = oneshot::channel();
         self.jobs
-            .send(Job { token, audit, done })
+            .send(Job {
+                token,
+                audit,
+                tally,
+                done,
+            })
             .await
-            .map_err(|_| DbError::Unavailable("the CDS writer has stopped".into()))?;
+            .map_err(|_| DbError::Unavailable("the audit writer has stopped".into()))?;
         answer
             .await
-            .map_err(|_| DbError::Unavailable("the CDS writer has stopped".into()))?
+            .map_err(|_| DbError::Unavailable("the audit writer has stopped".into()))?
             .map_err(DbError::Unavailable)
     }
 }
@@ -118,6 +148,22 @@ async fn write(store: &Store, batch: &[Job]) -> Result<Vec<bool>, DbError> {
         .filter_map(|(j, f)| j.token.as_ref().filter(|_| *f))
         .collect();
     let now = Ts::now();
+    // The batch's recommendations, summed per counter row (a random shard per batch, so that
+    // instances on one PostgreSQL rarely update the same row at once).
+    let mut sums: BTreeMap<(&str, chrono::NaiveDate, &str, &str, &str), i64> = BTreeMap::new();
+    for (tenant, t) in batch.iter().filter_map(|j| j.tally.as_ref()) {
+        *sums
+            .entry((
+                tenant.as_str(),
+                t.day,
+                t.modality,
+                t.exclusion_level,
+                t.first_preference,
+            ))
+            .or_default() += 1;
+    }
+    let tallies: Vec<_> = sums.into_iter().collect();
+    let shard: i32 = rand::random_range(0..16);
     let fresh_keys: HashSet<(String, String)> = on_db!(&store.db, p => {
         let mut tx = p.begin().await?;
         let mut fresh_keys = HashSet::new();
@@ -154,6 +200,21 @@ async fn write(store: &Store, batch: &[Job]) -> Result<Vec<bool>, DbError> {
                     .bind(&e.subject)
                     .bind(&e.request_id)
                     .bind(e.outcome);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        for chunk in tallies.chunks(ROWS_PER_INSERT / 2) {
+            let sql = tally_sql(chunk.len());
+            let mut q = sqlx::query(&sql);
+            for ((tenant, day, modality, level, first), n) in chunk {
+                q = q
+                    .bind(tenant)
+                    .bind(day)
+                    .bind(*modality)
+                    .bind(*level)
+                    .bind(*first)
+                    .bind(shard)
+                    .bind(*n);
             }
             q.execute(&mut *tx).await?;
         }
@@ -202,6 +263,17 @@ fn audit_sql(rows: usize) -> String {
         "INSERT INTO audit_events (id, tenant, at, actor, action, resource_type, resource_id, \
          subject, request_id, outcome) VALUES {}",
         placeholders(rows, 10)
+    )
+}
+
+/// Adds counts to the equity report's recommendation counters.
+fn tally_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO recommendation_counts \
+         (tenant, day, modality, exclusion_level, first_preference, shard, n) VALUES {} \
+         ON CONFLICT (tenant, day, modality, exclusion_level, first_preference, shard) \
+         DO UPDATE SET n = recommendation_counts.n + excluded.n",
+        placeholders(rows, 7)
     )
 }
 

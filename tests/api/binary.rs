@@ -204,6 +204,13 @@ async fn dev_mode_prints_a_working_token_and_stays_on_loopback() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "the dev token has every scope");
+    let r = client
+        .get(format!("{base}/v1/reports/equity"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "the dev token reads reports too");
     child.kill().unwrap();
     let _ = child.wait();
 }
@@ -294,6 +301,12 @@ async fn the_token_and_migrate_commands_work() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+    let out = Command::new(BIN)
+        .args(["token", "--tenant", "a", "--scope", "reports:read"])
+        .env("TELEMENTAL_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "reports:read is a known scope");
     let out = Command::new(BIN)
         .args(["token", "--tenant", "a", "--scope", "plans:read"])
         .env_remove("TELEMENTAL_JWT_SECRET")

@@ -321,6 +321,20 @@ on_both_engines!(
                             .await
                             .assert_problem(412);
                     }
+                    "getEquityReport" => {
+                        // Its parameters are a closed set.
+                        probe
+                            .send(
+                                &op_id,
+                                &method,
+                                &format!("{path}?bogus=1"),
+                                Some(&all),
+                                None,
+                                &[],
+                            )
+                            .await
+                            .assert_problem(400);
+                    }
                     _ => {}
                 }
 

@@ -10,7 +10,8 @@ use telemental::Application;
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 pub const ALL_SCOPES: &str =
     "plans:read plans:write protocols:read protocols:write sessions:write \
-    referrals:read referrals:write recommendations:read webhooks:manage audit:read";
+    referrals:read referrals:write recommendations:read webhooks:manage audit:read \
+    reports:read";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
