@@ -55,6 +55,8 @@ impl Application {
                  permissions, the disk, or that PostgreSQL is not read-only"
             ));
         }
+        // One service process per SQLite file (it caches what it wrote).
+        let store = store.owned()?;
         let auth = Authenticator::new(settings, dev_secret)?;
         auth.warm_up().await;
         let auth = web::Data::new(auth);

@@ -5,6 +5,7 @@
 //! Engine-specific column types are handled by the migrations and by [`Ts`].
 
 mod audit;
+pub mod cache;
 pub mod forms;
 pub mod outbox;
 mod records;
@@ -114,6 +115,75 @@ pub struct Store {
     /// SQLite's group commit (`None` for PostgreSQL, which groups commits itself, and for an
     /// in-memory SQLite database).
     sync: Option<std::sync::Arc<sync::Syncer>>,
+    /// The current plans and protocols in memory: SQLite, when this process owns the file.
+    cache: Option<std::sync::Arc<cache::RecordCache>>,
+    /// Holds the SQLite file's lock (and its cache) for as long as a store uses it.
+    _owner: Option<std::sync::Arc<SqliteOwner>>,
+    /// The SQLite database file.
+    file: Option<std::path::PathBuf>,
+}
+
+/// This process's hold on a SQLite database file: an exclusive lock on `<file>.lock`, so that
+/// no other process writes the file behind the cache, and the cache itself. Stores on the
+/// same file in one process (tests, the CLI) share it.
+#[derive(Debug)]
+pub struct SqliteOwner {
+    _lock: std::fs::File,
+    cache: std::sync::Arc<cache::RecordCache>,
+}
+
+/// The SQLite files this process holds, by path.
+static SQLITE_OWNERS: std::sync::Mutex<Vec<(std::path::PathBuf, std::sync::Weak<SqliteOwner>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Takes (or shares) this process's hold on `file`. `Err` when another process holds it;
+/// `Ok(None)` when no lock file can be made (read-only directory): then nothing is cached.
+fn own_sqlite_file(file: &std::path::Path) -> Result<Option<std::sync::Arc<SqliteOwner>>, String> {
+    let path = std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf());
+    let mut owners = SQLITE_OWNERS.lock().unwrap_or_else(|p| p.into_inner());
+    owners.retain(|(_, w)| w.strong_count() > 0);
+    if let Some(o) = owners
+        .iter()
+        .find(|(p, _)| *p == path)
+        .and_then(|(_, w)| w.upgrade())
+    {
+        return Ok(Some(o));
+    }
+    let mut lock_path = path.clone().into_os_string();
+    lock_path.push(".lock");
+    let lock = match std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "no lock file beside the SQLite database: records are not cached");
+            return Ok(None);
+        }
+    };
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(format!(
+                "another process is using the SQLite database {} (it holds {}); one process \
+                 per SQLite file — use PostgreSQL for several instances",
+                path.display(),
+                std::path::Path::new(&lock_path).display()
+            ))
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            tracing::warn!(error = %e, "cannot lock the SQLite database's lock file: records are not cached");
+            return Ok(None);
+        }
+    }
+    let owner = std::sync::Arc::new(SqliteOwner {
+        _lock: lock,
+        cache: Default::default(),
+    });
+    owners.push((path, std::sync::Arc::downgrade(&owner)));
+    Ok(Some(owner))
 }
 
 impl Store {
@@ -132,9 +202,9 @@ impl Store {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(Duration::from_secs(5));
-            let file = opts.get_filename();
-            let sync = (!file.as_os_str().is_empty() && file != std::path::Path::new(":memory:"))
-                .then(|| sync::Syncer::start(file.to_path_buf()));
+            let file = opts.get_filename().to_path_buf();
+            let on_disk = !file.as_os_str().is_empty() && file != std::path::Path::new(":memory:");
+            let sync = on_disk.then(|| sync::Syncer::start(file.clone()));
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(5))
@@ -144,6 +214,9 @@ impl Store {
             Ok(Store {
                 db: Db::Sqlite(pool),
                 sync,
+                cache: None,
+                _owner: None,
+                file: on_disk.then_some(file),
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url)
@@ -155,10 +228,27 @@ impl Store {
             Ok(Store {
                 db: Db::Postgres(pool),
                 sync: None,
+                cache: None,
+                _owner: None,
+                file: None,
             })
         } else {
             Err("TELEMENTAL_DATABASE_URL must start with sqlite:// or postgres://".into())
         }
+    }
+
+    /// The store of the running service: on a SQLite file, takes this process's hold on the
+    /// file (refused while another service process holds it) and with it the in-memory cache
+    /// of current plans and protocols. Tools (`migrate`, `audit …`) open the store without it:
+    /// they do not write plans or protocols.
+    pub fn owned(mut self) -> Result<Store, String> {
+        if let Some(file) = &self.file {
+            if let Some(owner) = own_sqlite_file(file)? {
+                self.cache = Some(owner.cache.clone());
+                self._owner = Some(owner);
+            }
+        }
+        Ok(self)
     }
 
     /// Returns once every commit this process made before the call is on disk. Call it after

@@ -5,6 +5,7 @@
 //! and read back from any format it has had.
 
 use super::audit::insert_audit;
+use super::cache::{Known, RecordCache, Shelf};
 use super::forms::StoredForm;
 use super::{on_db, AuditEntry, DbError, DbResult, Store, Ts};
 use crate::domain::plan::Plan;
@@ -36,15 +37,20 @@ pub const SAFETY_PROTOCOLS: RecordTable = RecordTable {
 };
 
 /// A domain type kept as a versioned record.
-pub trait RecordKind: StoredForm {
+pub trait RecordKind: StoredForm + Clone {
     const TABLE: RecordTable;
     fn subject(&self) -> &str;
     /// The date the record is next due for review (indexed for `review_due_before`).
     fn review_due(&self) -> NaiveDate;
+    /// Where the in-memory cache keeps this kind (`super::cache`).
+    fn shelf(cache: &RecordCache) -> &Shelf<Self>;
 }
 
 impl RecordKind for Plan {
     const TABLE: RecordTable = PLANS;
+    fn shelf(cache: &RecordCache) -> &Shelf<Self> {
+        &cache.plans
+    }
     fn subject(&self) -> &str {
         self.subject.as_str()
     }
@@ -55,6 +61,9 @@ impl RecordKind for Plan {
 
 impl RecordKind for SafetyProtocol {
     const TABLE: RecordTable = SAFETY_PROTOCOLS;
+    fn shelf(cache: &RecordCache) -> &Shelf<Self> {
+        &cache.protocols
+    }
     fn subject(&self) -> &str {
         self.subject.as_str()
     }
@@ -200,7 +209,7 @@ impl Store {
             tx.commit().await?;
         });
         self.durable().await?;
-        Ok(Record {
+        let record = Record {
             meta: RecordMeta {
                 id,
                 subject,
@@ -211,7 +220,16 @@ impl Store {
             },
             review_due,
             content,
-        })
+        };
+        self.cached::<T>(tenant, &record);
+        Ok(record)
+    }
+
+    /// Offers a version to the in-memory cache (SQLite), if there is one.
+    fn cached<T: RecordKind>(&self, tenant: &str, record: &Record<T>) {
+        if let Some(c) = &self.cache {
+            T::shelf(c).offer(tenant, record);
+        }
     }
 
     pub async fn get_record<T: RecordKind>(
@@ -219,13 +237,24 @@ impl Store {
         tenant: &str,
         id: Uuid,
     ) -> DbResult<Option<Record<T>>> {
+        if let Some(r) = self
+            .cache
+            .as_ref()
+            .and_then(|c| T::shelf(c).by_id(tenant, id))
+        {
+            return Ok(Some((*r).clone()));
+        }
         let sql = format!("{} WHERE r.id = $1 AND r.tenant = $2", T::TABLE.select());
         let row = on_db!(&self.db, p => sqlx::query_as::<_, Row>(&sql)
             .bind(id)
             .bind(tenant)
             .fetch_optional(p)
             .await)?;
-        row.map(Row::read).transpose()
+        let record = row.map(Row::read::<T>).transpose()?;
+        if let Some(r) = &record {
+            self.cached(tenant, r);
+        }
+        Ok(record)
     }
 
     pub async fn get_record_by_subject<T: RecordKind>(
@@ -233,6 +262,13 @@ impl Store {
         tenant: &str,
         subject: &str,
     ) -> DbResult<Option<Record<T>>> {
+        if let Some(c) = &self.cache {
+            match T::shelf(c).by_subject(tenant, subject) {
+                Known::Record(r) => return Ok(Some((*r).clone())),
+                Known::None => return Ok(None),
+                Known::Unknown => {}
+            }
+        }
         let sql = format!(
             "{} WHERE r.tenant = $1 AND r.subject = $2",
             T::TABLE.select()
@@ -242,7 +278,13 @@ impl Store {
             .bind(subject)
             .fetch_optional(p)
             .await)?;
-        row.map(Row::read).transpose()
+        let record = row.map(Row::read::<T>).transpose()?;
+        match (&record, &self.cache) {
+            (Some(r), _) => self.cached(tenant, r),
+            (None, Some(c)) => T::shelf(c).offer_none(tenant, subject),
+            (None, None) => {}
+        }
+        Ok(record)
     }
 
     /// The id of the subject's record of this kind, if any.
@@ -332,7 +374,7 @@ impl Store {
             row
         });
         self.durable().await.map_err(UpdateError::Db)?;
-        Ok(Record {
+        let record = Record {
             meta: RecordMeta {
                 id,
                 subject,
@@ -343,7 +385,9 @@ impl Store {
             },
             review_due,
             content,
-        })
+        };
+        self.cached::<T>(tenant, &record);
+        Ok(record)
     }
 
     /// Versions newest first, below `before_version` when given; `None` when the record does
@@ -414,6 +458,21 @@ impl Store {
         tenant: &str,
         subject: &str,
     ) -> DbResult<(Option<Current<Plan>>, Option<Current<SafetyProtocol>>)> {
+        if let Some(c) = &self.cache {
+            let known = (
+                c.plans.by_subject(tenant, subject),
+                c.protocols.by_subject(tenant, subject),
+            );
+            if let (Known::Unknown, _) | (_, Known::Unknown) = known {
+                // Read each (and so learn both for the next time).
+                let plan = self.get_record_by_subject::<Plan>(tenant, subject).await?;
+                let protocol = self
+                    .get_record_by_subject::<SafetyProtocol>(tenant, subject)
+                    .await?;
+                return Ok((plan.map(Current::from), protocol.map(Current::from)));
+            }
+            return Ok((current(known.0), current(known.1)));
+        }
         const SQL: &str = "SELECT 0 AS kind, id, version, body FROM plans WHERE tenant = $1 AND subject = $2 \
             UNION ALL SELECT 1 AS kind, id, version, body FROM safety_protocols WHERE tenant = $1 AND subject = $2";
         let rows: Vec<(i32, Uuid, i64, Json<Box<RawValue>>)> = on_db!(&self.db, p =>
@@ -446,4 +505,31 @@ pub struct Current<T> {
     pub id: Uuid,
     pub version: i64,
     pub content: T,
+}
+
+impl<T> From<Record<T>> for Current<T> {
+    fn from(r: Record<T>) -> Current<T> {
+        Current {
+            id: r.meta.id,
+            version: r.meta.version,
+            content: r.content,
+        }
+    }
+}
+
+impl<T: Clone> From<&Record<T>> for Current<T> {
+    fn from(r: &Record<T>) -> Current<T> {
+        Current {
+            id: r.meta.id,
+            version: r.meta.version,
+            content: r.content.clone(),
+        }
+    }
+}
+
+fn current<T: Clone>(k: Known<T>) -> Option<Current<T>> {
+    match k {
+        Known::Record(r) => Some(Current::from(&*r)),
+        Known::None | Known::Unknown => None,
+    }
 }
