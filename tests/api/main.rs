@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod binary;
 mod delivery_faults;
+mod healing;
 mod helpers;
 mod ops;
 mod outage;
