@@ -157,6 +157,17 @@ pub struct Settings {
     /// Timeout of one webhook POST.
     #[arg(long, env = "TELEMENTAL_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub webhook_timeout: Duration,
+    /// Webhook deliveries one instance sends at once.
+    #[arg(long, env = "TELEMENTAL_WEBHOOK_IN_FLIGHT", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub webhook_in_flight: u32,
+    /// Of those, how many may go to one webhook, so a hung or slow receiver holds no more than
+    /// its share and the others keep flowing.
+    #[arg(long, env = "TELEMENTAL_WEBHOOK_IN_FLIGHT_PER_WEBHOOK", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub webhook_in_flight_per_webhook: u32,
+    /// How long delivered outbox events, their deliveries and attempts are kept; dead letters
+    /// are kept this long after they died (or until replayed).
+    #[arg(long, env = "TELEMENTAL_OUTBOX_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub outbox_retention: Duration,
     /// How soon a routine fallback referral is due.
     #[arg(long, env = "TELEMENTAL_REFERRAL_DUE_ROUTINE", default_value = "7d", value_parser = parse_duration)]
     pub referral_due_routine: Duration,
@@ -207,6 +218,15 @@ impl Settings {
         {
             return Err("TELEMENTAL_WORKER_INTERVAL, TELEMENTAL_WEBHOOK_RETRY_BASE and TELEMENTAL_WEBHOOK_TIMEOUT must be above zero".into());
         }
+        if self.webhook_in_flight_per_webhook > self.webhook_in_flight {
+            return Err(format!(
+                "TELEMENTAL_WEBHOOK_IN_FLIGHT_PER_WEBHOOK ({}) cannot be above TELEMENTAL_WEBHOOK_IN_FLIGHT ({})",
+                self.webhook_in_flight_per_webhook, self.webhook_in_flight
+            ));
+        }
+        if self.outbox_retention < Duration::from_secs(1) {
+            return Err("TELEMENTAL_OUTBOX_RETENTION must be at least 1s".into());
+        }
         if self.database_max_connections == 0 {
             return Err("TELEMENTAL_DATABASE_MAX_CONNECTIONS must be at least 1".into());
         }
@@ -231,6 +251,9 @@ impl Settings {
             webhook_retry_base: Duration::from_secs(5),
             webhook_max_attempts: 12,
             webhook_timeout: Duration::from_secs(10),
+            webhook_in_flight: 32,
+            webhook_in_flight_per_webhook: 8,
+            outbox_retention: Duration::from_secs(30 * 86_400),
             referral_due_routine: Duration::from_secs(7 * 86_400),
             referral_due_urgent: Duration::from_secs(86_400),
             referral_due_emergency: Duration::from_secs(4 * 3600),
