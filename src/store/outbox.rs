@@ -47,6 +47,13 @@ macro_rules! emit_event {
 }
 pub(crate) use emit_event;
 
+/// Marks plans whose review date ($1 is today) has been reached as announced. The condition is
+/// the one of the partial index `plans_review_unnotified`: only plans whose current review date
+/// has not fired are read, so the scan does not grow as plans pass their review dates.
+pub const REVIEW_SWEEP: &str = "UPDATE plans SET review_notified_for = review_due \
+    WHERE (review_notified_for IS NULL OR review_notified_for <> review_due) AND review_due <= $1 \
+    RETURNING id, tenant, subject, version, review_due";
+
 /// Everything a worker needs to send one delivery.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeliveryJob {
@@ -312,10 +319,15 @@ impl Store {
     /// Pending deliveries are never pruned, whatever their age.
     pub async fn prune_outbox(&self, cutoff: Ts, batch: i64) -> DbResult<Pruned> {
         // (condition on the delivery's own columns, the column it is ordered by)
-        const FINISHED: [(&str, &str); 2] = [
+        // One status at a time, so that each batch is a range scan of an index in its order.
+        const FINISHED: [(&str, &str); 3] = [
             ("status = 'delivered' AND delivered_at < $1", "delivered_at"),
             (
-                "status IN ('dead', 'cancelled') AND next_attempt_at < $1",
+                "status = 'dead' AND next_attempt_at < $1",
+                "next_attempt_at",
+            ),
+            (
+                "status = 'cancelled' AND next_attempt_at < $1",
                 "next_attempt_at",
             ),
         ];
@@ -352,10 +364,8 @@ impl Store {
     /// Emits `referral.overdue` once for each referral past its due time while still waiting
     /// for an appointment. The conditional UPDATE makes it once across instances.
     pub async fn sweep_overdue_referrals(&self, now: Ts) -> DbResult<usize> {
-        // The condition is the one of the partial index `referrals_overdue_unsent`: only
-        // referrals that can still fire are read, however many have fired before.
         const SQL: &str = "UPDATE referrals SET overdue_emitted = TRUE \
-            WHERE overdue_emitted = FALSE AND status IN ('requested', 'accepted') AND due_by < $1 \
+            WHERE status IN ('requested', 'accepted') AND due_by < $1 AND overdue_emitted = FALSE \
             RETURNING id, tenant, subject, version, body";
         let n = on_db!(&self.db, p => {
             let mut tx = p.begin().await?;
@@ -378,15 +388,9 @@ impl Store {
 
     /// Emits `plan.review_due` once per review date that has been reached.
     pub async fn sweep_plan_reviews(&self, today: chrono::NaiveDate, now: Ts) -> DbResult<usize> {
-        // The condition is the one of the partial index `plans_review_unnotified`: only plans
-        // whose current review date has not fired are read, so the scan does not grow as
-        // plans pass their review dates.
-        const SQL: &str = "UPDATE plans SET review_notified_for = review_due \
-            WHERE (review_notified_for IS NULL OR review_notified_for <> review_due) AND review_due <= $1 \
-            RETURNING id, tenant, subject, version, review_due";
         let n = on_db!(&self.db, p => {
             let mut tx = p.begin().await?;
-            let rows: Vec<(Uuid, String, String, i64, chrono::NaiveDate)> = sqlx::query_as(SQL).bind(today).fetch_all(&mut *tx).await?;
+            let rows: Vec<(Uuid, String, String, i64, chrono::NaiveDate)> = sqlx::query_as(REVIEW_SWEEP).bind(today).fetch_all(&mut *tx).await?;
             for (id, tenant, subject, version, due) in &rows {
                 let data = serde_json::json!({"plan_id": id, "subject": subject, "version": version, "next_review_due": due});
                 emit_event!(tx, tenant, "plan.review_due", &data, now);

@@ -13,5 +13,6 @@ mod outage;
 mod plans;
 mod recommendations;
 mod referrals;
+mod retention;
 mod safety;
 mod webhooks;
