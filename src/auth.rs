@@ -111,7 +111,9 @@ impl FromRequest for Caller {
             .map(|r| r.0.clone())
             .unwrap_or_default();
         Box::pin(async move {
-            let auth = auth.ok_or(ApiError::Internal)?;
+            let auth = auth.ok_or_else(|| {
+                ApiError::internal("authenticating", "no authenticator in the app data")
+            })?;
             let header = match header {
                 None => return Err(ApiError::Unauthorized("missing bearer token".into())),
                 Some(Err(_)) => {

@@ -10,6 +10,7 @@ pub mod store;
 
 use crate::auth::Authenticator;
 use crate::config::Settings;
+use crate::error::StartupError;
 use crate::http::{AppState, KnownPaths};
 use crate::store::Store;
 use actix_web::middleware::from_fn;
@@ -37,12 +38,12 @@ impl Application {
         settings: &Settings,
         dev_secret: Option<&str>,
         handle_signals: bool,
-    ) -> Result<Application, String> {
-        settings.check()?;
+    ) -> Result<Application, StartupError> {
+        settings.check().map_err(StartupError::msg)?;
         let store =
             Store::connect(&settings.database_url, settings.database_max_connections).await?;
         migrate_with_retry(&store, Duration::from_secs(60)).await?;
-        let auth = Authenticator::new(settings, dev_secret)?;
+        let auth = Authenticator::new(settings, dev_secret).map_err(StartupError::msg)?;
         auth.warm_up().await;
         let auth = web::Data::new(auth);
         let outbox_wake = Arc::new(tokio::sync::Notify::new());
@@ -55,8 +56,11 @@ impl Application {
         let api = openapi();
         let known = web::Data::new(Arc::new(KnownPaths::of(&api)));
         let listener = TcpListener::bind(settings.bind)
-            .map_err(|e| format!("cannot listen on {}: {e}", settings.bind))?;
-        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+            .map_err(|e| StartupError::new(format!("cannot listen on {}", settings.bind), e))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| StartupError::new("cannot read the listening address", e))?
+            .port();
         // Install the metrics recorder before the first request.
         http::observe::prometheus();
         let server = HttpServer::new(move || {
@@ -80,10 +84,12 @@ impl Application {
                     }),
                 )
                 .default_service(web::to(http::fallback))
+                // Inside `observe`, which sets the request id this one logs 500s with.
+                .wrap(from_fn(error::log_server_errors))
                 .wrap(from_fn(http::observe::observe))
         })
         .listen(listener)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| StartupError::new("cannot serve on the listener", e))?
         .shutdown_timeout(settings.shutdown_timeout.as_secs().max(1));
         let server = if handle_signals {
             server.run()
@@ -124,13 +130,13 @@ impl Application {
 }
 
 /// Applies migrations, waiting for a database that is still starting (PostgreSQL in compose).
-pub async fn migrate_with_retry(store: &Store, patience: Duration) -> Result<(), String> {
+pub async fn migrate_with_retry(store: &Store, patience: Duration) -> Result<(), StartupError> {
     let started = std::time::Instant::now();
     loop {
         match store.migrate().await {
             Ok(()) => return Ok(()),
             Err(e) if started.elapsed() < patience => {
-                tracing::warn!(error = %e, "database not ready; retrying migrations");
+                tracing::warn!(error = %error::error_chain(&e), "database not ready; retrying migrations");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
             Err(e) => return Err(e),

@@ -83,10 +83,7 @@ fn parse_stored<T: serde::de::DeserializeOwned>(
     row.map(|(body, version)| {
         serde_json::from_str(&body)
             .map(|t| (t, version))
-            .map_err(|e| {
-                tracing::error!(error = %e, "stored record does not parse");
-                ApiError::Internal
-            })
+            .map_err(|e| ApiError::internal("stored record does not parse", e))
     })
     .transpose()
 }

@@ -78,8 +78,7 @@ pub fn today() -> NaiveDate {
 
 fn to_view<R: Resource>(rec: Record) -> Result<R::View, ApiError> {
     let content: R = serde_json::from_value(rec.body.0).map_err(|e| {
-        tracing::error!(error = %e, table = R::TABLE.table, "stored record does not parse");
-        ApiError::Internal
+        ApiError::internal(format!("stored {} row does not parse", R::TABLE.table), e)
     })?;
     Ok(R::view(
         Meta {
@@ -112,7 +111,8 @@ pub async fn create<R: Resource>(
     let input = input.validate(today()).map_err(ApiError::Invalid)?;
     let id = Uuid::now_v7();
     let subject = input.subject().as_str().to_string();
-    let body = serde_json::to_value(&input).map_err(|_| ApiError::Internal)?;
+    let body = serde_json::to_value(&input)
+        .map_err(|e| ApiError::internal("record does not serialise", e))?;
     let audit = st.audit_entry(
         caller,
         "create",
@@ -204,7 +204,8 @@ pub async fn replace<R: Resource>(
         .await?;
     let expected = if_match(req, true)?;
     let input = input.validate(today()).map_err(ApiError::Invalid)?;
-    let body = serde_json::to_value(&input).map_err(|_| ApiError::Internal)?;
+    let body = serde_json::to_value(&input)
+        .map_err(|e| ApiError::internal("record does not serialise", e))?;
     let subject = input.subject().as_str().to_string();
     let Some(current) = st.store.get_record(R::TABLE, &caller.tenant, id).await? else {
         st.audit(
@@ -376,8 +377,7 @@ pub async fn current<R: Resource>(
     };
     let version = rec.version;
     let content: R = serde_json::from_value(rec.body.0).map_err(|e| {
-        tracing::error!(error = %e, table = R::TABLE.table, "stored record does not parse");
-        ApiError::Internal
+        ApiError::internal(format!("stored {} row does not parse", R::TABLE.table), e)
     })?;
     Ok(Some((content, version)))
 }

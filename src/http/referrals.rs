@@ -86,10 +86,8 @@ impl Input for StatusChange {
 }
 
 fn view(row: &ReferralRow, now: DateTime<Utc>) -> Result<Referral, ApiError> {
-    let state: ReferralState = serde_json::from_value(row.body.0.clone()).map_err(|e| {
-        tracing::error!(error = %e, "stored referral does not parse");
-        ApiError::Internal
-    })?;
+    let state: ReferralState = serde_json::from_value(row.body.0.clone())
+        .map_err(|e| ApiError::internal("stored referral does not parse", e))?;
     Ok(Referral {
         meta: Meta {
             id: row.id,
@@ -209,7 +207,8 @@ pub async fn create_referral(
     let subject = input.subject.as_str().to_string();
     let state = ReferralState::new(input, &st.referral_due, now.0, &caller.sub);
     let due_by = Ts::from(state.due_by);
-    let body = serde_json::to_value(&state).map_err(|_| ApiError::Internal)?;
+    let body = serde_json::to_value(&state)
+        .map_err(|e| ApiError::internal("referral does not serialise", e))?;
     let mut audit = st.audit_entry(
         &caller,
         "create",
@@ -498,7 +497,10 @@ pub async fn change_referral_status(
             })
         }
         Err(ChangeError::Rejected(TransitionError::Invalid(errors))) if errors.is_empty() => {
-            return Err(ApiError::Internal)
+            return Err(ApiError::internal(
+                "referral transition",
+                "refused without a reason",
+            ))
         }
         Err(ChangeError::Rejected(TransitionError::Invalid(errors))) => {
             return Err(ApiError::Invalid(errors))

@@ -109,8 +109,10 @@ pub async fn create_session_check(
         plan.as_ref().map(|p| &p.0),
     );
     let id = Uuid::now_v7();
-    let body = serde_json::to_value(&check).map_err(|_| ApiError::Internal)?;
-    let result_json = serde_json::to_value(&result).map_err(|_| ApiError::Internal)?;
+    let body = serde_json::to_value(&check)
+        .map_err(|e| ApiError::internal("session check does not serialise", e))?;
+    let result_json = serde_json::to_value(&result)
+        .map_err(|e| ApiError::internal("session check outcome does not serialise", e))?;
     let outcome = result_json["outcome"].as_str().unwrap_or("").to_string();
     let audit = st.audit_entry(
         &caller,
@@ -173,10 +175,7 @@ async fn load(
             .await?;
         return Err(ApiError::NotFound);
     };
-    let parse = |e: serde_json::Error| {
-        tracing::error!(error = %e, "stored session check does not parse");
-        ApiError::Internal
-    };
+    let parse = |e| ApiError::internal("stored session check does not parse", e);
     let check: SessionCheckInput = serde_json::from_value(row.body.0.clone()).map_err(parse)?;
     let result: SessionCheckOutcome =
         serde_json::from_value(row.result.0.clone()).map_err(parse)?;
@@ -269,7 +268,8 @@ pub async fn record_disconnection(
         Some(&row.subject),
         "success",
     );
-    let body = serde_json::to_value(&input).map_err(|_| ApiError::Internal)?;
+    let body = serde_json::to_value(&input)
+        .map_err(|e| ApiError::internal("disconnection does not serialise", e))?;
     let n = st
         .store
         .add_disconnection(&caller.tenant, check.id, &body, &audit)

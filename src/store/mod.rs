@@ -16,6 +16,7 @@ pub use records::{ListQuery, Record, RecordTable, UpdateError, PLANS, SAFETY_PRO
 pub use session_checks::{CheckRow, NewCheck};
 pub use ts::Ts;
 
+use crate::error::StartupError;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
@@ -182,10 +183,12 @@ pub struct Store {
 impl Store {
     /// Opens a pool for the URL's engine. PostgreSQL pools connect lazily, so a database that is
     /// down at start-up (or later) gives 503s until it returns, never a crash.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Store, String> {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StartupError> {
         if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)
-                .map_err(|e| format!("invalid SQLite URL: {e}"))?
+                .map_err(|e| {
+                    StartupError::new("TELEMENTAL_DATABASE_URL is not a valid SQLite URL", e)
+                })?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 // FULL: a commit is on disk before we answer 201 (survives power loss too).
@@ -197,13 +200,14 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_with(opts)
                 .await
-                .map_err(|e| format!("cannot open SQLite database: {e}"))?;
+                .map_err(|e| StartupError::new("cannot open the SQLite database", e))?;
             Ok(Store {
                 db: Db::Sqlite(pool),
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let opts = PgConnectOptions::from_str(url)
-                .map_err(|e| format!("invalid PostgreSQL URL: {e}"))?;
+            let opts = PgConnectOptions::from_str(url).map_err(|e| {
+                StartupError::new("TELEMENTAL_DATABASE_URL is not a valid PostgreSQL URL", e)
+            })?;
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(3))
@@ -212,7 +216,9 @@ impl Store {
                 db: Db::Postgres(pool),
             })
         } else {
-            Err("TELEMENTAL_DATABASE_URL must start with sqlite:// or postgres://".into())
+            Err(StartupError::msg(
+                "TELEMENTAL_DATABASE_URL must start with sqlite:// or postgres://",
+            ))
         }
     }
 
@@ -225,12 +231,12 @@ impl Store {
 
     /// Applies the engine's embedded migrations (PostgreSQL takes an advisory lock, so several
     /// instances starting together are safe).
-    pub async fn migrate(&self) -> Result<(), String> {
+    pub async fn migrate(&self) -> Result<(), StartupError> {
         let r = match &self.db {
             Db::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await,
             Db::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await,
         };
-        r.map_err(|e| format!("migration failed: {e}"))
+        r.map_err(|e| StartupError::new("database migrations failed", e))
     }
 
     /// Whether the database answers a trivial query.

@@ -6,6 +6,7 @@ mod audit;
 mod auth;
 mod binary;
 mod delivery_faults;
+mod diagnostics;
 mod healing;
 mod helpers;
 mod ops;
