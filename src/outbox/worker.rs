@@ -317,7 +317,12 @@ impl Worker {
                 _ = tokio::time::sleep_until(deadline.into()) => return None,
                 changed = renewals.changed() => {
                     if changed.is_err() {
-                        continue;
+                        // No more renewals (cannot happen while the worker lives): finish within
+                        // the lease we have.
+                        return tokio::select! {
+                            result = &mut attempt => Some(result),
+                            _ = tokio::time::sleep_until(deadline.into()) => None,
+                        };
                     }
                     let r = renewals.borrow_and_update().clone();
                     if r.started >= deadline {
