@@ -33,16 +33,18 @@ def receive(port, out_path, secret_path):
                     secret.append(open(secret_path).read().strip())
                 except OSError:
                     pass
+            event = self.headers.get("Telemental-Event-Id")
             verdict = "bad-signature"
             try:
                 parts = dict(p.split("=", 1) for p in self.headers["Telemental-Signature"].split(","))
                 mac = hmac.new(secret[0].encode(), parts["t"].encode() + b"." + body, hashlib.sha256)
                 if hmac.compare_digest(mac.hexdigest(), parts["v1"]):
                     verdict = "ok"
-            except (KeyError, ValueError, TypeError, IndexError):
+            except (AttributeError, KeyError, ValueError, TypeError, IndexError):
                 pass
-            with lock:
-                out.write(f"{self.headers.get('Telemental-Event-Id', '-')} {verdict}\n")
+            if event is not None:  # anything else is not a delivery (a stray local request)
+                with lock:
+                    out.write(f"{event} {verdict}\n")
             self.send_response(204)
             self.send_header("Content-Length", "0")
             self.end_headers()

@@ -1,5 +1,5 @@
 //! The background worker: sweeps for overdue referrals and due plan reviews, prunes the outbox
-//! past its retention, and delivers webhook events from the outbox — at least once, signed,
+//! past its retention, keeps the metrics recorder drained, and delivers webhook events from the outbox — at least once, signed,
 //! retried with backoff.
 //!
 //! Every instance (process) runs one worker with a fresh instance id. A delivery is leased to
@@ -30,6 +30,10 @@ pub const RENEW_EVERY: Duration = Duration::from_secs(2);
 pub const LEASE_MARGIN: Duration = Duration::from_secs(2);
 /// How often idempotency keys older than 48 h are forgotten.
 const KEY_SWEEP_EVERY: Duration = Duration::from_secs(600);
+/// How often the metrics recorder folds recorded latencies into its histograms. Without it
+/// every sample is kept until `/metrics` is scraped: memory grows with traffic when nobody
+/// scrapes (a soak test found it).
+const METRICS_UPKEEP_EVERY: Duration = Duration::from_secs(5);
 /// Rows of each kind removed per pruning batch, and batches per pruning run, so pruning a
 /// large backlog never holds a lock for long or starves deliveries.
 const PRUNE_BATCH: i64 = 500;
@@ -98,7 +102,12 @@ impl Worker {
         let heartbeat = tokio::spawn(this.clone().heartbeat(heartbeat_stopped));
         let mut last_key_sweep: Option<Instant> = None;
         let mut last_prune: Option<Instant> = None;
+        let mut last_upkeep = Instant::now();
         loop {
+            if last_upkeep.elapsed() > METRICS_UPKEEP_EVERY {
+                crate::http::observe::prometheus().run_upkeep();
+                last_upkeep = Instant::now();
+            }
             if let Err(e) = this.round(&mut last_key_sweep, &mut last_prune).await {
                 tracing::warn!(error = %e, "outbox round failed; will retry");
             }
