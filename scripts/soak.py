@@ -1,13 +1,15 @@
 """Helpers for scripts/soak.sh (standard library only).
 
-  soak.py receive PORT OUT SECRET_FILE   a webhook receiver: appends "<event id> ok|bad-signature"
-                                         per POST to OUT and answers 204
+  soak.py receive PORT OUT SECRET_FILE   a webhook receiver: appends "<event id> ok|bad-signature
+                                         <ms from the event to its arrival>" per delivery to OUT
+                                         and answers 204
   soak.py setup BASE TOKEN N IDS HOOK_URL SECRET_FILE
                                          N service users with a plan and a safety protocol (plan
                                          ids to IDS, one per line, in subject order) and a
                                          webhook for referral.created (its secret to SECRET_FILE)
 """
 
+import datetime
 import hashlib
 import hmac
 import http.client
@@ -42,9 +44,14 @@ def receive(port, out_path, secret_path):
                     verdict = "ok"
             except (AttributeError, KeyError, ValueError, TypeError, IndexError):
                 pass
+            try:
+                occurred = datetime.datetime.fromisoformat(json.loads(body)["occurred_at"].replace("Z", "+00:00"))
+                lag_ms = (datetime.datetime.now(datetime.timezone.utc) - occurred).total_seconds() * 1000
+            except (ValueError, KeyError, TypeError):
+                lag_ms = -1
             if event is not None:  # anything else is not a delivery (a stray local request)
                 with lock:
-                    out.write(f"{event} {verdict}\n")
+                    out.write(f"{event} {verdict} {lag_ms:.0f}\n")
             self.send_response(204)
             self.send_header("Content-Length", "0")
             self.end_headers()

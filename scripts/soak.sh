@@ -28,13 +28,19 @@ PEAK_CONNECTIONS=64
 SOAK_CONNECTIONS=32
 SUBJECTS=200
 PG_BASE="${TELEMENTAL_SOAK_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
-PORT="${SOAK_PORT:-18183}"
-HOOK_PORT="${SOAK_HOOK_PORT:-18184}"
+PORT="${SOAK_PORT:-18283}"
+HOOK_PORT="${SOAK_HOOK_PORT:-18284}"
 BASE="http://127.0.0.1:$PORT"
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
 cargo build --release --locked --quiet
 BIN="${CARGO_TARGET_DIR:-target}/release/telemental"
+for p in "$PORT" "$HOOK_PORT"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "port $p is in use (set SOAK_PORT / SOAK_HOOK_PORT)" >&2
+    exit 2
+  fi
+done
 export TELEMENTAL_JWT_SECRET="soak-secret-soak-secret-soak-secret-0000"
 FAILED=0
 
@@ -91,13 +97,24 @@ soak() {
     "http://127.0.0.1:$HOOK_PORT/hook" "$work/secret"
 
   echo "== $engine: $(nproc) cores, release binary, $SUBJECTS service users, webhook to a local receiver"
+  [ "$engine" = sqlite ] || echo "PostgreSQL $(psql "$db_url" -Atc 'SHOW server_version'), autovacuum $(psql "$db_url" -Atc 'SHOW autovacuum')"
+  echo "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
   run_wrk 5 "$PEAK_CONNECTIONS" 0 >/dev/null
   local line peak rate
   line=$(run_wrk 20 "$PEAK_CONNECTIONS" 0 | grep '^SOAK requests')
   peak=$(field rps "$line")
   rate=$(awk -v p="$peak" 'BEGIN {printf "%d", p / 2}')
+  # The peak run leaves a backlog of deliveries: the soak starts once it is delivered.
+  local drained=0
+  for _ in $(seq 1 300); do
+    [ "$(sql "$engine" "$db_target" "SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending'")" -eq 0 ] && { drained=1; break; }
+    sleep 1
+  done
+  [ "$drained" = 1 ] || echo "the peak run's deliveries did not drain in 300 s"
+  local soak_from
+  soak_from=$(sql "$engine" "$db_target" "SELECT COUNT(*) FROM referrals")
   echo "peak of the mix: $peak req/s (p99 $(field p99_ms "$line") ms, errors $(field non2xx "$line")+$(field socket_errors "$line")); soak at $rate req/s for ${DURATION}s"
-  printf '%6s %9s %8s %8s %8s %7s %8s %8s\n' t req/s p50_ms p99_ms max_ms errors rss_MiB db_MiB
+  printf '%6s %9s %8s %8s %8s %7s %8s %8s %8s\n' t req/s p50_ms p99_ms max_ms errors rss_MiB db_MiB backlog
   local t=0 errors=0 out n2 se rss_first="" rss_max=0 rss
   while [ "$t" -lt "$DURATION" ]; do
     out=$(run_wrk "$SEGMENT" "$SOAK_CONNECTIONS" "$rate")
@@ -110,8 +127,10 @@ soak() {
     # Warm-up: the first minute.
     [ "$t" -le 60 ] || [ -n "$rss_first" ] || rss_first=$rss
     rss_max=$(awk -v a="$rss_max" -v b="$rss" 'BEGIN {print (b > a ? b : a)}')
-    printf '%6s %9s %8s %8s %8s %7s %8s %8s\n' "${t}s" "$(field rps "$line")" "$(field p50_ms "$line")" \
-      "$(field p99_ms "$line")" "$(field max_ms "$line")" "$((n2 + se))" "$rss" "$(db_mib "$engine" "$db_target")"
+    # backlog: deliveries not yet sent
+    printf '%6s %9s %8s %8s %8s %7s %8s %8s %8s\n' "${t}s" "$(field rps "$line")" "$(field p50_ms "$line")" \
+      "$(field p99_ms "$line")" "$(field max_ms "$line")" "$((n2 + se))" "$rss" "$(db_mib "$engine" "$db_target")" \
+      "$(sql "$engine" "$db_target" "SELECT COUNT(*) FROM webhook_deliveries WHERE status = 'pending'")"
     grep '^SOAK last_error' <<<"$out" || true
   done
 
@@ -126,6 +145,9 @@ soak() {
   bad_sig=$(grep -c 'bad-signature' "$work/received.txt" || true)
   local lost=$((referrals - received))
   echo "errors: $errors; referrals: $referrals; distinct events received: $received; lost: $lost; bad signatures: $bad_sig"
+  # Change-to-delivery delay of the soak's events (arrival order: those after the peak run's).
+  awk '!seen[$1]++' "$work/received.txt" | tail -n +$((soak_from + 1)) | awk '{print $3}' | sort -n | awk '
+    {v[NR] = $1} END {if (NR) printf "event-to-delivery delay: p50 %d ms, p99 %d ms, max %d ms\n", v[int(NR * 0.5) + 1], v[int(NR * 0.99) + 1], v[NR]}' 
   echo "RSS after warm-up: $rss_first MiB, at the end: $rss MiB, highest: $rss_max MiB"
   echo "deliveries by status: $(sql "$engine" "$db_target" "SELECT status || '=' || COUNT(*) FROM webhook_deliveries GROUP BY status" | tr '\n' ' ')"
   echo "rows: $(for tbl in plans session_checks referrals audit_events outbox_events webhook_deliveries webhook_attempts; do
@@ -140,6 +162,7 @@ soak() {
   echo
   local warns
   warns=$(grep -c -E 'WARN|ERROR' "$work/err.log" || true)
+  echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "warnings and errors in the service's log: $warns"
   grep -E 'WARN|ERROR' "$work/err.log" | head -5 || true
   kill -TERM "$pid"

@@ -100,15 +100,9 @@ impl Worker {
         tracing::info!(instance = %this.instance, "outbox worker started");
         let (stop_heartbeat, heartbeat_stopped) = watch::channel(false);
         let heartbeat = tokio::spawn(this.clone().heartbeat(heartbeat_stopped));
-        let mut last_key_sweep: Option<Instant> = None;
-        let mut last_prune: Option<Instant> = None;
-        let mut last_upkeep = Instant::now();
+        let mut chores = Chores::default();
         loop {
-            if last_upkeep.elapsed() > METRICS_UPKEEP_EVERY {
-                crate::http::observe::prometheus().run_upkeep();
-                last_upkeep = Instant::now();
-            }
-            if let Err(e) = this.round(&mut last_key_sweep, &mut last_prune).await {
+            if let Err(e) = this.round(&mut chores).await {
                 tracing::warn!(error = %e, "outbox round failed; will retry");
             }
             tokio::select! {
@@ -163,29 +157,36 @@ impl Worker {
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    async fn round(
-        self: &Arc<Self>,
-        last_key_sweep: &mut Option<Instant>,
-        last_prune: &mut Option<Instant>,
-    ) -> Result<(), crate::store::DbError> {
+    /// Runs the chores that are due, then claims deliveries while there are free slots.
+    async fn round(self: &Arc<Self>, chores: &mut Chores) -> Result<(), crate::store::DbError> {
         let now = Ts::now();
-        let overdue = self.store.sweep_overdue_referrals(now).await?;
-        let reviews = self
-            .store
-            .sweep_plan_reviews(now.0.date_naive(), now)
-            .await?;
-        if overdue + reviews > 0 {
-            tracing::info!(overdue, reviews, "events emitted by the sweeper");
+        if due(&chores.metrics_upkeep, METRICS_UPKEEP_EVERY) {
+            crate::http::observe::prometheus().run_upkeep();
+            chores.metrics_upkeep = Some(Instant::now());
         }
-        if last_key_sweep.is_none_or(|t| t.elapsed() > KEY_SWEEP_EVERY) {
+        // The sweeps depend on the time only, so once per interval is enough; a round woken by a
+        // new event goes straight to claiming (each sweep is a write transaction, and on SQLite
+        // writes queue for one lock).
+        if due(&chores.sweep, self.interval) {
+            let overdue = self.store.sweep_overdue_referrals(now).await?;
+            let reviews = self
+                .store
+                .sweep_plan_reviews(now.0.date_naive(), now)
+                .await?;
+            if overdue + reviews > 0 {
+                tracing::info!(overdue, reviews, "events emitted by the sweeper");
+            }
+            chores.sweep = Some(Instant::now());
+        }
+        if due(&chores.key_sweep, KEY_SWEEP_EVERY) {
             self.store
                 .sweep_idempotency_keys(Ts::from(now.0 - chrono::Duration::hours(48)))
                 .await?;
-            *last_key_sweep = Some(Instant::now());
+            chores.key_sweep = Some(Instant::now());
         }
-        if last_prune.is_none_or(|t| t.elapsed() > self.prune_every) {
+        if due(&chores.prune, self.prune_every) {
             self.prune(now).await?;
-            *last_prune = Some(Instant::now());
+            chores.prune = Some(Instant::now());
         }
         loop {
             let free = self.slots.available_permits();
@@ -400,6 +401,19 @@ impl Worker {
             },
         }
     }
+}
+
+/// When each periodic chore last ran (`None`: not yet).
+#[derive(Default)]
+struct Chores {
+    sweep: Option<Instant>,
+    key_sweep: Option<Instant>,
+    prune: Option<Instant>,
+    metrics_upkeep: Option<Instant>,
+}
+
+fn due(last: &Option<Instant>, every: Duration) -> bool {
+    last.is_none_or(|t| t.elapsed() >= every)
 }
 
 fn lease_until(now: chrono::DateTime<Utc>) -> Ts {
