@@ -54,7 +54,10 @@ pub struct Worker {
     max_attempts: u32,
     interval: Duration,
     instance: Uuid,
+    /// New events were committed (handlers) or the sweeper emitted some.
     wake: Arc<Notify>,
+    /// A delivery finished, so its slot (and its webhook's room) is free again.
+    slot_freed: Notify,
     slots: Arc<tokio::sync::Semaphore>,
     total_slots: usize,
     per_webhook: usize,
@@ -81,6 +84,7 @@ impl Worker {
             interval: settings.worker_interval,
             instance: Uuid::now_v7(),
             wake,
+            slot_freed: Notify::new(),
             slots: Arc::new(tokio::sync::Semaphore::new(total_slots)),
             total_slots,
             per_webhook: (settings.webhook_in_flight_per_webhook as usize).clamp(1, total_slots),
@@ -101,15 +105,17 @@ impl Worker {
         let (stop_heartbeat, heartbeat_stopped) = watch::channel(false);
         let heartbeat = tokio::spawn(this.clone().heartbeat(heartbeat_stopped));
         let mut chores = Chores::default();
+        let mut woken_by = Wake::Timer;
         loop {
-            if let Err(e) = this.round(&mut chores).await {
+            if let Err(e) = this.round(&mut chores, woken_by).await {
                 tracing::warn!(error = %e, "outbox round failed; will retry");
             }
-            tokio::select! {
-                _ = this.wake.notified() => {}
-                _ = tokio::time::sleep(this.interval) => {}
-                _ = stop.changed() => {}
-            }
+            woken_by = tokio::select! {
+                _ = this.wake.notified() => Wake::Event,
+                _ = this.slot_freed.notified() => Wake::Slot,
+                _ = tokio::time::sleep(this.interval) => Wake::Timer,
+                _ = stop.changed() => Wake::Timer,
+            };
             if *stop.borrow() {
                 break;
             }
@@ -157,8 +163,12 @@ impl Worker {
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs the chores that are due, then claims deliveries while there are free slots.
-    async fn round(self: &Arc<Self>, chores: &mut Chores) -> Result<(), crate::store::DbError> {
+    /// Runs the chores that are due, then claims deliveries for the free slots.
+    async fn round(
+        self: &Arc<Self>,
+        chores: &mut Chores,
+        woken_by: Wake,
+    ) -> Result<(), crate::store::DbError> {
         let now = Ts::now();
         if due(&chores.metrics_upkeep, METRICS_UPKEEP_EVERY) {
             crate::http::observe::prometheus().run_upkeep();
@@ -188,11 +198,21 @@ impl Worker {
             self.prune(now).await?;
             chores.prune = Some(Instant::now());
         }
-        loop {
-            let free = self.slots.available_permits();
-            if free == 0 {
-                return Ok(()); // a finishing delivery wakes the worker
-            }
+        let free = self.slots.available_permits();
+        if free == 0 {
+            return Ok(()); // a finishing delivery wakes the worker
+        }
+        // While every webhook with due deliveries is at its cap, a claim walks all their due
+        // deliveries to find none; new events then wait for the timer (or a freed slot) instead
+        // of repeating that walk for each event.
+        if woken_by == Wake::Event
+            && chores
+                .futile_claim
+                .is_some_and(|t| t.elapsed() < self.interval)
+        {
+            return Ok(());
+        }
+        {
             let busy: Vec<(Uuid, usize)> = {
                 let mut counts: HashMap<Uuid, usize> = HashMap::new();
                 for webhook in self.in_flight().values() {
@@ -200,6 +220,7 @@ impl Worker {
                 }
                 counts.into_iter().collect()
             };
+            let some_full = busy.iter().any(|(_, n)| *n >= self.per_webhook);
             let claimed_at = Instant::now();
             let now = Utc::now();
             let jobs = self
@@ -215,10 +236,7 @@ impl Worker {
                     },
                 )
                 .await?;
-            if jobs.is_empty() {
-                return Ok(());
-            }
-            // Claimed more: look again, with the webhooks now at their cap left out.
+            chores.futile_claim = (jobs.is_empty() && some_full).then(Instant::now);
             for job in jobs {
                 let Ok(permit) = self.slots.clone().try_acquire_owned() else {
                     break; // cannot happen: we claimed no more than the free slots
@@ -231,10 +249,11 @@ impl Worker {
                     worker.deliver(job, claimed_at, since).await;
                     worker.in_flight().remove(&id);
                     drop(permit);
-                    worker.wake.notify_one();
+                    worker.slot_freed.notify_one();
                 });
             }
         }
+        Ok(())
     }
 
     /// Prunes the outbox in bounded batches until nothing is left or the run's budget is spent.
@@ -403,13 +422,23 @@ impl Worker {
     }
 }
 
-/// When each periodic chore last ran (`None`: not yet).
+/// What woke the worker.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    Event,
+    Slot,
+    Timer,
+}
+
+/// When each periodic chore last ran (`None`: not yet), and when a claim last found nothing
+/// because every webhook with due deliveries was at its cap.
 #[derive(Default)]
 struct Chores {
     sweep: Option<Instant>,
     key_sweep: Option<Instant>,
     prune: Option<Instant>,
     metrics_upkeep: Option<Instant>,
+    futile_claim: Option<Instant>,
 }
 
 fn due(last: &Option<Instant>, every: Duration) -> bool {
