@@ -97,7 +97,20 @@ soak() {
     "http://127.0.0.1:$HOOK_PORT/hook" "$work/secret"
 
   echo "== $engine: $(nproc) cores, release binary, $SUBJECTS service users, webhook to a local receiver"
-  [ "$engine" = sqlite ] || echo "PostgreSQL $(psql "$db_url" -Atc 'SHOW server_version'), autovacuum $(psql "$db_url" -Atc 'SHOW autovacuum')"
+  local vacuum_pid=""
+  if [ "$engine" = postgres ]; then
+    local autovacuum
+    autovacuum=$(psql "$db_url" -Atc 'SHOW autovacuum')
+    echo "PostgreSQL $(psql "$db_url" -Atc 'SHOW server_version'), autovacuum $autovacuum"
+    if [ "$autovacuum" = off ]; then
+      # A production server vacuums and analyzes by itself; without statistics the planner
+      # keeps plans made for empty tables (e.g. sorting the whole delivery queue to take the
+      # first rows). Stand in for autovacuum: VACUUM (ANALYZE) every 30 s, concurrently.
+      echo "autovacuum is off on this server: the soak runs VACUUM (ANALYZE) every 30 s in its place"
+      (while sleep 30; do psql "$db_url" -qc "VACUUM (ANALYZE)" 2>/dev/null || true; done) &
+      vacuum_pid=$!
+    fi
+  fi
   echo "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg)"
   run_wrk 5 "$PEAK_CONNECTIONS" 0 >/dev/null
   local line peak rate
@@ -165,6 +178,7 @@ soak() {
   echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "warnings and errors in the service's log: $warns"
   grep -E 'WARN|ERROR' "$work/err.log" | head -5 || true
+  [ -z "$vacuum_pid" ] || { kill "$vacuum_pid" 2>/dev/null || true; wait "$vacuum_pid" 2>/dev/null || true; }
   kill -TERM "$pid"
   local status=0
   wait "$pid" || status=$?
