@@ -117,7 +117,9 @@ impl FromRequest for Caller {
             .map(|r| r.0.clone())
             .unwrap_or_default();
         Box::pin(async move {
-            let auth = auth.ok_or(ApiError::Internal)?;
+            let auth = auth.ok_or_else(|| {
+                ApiError::internal("authenticating", "no authenticator in the app data")
+            })?;
             if repeated {
                 return Err(ApiError::Unauthorized(
                     "send one Authorization header, not several".into(),

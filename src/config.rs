@@ -82,11 +82,133 @@ impl fmt::Debug for Secret {
     }
 }
 
+// Value parsers do not repeat the variable's name nor (for secrets) the value: the message is
+// put after the variable's name by `explain_cli_error`.
 fn parse_secret(s: &str) -> Result<Secret, String> {
     if s.len() < 32 {
-        return Err("TELEMENTAL_JWT_SECRET must be at least 32 bytes (256 bits) for HS256".into());
+        return Err("must be at least 32 bytes (256 bits) for HS256".into());
     }
     Ok(Secret(s.to_string()))
+}
+
+/// A database URL. `Debug` and `Display` hide its password; the URL itself is [`Self::expose`]d
+/// only to connect.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> DatabaseUrl {
+        DatabaseUrl(url.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with the password (in the authority or a `password` query parameter) replaced
+    /// by `***`; an unparsable URL is hidden whole.
+    pub fn redacted(&self) -> String {
+        let Ok(mut url) = url::Url::parse(&self.0) else {
+            return "***".into();
+        };
+        if url.password().is_some() {
+            let _ = url.set_password(Some("***"));
+        }
+        if url.query_pairs().any(|(k, _)| k.contains("password")) {
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if k.contains("password") {
+                        "***".into()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        url.to_string()
+    }
+}
+
+impl std::ops::Deref for DatabaseUrl {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({:?})", self.redacted())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+fn parse_database_url(s: &str) -> Result<DatabaseUrl, String> {
+    Ok(DatabaseUrl::new(s))
+}
+
+impl Cli {
+    /// Parses the flags and `TELEMENTAL_*` variables. `Err(message)` for a bad value, naming its
+    /// environment variable; anything else clap has to say (help, version, an unknown flag) is
+    /// printed by clap, which exits.
+    pub fn parse_or_explain() -> Result<Cli, String> {
+        use clap::Parser;
+        match Cli::try_parse() {
+            Ok(cli) => Ok(cli),
+            Err(e) => match explain_cli_error(&e) {
+                Some(message) => Err(message),
+                None => e.exit(),
+            },
+        }
+    }
+}
+
+/// For a bad value of a setting: a message naming the environment variable (and the flag), with
+/// the parser's reason and never the value of a hidden (secret) setting.
+pub fn explain_cli_error(e: &clap::Error) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    use clap::CommandFactory;
+    if !matches!(
+        e.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = e.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let mut cmd = Cli::command();
+    cmd.build(); // an argument renders as in the error only once built
+    let setting = cmd.get_arguments().find(|a| a.to_string() == *arg)?;
+    let var = setting.get_env()?.to_string_lossy().into_owned();
+    let flag = setting
+        .get_long()
+        .map(|l| format!(" (--{l})"))
+        .unwrap_or_default();
+    let reason = match (std::error::Error::source(e), e.get(ContextKind::ValidValue)) {
+        (Some(source), _) => source.to_string(),
+        (None, Some(ContextValue::Strings(valid))) => {
+            format!("must be one of {}", valid.join(", "))
+        }
+        _ => "invalid value".to_string(),
+    };
+    let value = match e.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(v))
+            if !setting.is_hide_env_values_set() && !reason.contains(v.as_str()) =>
+        {
+            format!(" (got {v:?})")
+        }
+        _ => String::new(),
+    };
+    Some(format!("{var}{flag}: {reason}{value}"))
 }
 
 /// Durations such as `500ms`, `90s`, `15m`, `24h`, `7d`.
@@ -130,9 +252,8 @@ fn parse_retention(s: &str) -> Result<Retention, String> {
 }
 
 fn parse_bind(s: &str) -> Result<SocketAddr, String> {
-    s.parse().map_err(|_| {
-        format!("TELEMENTAL_BIND must be IP:PORT such as 127.0.0.1:8080 or 0.0.0.0:8080, not {s:?}")
-    })
+    s.parse()
+        .map_err(|_| "must be IP:PORT such as 127.0.0.1:8080 or 0.0.0.0:8080".to_string())
 }
 
 /// The service's public base URL: http(s), no query or fragment, kept without a trailing slash.
@@ -174,7 +295,7 @@ fn parse_url(s: &str) -> Result<String, String> {
     if s.starts_with("http://") || s.starts_with("https://") {
         Ok(s.to_string())
     } else {
-        Err("TELEMENTAL_JWKS_URL must be an http:// or https:// URL".into())
+        Err("must be an http:// or https:// URL".into())
     }
 }
 
@@ -196,9 +317,11 @@ pub struct Settings {
         long,
         global = true,
         env = "TELEMENTAL_DATABASE_URL",
-        default_value = "sqlite://telemental.db"
+        default_value = "sqlite://telemental.db",
+        value_parser = parse_database_url,
+        hide_env_values = true
     )]
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     /// Largest number of pooled database connections.
     #[arg(
         long,
@@ -273,6 +396,17 @@ pub struct Settings {
     /// Timeout of one webhook POST.
     #[arg(long, global = true, env = "TELEMENTAL_WEBHOOK_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub webhook_timeout: Duration,
+    /// Webhook deliveries one instance sends at once.
+    #[arg(long, env = "TELEMENTAL_WEBHOOK_IN_FLIGHT", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub webhook_in_flight: u32,
+    /// Of those, how many may go to one webhook, so a hung or slow receiver holds no more than
+    /// its share and the others keep flowing.
+    #[arg(long, env = "TELEMENTAL_WEBHOOK_IN_FLIGHT_PER_WEBHOOK", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub webhook_in_flight_per_webhook: u32,
+    /// How long delivered outbox events, their deliveries and attempts are kept; dead letters
+    /// are kept this long after they died (or until replayed).
+    #[arg(long, env = "TELEMENTAL_OUTBOX_RETENTION", default_value = "30d", value_parser = parse_duration)]
+    pub outbox_retention: Duration,
     /// How soon a routine fallback referral is due.
     #[arg(long, global = true, env = "TELEMENTAL_REFERRAL_DUE_ROUTINE", default_value = "7d", value_parser = parse_duration)]
     pub referral_due_routine: Duration,
@@ -344,6 +478,15 @@ impl Settings {
         {
             return Err("TELEMENTAL_JWKS_TIMEOUT, TELEMENTAL_JWT_MAX_LIFETIME, TELEMENTAL_HEADER_TIMEOUT and TELEMENTAL_BODY_TIMEOUT must be above zero".into());
         }
+        if self.webhook_in_flight_per_webhook > self.webhook_in_flight {
+            return Err(format!(
+                "TELEMENTAL_WEBHOOK_IN_FLIGHT_PER_WEBHOOK ({}) cannot be above TELEMENTAL_WEBHOOK_IN_FLIGHT ({})",
+                self.webhook_in_flight_per_webhook, self.webhook_in_flight
+            ));
+        }
+        if self.outbox_retention < Duration::from_secs(1) {
+            return Err("TELEMENTAL_OUTBOX_RETENTION must be at least 1s".into());
+        }
         if self.database_max_connections == 0 {
             return Err("TELEMENTAL_DATABASE_MAX_CONNECTIONS must be at least 1".into());
         }
@@ -354,7 +497,7 @@ impl Settings {
     pub fn for_tests(database_url: &str, secret: &str) -> Settings {
         Settings {
             bind: "127.0.0.1:0".parse().expect("loopback"),
-            database_url: database_url.to_string(),
+            database_url: DatabaseUrl::new(database_url),
             database_max_connections: 5,
             jwt_secret: Some(Secret(secret.to_string())),
             jwks_url: None,
@@ -375,6 +518,9 @@ impl Settings {
             webhook_retry_base: Duration::from_secs(5),
             webhook_max_attempts: 12,
             webhook_timeout: Duration::from_secs(10),
+            webhook_in_flight: 32,
+            webhook_in_flight_per_webhook: 8,
+            outbox_retention: Duration::from_secs(30 * 86_400),
             referral_due_routine: Duration::from_secs(7 * 86_400),
             referral_due_urgent: Duration::from_secs(86_400),
             referral_due_emergency: Duration::from_secs(4 * 3600),
@@ -471,6 +617,76 @@ mod tests {
         ])
         .expect("parses");
         assert_eq!(cli.settings.jwt_audience, "other");
+    }
+
+    #[test]
+    fn settings_debug_hides_database_passwords_and_secrets() {
+        let url = "postgres://tm:hunter2@db:5432/tm?sslmode=require&password=also-secret";
+        let secret = "k".repeat(40);
+        let s = Settings::for_tests(url, &secret);
+        let debug = format!("{s:?}");
+        for hidden in ["hunter2", "also-secret", secret.as_str()] {
+            assert!(!debug.contains(hidden), "{hidden} printed: {debug}");
+        }
+        assert!(
+            debug.contains("postgres://tm:***@db:5432/tm?sslmode=require&password=***"),
+            "{debug}"
+        );
+        assert_eq!(
+            s.database_url.expose(),
+            url,
+            "the real URL is kept to connect"
+        );
+        assert_eq!(
+            DatabaseUrl::new("sqlite://telemental.db").to_string(),
+            "sqlite://telemental.db"
+        );
+        assert_eq!(DatabaseUrl::new("not a url").redacted(), "***");
+    }
+
+    #[test]
+    fn a_bad_value_names_its_environment_variable() {
+        use clap::Parser;
+        for (args, says) in [
+            (
+                ["--shutdown-timeout", "soon"],
+                "TELEMENTAL_SHUTDOWN_TIMEOUT (--shutdown-timeout): \"soon\" is not a duration",
+            ),
+            (
+                ["--webhook-retry-base", "5"],
+                "TELEMENTAL_WEBHOOK_RETRY_BASE (--webhook-retry-base): \"5\" needs a unit",
+            ),
+            (
+                ["--bind", "localhost"],
+                "TELEMENTAL_BIND (--bind): must be IP:PORT",
+            ),
+            (
+                ["--webhook-max-attempts", "0"],
+                "TELEMENTAL_WEBHOOK_MAX_ATTEMPTS (--webhook-max-attempts): ",
+            ),
+            (
+                ["--log-format", "xml"],
+                "TELEMENTAL_LOG_FORMAT (--log-format): must be one of text, json",
+            ),
+            (
+                ["--jwt-secret", "short-secret-value"],
+                "TELEMENTAL_JWT_SECRET (--jwt-secret): must be at least 32 bytes",
+            ),
+        ] {
+            let e = Cli::try_parse_from(std::iter::once("telemental").chain(args)).unwrap_err();
+            let message = explain_cli_error(&e).expect("a bad value is explained");
+            assert!(message.starts_with(says), "{args:?}: {message}");
+        }
+        let e =
+            Cli::try_parse_from(["telemental", "--jwt-secret", "short-secret-value"]).unwrap_err();
+        assert!(
+            !explain_cli_error(&e)
+                .unwrap()
+                .contains("short-secret-value"),
+            "a secret's value is not echoed"
+        );
+        let e = Cli::try_parse_from(["telemental", "--no-such-flag"]).unwrap_err();
+        assert_eq!(explain_cli_error(&e), None, "clap explains the rest itself");
     }
 
     #[test]

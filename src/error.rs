@@ -1,11 +1,81 @@
 //! Every error leaves the service as `application/problem+json` (RFC 9457), mapped here once.
+//! A 500 carries its cause, which [`log_server_errors`] logs once with the request id; the
+//! client only learns that it happened.
 
+use crate::auth::RequestId;
 use crate::domain::FieldError;
 use crate::store::{DbError, UpdateError};
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::{header, StatusCode};
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpResponse, ResponseError};
 use serde::Serialize;
+use std::borrow::Cow;
+use std::error::Error as StdError;
+use std::fmt;
 use utoipa::ToSchema;
+
+/// A boxed error that can cross threads.
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// `e` and its sources, joined with ": ". A source whose text the previous message already
+/// includes (many errors repeat their source in their own message) is not repeated.
+pub fn error_chain(e: &(dyn StdError + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut last = out.clone();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let text = inner.to_string();
+        if !last.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        last = text;
+        src = inner.source();
+    }
+    out
+}
+
+/// Why a request failed inside the service: what it was doing and the error underneath.
+/// Logged, never shown to the client.
+#[derive(Debug)]
+pub struct InternalCause {
+    pub context: Cow<'static, str>,
+    pub source: BoxError,
+}
+
+impl fmt::Display for InternalCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let chain = error_chain(self.source.as_ref());
+        write!(f, "{}: {}", self.context, without_quoted_values(&chain))
+    }
+}
+
+/// Error messages quote the values they choke on (serde: `invalid type: string "…"`,
+/// PostgreSQL: `invalid input syntax for type uuid: "…"`), and a stored value can be personal
+/// data. Quoted text is replaced by `"…"`; field and type names (in backticks) stay.
+fn without_quoted_values(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            out.push(c);
+            continue;
+        }
+        out.push_str("\"…\"");
+        while let Some(q) = chars.next() {
+            match q {
+                '\\' => {
+                    chars.next();
+                }
+                '"' => break,
+                _ => {}
+            }
+        }
+    }
+    out
+}
 
 /// An RFC 9457 problem document. Each error response of the document shows its own example.
 #[derive(Debug, Serialize, ToSchema)]
@@ -72,13 +142,26 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("database unavailable")]
     Unavailable,
-    #[error("internal error")]
-    Internal,
+    /// A 500; its cause is logged with the request id by [`log_server_errors`].
+    #[error("internal error: {0}")]
+    Internal(InternalCause),
 }
 
 impl ApiError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> ApiError {
         ApiError::Invalid(vec![FieldError::new(field, message)])
+    }
+
+    /// A 500 caused by `source` while doing `context` (e.g. "stored plan does not parse").
+    /// A plain message will do as the source when there is no error value.
+    pub fn internal(
+        context: impl Into<Cow<'static, str>>,
+        source: impl Into<BoxError>,
+    ) -> ApiError {
+        ApiError::Internal(InternalCause {
+            context: context.into(),
+            source: source.into(),
+        })
     }
 
     pub fn conflict(detail: impl Into<String>) -> ApiError {
@@ -113,7 +196,7 @@ impl ApiError {
             ]),
             428 => ApiError::PreconditionRequired,
             503 => ApiError::Unavailable,
-            _ => ApiError::Internal,
+            _ => ApiError::internal("an example", "of an unexpected error"),
         }
     }
 
@@ -144,7 +227,7 @@ impl ApiError {
             ApiError::Invalid(_) => ("validation", "Invalid request"),
             ApiError::MethodNotAllowed(_) => ("method-not-allowed", "Method not allowed"),
             ApiError::Unavailable => ("unavailable", "Service unavailable"),
-            ApiError::Internal => ("internal", "Internal error"),
+            ApiError::Internal(_) => ("internal", "Internal error"),
         }
     }
 
@@ -157,7 +240,7 @@ impl ApiError {
                 n => format!("{n} fields are invalid"),
             },
             ApiError::Unavailable => "the database is unavailable; retry shortly".to_string(),
-            ApiError::Internal => "an unexpected error occurred; it has been logged".into(),
+            ApiError::Internal(_) => "an unexpected error occurred; it has been logged".into(),
             other => other.to_string(),
         };
         let (existing_id, allowed) = match self {
@@ -203,7 +286,7 @@ impl ResponseError for ApiError {
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -246,14 +329,8 @@ impl From<DbError> for ApiError {
                 tracing::warn!(%cause, "database unavailable");
                 ApiError::Unavailable
             }
-            DbError::Other(cause) => {
-                tracing::error!(%cause, "database error");
-                ApiError::Internal
-            }
-            DbError::Unreadable(cause) => {
-                tracing::error!(%cause, "stored row does not read");
-                ApiError::Internal
-            }
+            DbError::Other(cause) => ApiError::internal("database error", cause),
+            DbError::Unreadable(cause) => ApiError::internal("stored row does not read", cause),
         }
     }
 }
@@ -265,5 +342,113 @@ impl From<UpdateError> for ApiError {
             UpdateError::VersionMismatch(v) => ApiError::PreconditionFailed(v),
             UpdateError::Db(e) => e.into(),
         }
+    }
+}
+
+/// Logs every 500 once, with its cause and the request id (set by the observing middleware,
+/// which must wrap this one). The response itself is left as it is.
+pub async fn log_server_errors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_default();
+    let method = req.method().to_string();
+    let res = next.call(req).await?;
+    if res.status() == StatusCode::INTERNAL_SERVER_ERROR {
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_string());
+        let cause = match res.response().error() {
+            Some(e) => match e.as_error::<ApiError>() {
+                Some(ApiError::Internal(cause)) => cause.to_string(),
+                _ => e.to_string(),
+            },
+            None => "a 500 response without an error value".to_string(),
+        };
+        tracing::error!(%request_id, %method, %route, %cause, "internal error");
+    }
+    Ok(res)
+}
+
+/// Why the service could not start: what it was doing, and the error chain underneath (shown
+/// whole by `main`).
+#[derive(Debug)]
+pub struct StartupError {
+    context: String,
+    source: Option<BoxError>,
+}
+
+impl StartupError {
+    pub fn new(context: impl Into<String>, source: impl Into<BoxError>) -> StartupError {
+        StartupError {
+            context: context.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// An error that is its own cause (a bad setting).
+    pub fn msg(context: impl Into<String>) -> StartupError {
+        StartupError {
+            context: context.into(),
+            source: None,
+        }
+    }
+}
+
+impl fmt::Display for StartupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.context)
+    }
+}
+
+impl StdError for StartupError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_chains_show_every_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+        let e = StartupError::new("cannot listen on 127.0.0.1:8080", io);
+        assert_eq!(
+            error_chain(&e),
+            "cannot listen on 127.0.0.1:8080: address in use"
+        );
+        // sqlx repeats its source in its own message: not twice.
+        let db = sqlx::Error::Io(std::io::Error::other("connection reset"));
+        let e = StartupError::new("cannot open the database", db);
+        assert_eq!(
+            error_chain(&e),
+            "cannot open the database: error communicating with database: connection reset"
+        );
+        assert_eq!(error_chain(&StartupError::msg("bad")), "bad");
+    }
+
+    #[test]
+    fn an_internal_error_keeps_its_cause_but_does_not_show_it() {
+        let parse = serde_json::from_str::<u32>(r#""+44 \"7700\" 900123""#).unwrap_err();
+        let e = ApiError::internal("stored plan does not parse", parse);
+        let ApiError::Internal(cause) = &e else {
+            panic!("not internal")
+        };
+        assert_eq!(
+            cause.to_string(),
+            "stored plan does not parse: invalid type: string \"…\", expected u32 at line 1 column 21"
+        );
+        let p = e.problem();
+        assert_eq!(p.status, 500);
+        assert!(!p.detail.contains("invalid type"), "{}", p.detail);
     }
 }

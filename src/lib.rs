@@ -13,6 +13,7 @@ pub mod store;
 
 use crate::auth::Authenticator;
 use crate::config::Settings;
+use crate::error::StartupError;
 use crate::http::{AppState, KnownPaths};
 use crate::store::Store;
 use actix_web::middleware::from_fn;
@@ -41,8 +42,8 @@ impl Application {
         settings: &Settings,
         dev_secret: Option<&str>,
         handle_signals: bool,
-    ) -> Result<Application, String> {
-        settings.check()?;
+    ) -> Result<Application, StartupError> {
+        settings.check().map_err(StartupError::msg)?;
         let store =
             Store::connect(&settings.database_url, settings.database_max_connections).await?;
         migrate_with_retry(&store, Duration::from_secs(60)).await?;
@@ -50,14 +51,14 @@ impl Application {
         // refuse to start on one that is read-only from the start (SQLite `mode=ro`, a
         // read-only file). A PostgreSQL that is merely unreachable passed the migrations' wait.
         if let Err(e) = store.check_writable().await {
-            return Err(format!(
+            return Err(StartupError::msg(format!(
                 "the database cannot be written ({e}); check TELEMENTAL_DATABASE_URL, the file's \
                  permissions, the disk, or that PostgreSQL is not read-only"
-            ));
+            )));
         }
         // One service process per SQLite file (it caches what it wrote).
-        let store = store.owned()?;
-        let auth = Authenticator::new(settings, dev_secret)?;
+        let store = store.owned().map_err(StartupError::msg)?;
+        let auth = Authenticator::new(settings, dev_secret).map_err(StartupError::msg)?;
         auth.warm_up().await;
         let auth = web::Data::new(auth);
         let outbox_wake = Arc::new(tokio::sync::Notify::new());
@@ -82,8 +83,11 @@ impl Application {
         });
         let doc = http::openapi_json();
         let listener = TcpListener::bind(settings.bind)
-            .map_err(|e| format!("cannot listen on {}: {e}", settings.bind))?;
-        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+            .map_err(|e| StartupError::new(format!("cannot listen on {}", settings.bind), e))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| StartupError::new("cannot read the listening address", e))?
+            .port();
         // Install the metrics recorder before the first request.
         http::observe::prometheus();
         let workers = std::thread::available_parallelism()
@@ -118,6 +122,8 @@ impl Application {
                 )
                 .configure(http::dashboard::configure)
                 .default_service(web::to(http::fallback))
+                // Inside `observe`, which sets the request id this one logs 500s with.
+                .wrap(from_fn(error::log_server_errors))
                 .wrap(from_fn(http::observe::observe))
         })
         .workers(workers)
@@ -128,7 +134,7 @@ impl Application {
         // actix counts connections per worker: split the total between them.
         .max_connections(per_worker_connections(settings.max_connections, workers))
         .listen(listener)
-        .map_err(|e| e.to_string())?
+        .map_err(|e| StartupError::new("cannot serve on the listener", e))?
         .shutdown_timeout(settings.shutdown_timeout.as_secs().max(1));
         let server = if handle_signals {
             server.run()
@@ -207,13 +213,13 @@ fn per_worker_connections(total: u32, workers: usize) -> usize {
 }
 
 /// Applies migrations, waiting for a database that is still starting (PostgreSQL in compose).
-pub async fn migrate_with_retry(store: &Store, patience: Duration) -> Result<(), String> {
+pub async fn migrate_with_retry(store: &Store, patience: Duration) -> Result<(), StartupError> {
     let started = std::time::Instant::now();
     loop {
         match store.migrate().await {
             Ok(()) => return Ok(()),
             Err(e) if started.elapsed() < patience => {
-                tracing::warn!(error = %e, "database not ready; retrying migrations");
+                tracing::warn!(error = %error::error_chain(&e), "database not ready; retrying migrations");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
             Err(e) => return Err(e),

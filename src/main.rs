@@ -1,21 +1,25 @@
-use clap::Parser;
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
 use telemental::auth::{random_secret, Authenticator, Scope};
 use telemental::config::{AuditCommand, Cli, Command, LogFormat, Retention, Settings};
+use telemental::error::error_chain;
 use telemental::store::{Store, Ts};
 use telemental::Application;
 
-fn init_tracing(settings: &Settings) {
+fn init_tracing(settings: &Settings) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .map_err(|e| format!("TELEMENTAL_LOG (--log): {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never into a file, pipe or journal.
+        .with_ansi(std::io::stderr().is_terminal());
     match settings.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+    Ok(())
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -25,7 +29,10 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
 
 #[actix_web::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::parse_or_explain() {
+        Ok(cli) => cli,
+        Err(message) => return fail(message),
+    };
     let settings = cli.settings;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Openapi => {
@@ -72,7 +79,9 @@ async fn main() -> ExitCode {
             }
         }
         Command::Audit { action } => {
-            init_tracing(&settings);
+            if let Err(e) = init_tracing(&settings) {
+                return fail(e);
+            }
             let store = match Store::connect(&settings.database_url, 1).await {
                 Ok(s) => s,
                 Err(e) => return fail(e),
@@ -94,28 +103,32 @@ async fn main() -> ExitCode {
             code
         }
         Command::Migrate => {
-            init_tracing(&settings);
+            if let Err(e) = init_tracing(&settings) {
+                return fail(e);
+            }
             let store = match Store::connect(&settings.database_url, 1).await {
                 Ok(s) => s,
-                Err(e) => return fail(e),
+                Err(e) => return fail(error_chain(&e)),
             };
             match store.migrate().await {
                 Ok(()) => {
                     eprintln!("telemental: migrations applied ({})", store.engine());
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(e),
+                Err(e) => fail(error_chain(&e)),
             }
         }
         Command::Serve => {
-            init_tracing(&settings);
+            if let Err(e) = init_tracing(&settings) {
+                return fail(e);
+            }
             if let Err(e) = settings.check() {
                 return fail(e);
             }
             let dev_secret = settings.dev_mode().then(random_secret);
             let app = match Application::build(&settings, dev_secret.as_deref(), true).await {
                 Ok(a) => a,
-                Err(e) => return fail(e),
+                Err(e) => return fail(error_chain(&e)),
             };
             if let Some(secret) = &dev_secret {
                 let auth =
@@ -145,7 +158,7 @@ async fn main() -> ExitCode {
                     tracing::info!("telemental stopped");
                     ExitCode::SUCCESS
                 }
-                Err(e) => fail(e),
+                Err(e) => fail(error_chain(&e)),
             }
         }
     }

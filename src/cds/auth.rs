@@ -81,7 +81,10 @@ impl FromRequest for CdsCaller {
             .unwrap_or_default();
         Box::pin(async move {
             let (Some(auth), Some(cfg), Some(st)) = (auth, cfg, st) else {
-                return Err(ApiError::Internal);
+                return Err(ApiError::internal(
+                    "authenticating an EHR",
+                    "no authenticator or CDS settings in the app data",
+                ));
             };
             let token = bearer(&header)?;
             let mut audiences = vec![cfg.audience.clone()];

@@ -35,7 +35,7 @@ impl FhirError {
                 }
                 ApiError::Unavailable => "transient",
                 ApiError::RequestTimeout(_) => "timeout",
-                ApiError::Internal => "exception",
+                ApiError::Internal(_) => "exception",
             },
         }
     }

@@ -9,6 +9,7 @@
 //! - an entry is only ever replaced by a higher version of the same record (versions only
 //!   grow), so a read that fetched an older version while a write was committing cannot put
 //!   it back over the newer one; "no record" is remembered only where nothing is known yet.
+//!
 //! PostgreSQL has no such cache: other instances write to the same database.
 //!
 //! Each kind keeps at most [`CAPACITY`] records; when full, it starts afresh.

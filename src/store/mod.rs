@@ -24,6 +24,7 @@ pub use records::{
 pub use session_checks::{CheckRecord, NewCheck};
 pub use ts::Ts;
 
+use crate::error::StartupError;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
@@ -54,6 +55,7 @@ pub enum DbError {
     NotFound,
     #[error("conflict with an existing row")]
     Conflict,
+    /// The database could not be reached or a connection could not be used: worth retrying.
     #[error("database unavailable: {0}")]
     Unavailable(String),
     #[error("database error: {0}")]
@@ -63,42 +65,120 @@ pub enum DbError {
     Unreadable(#[from] forms::FormError),
 }
 
+/// Where a failure to get or use a connection happened. Every one of these is the database's
+/// (or the network's) trouble, never the client's: the API answers 503 with `Retry-After`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionFault {
+    /// Waiting for a pooled connection (pool exhausted or closed).
+    Acquiring,
+    /// Opening a new connection: refused, TLS, authentication, a database that does not accept
+    /// connections (PostgreSQL answers those with a FATAL error), a SQLite file that cannot be
+    /// opened.
+    Connecting,
+    /// Reading or writing an open connection.
+    Io,
+    /// The server ended the session under us (a FATAL error such as `pg_terminate_backend`, a
+    /// protocol break, SQLite's worker thread gone).
+    Closed,
+    /// The database is there but cannot do the work now: busy or locked, out of memory or disk,
+    /// a serialization failure or deadlock, a read-only standby, a cancelled statement.
+    Busy,
+}
+
+impl ConnectionFault {
+    /// Classifies a `sqlx` error; `None` when it is not a connection fault (a bad statement,
+    /// a constraint, a decoding error: those are bugs or conflicts, not outages).
+    pub fn of(e: &sqlx::Error) -> Option<ConnectionFault> {
+        use sqlx::Error as E;
+        match e {
+            E::PoolTimedOut | E::PoolClosed => Some(ConnectionFault::Acquiring),
+            // With a lazily connecting pool, connection settings and TLS are only tried when
+            // a connection is opened.
+            E::Configuration(_) | E::Tls(_) => Some(ConnectionFault::Connecting),
+            E::Io(_) => Some(ConnectionFault::Io),
+            E::Protocol(_) | E::WorkerCrashed => Some(ConnectionFault::Closed),
+            E::Database(d) => {
+                if let Some(pg) = d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                    pg_fault(pg)
+                } else if let Some(lite) = d.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+                    sqlite_fault(lite)
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            ConnectionFault::Acquiring => "acquiring a connection",
+            ConnectionFault::Connecting => "connecting",
+            ConnectionFault::Io => "I/O on a connection",
+            ConnectionFault::Closed => "the connection was closed",
+            ConnectionFault::Busy => "the database is busy",
+        }
+    }
+}
+
+/// PostgreSQL reports a session it ends (at start-up or later) with severity FATAL or PANIC,
+/// whatever the SQLSTATE: a database refusing connections (55000), a terminated backend
+/// (57P01), bad credentials (28P01), a missing database (3D000). Statement errors are ERROR;
+/// of those, only resource and concurrency classes are transient.
+fn pg_fault(e: &sqlx::postgres::PgDatabaseError) -> Option<ConnectionFault> {
+    use sqlx::postgres::PgSeverity;
+    if matches!(e.severity(), PgSeverity::Fatal | PgSeverity::Panic) {
+        return Some(ConnectionFault::Closed);
+    }
+    let code = e.code();
+    let class = code.get(..2).unwrap_or("");
+    match class {
+        // connection exception
+        "08" => Some(ConnectionFault::Closed),
+        // insufficient resources (disk full, out of memory, too many connections), operator
+        // intervention (shutdown, cancelled statement), system error (I/O)
+        "53" | "57" | "58" => Some(ConnectionFault::Busy),
+        // serialization failure, deadlock
+        "40" => Some(ConnectionFault::Busy),
+        _ => match code {
+            // read-only transaction: a standby after a failover
+            "25006" => Some(ConnectionFault::Busy),
+            // lock not available
+            "55P03" => Some(ConnectionFault::Busy),
+            // data corrupted, index corrupted
+            "XX001" | "XX002" => Some(ConnectionFault::Busy),
+            _ => None,
+        },
+    }
+}
+
+/// SQLite reports the extended result code; its low byte is the primary code.
+fn sqlite_fault(e: &sqlx::sqlite::SqliteError) -> Option<ConnectionFault> {
+    use sqlx::error::DatabaseError;
+    let code: i32 = e.code()?.parse().ok()?;
+    match code & 0xff {
+        // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_NOMEM, SQLITE_READONLY, SQLITE_INTERRUPT,
+        // SQLITE_FULL
+        5 | 6 | 7 | 8 | 9 | 13 => Some(ConnectionFault::Busy),
+        // SQLITE_IOERR
+        10 => Some(ConnectionFault::Io),
+        // SQLITE_CANTOPEN, SQLITE_NOTADB (the file is gone or replaced), SQLITE_CORRUPT (a
+        // damaged file: the operator's to repair, not the client's fault)
+        11 | 14 | 26 => Some(ConnectionFault::Connecting),
+        // SQLITE_PROTOCOL (a WAL locking protocol error)
+        15 => Some(ConnectionFault::Closed),
+        _ => None,
+    }
+}
+
 impl From<sqlx::Error> for DbError {
     fn from(e: sqlx::Error) -> Self {
+        if let Some(fault) = ConnectionFault::of(&e) {
+            return DbError::Unavailable(format!("{}: {e}", fault.describe()));
+        }
         match &e {
             sqlx::Error::RowNotFound => DbError::NotFound,
             sqlx::Error::Database(d) if d.is_unique_violation() => DbError::Conflict,
-            sqlx::Error::Database(d) => {
-                let code = d.code().unwrap_or_default();
-                // SQLite busy/locked; PostgreSQL connection exceptions (08xxx), shutdown
-                // (57P0x), too many connections (53300), serialization/deadlock (40xxx).
-                let transient = matches!(code.as_ref(), "5" | "6" | "261" | "517" | "53300")
-                    || code.starts_with("08")
-                    || code.starts_with("57P0")
-                    || code.starts_with("40");
-                // A database that cannot be written (read-only file, mount or server, full
-                // disk, I/O error, corruption) is unavailable to the client, never a 500:
-                // SQLite READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB (primary codes);
-                // PostgreSQL read_only_sql_transaction, disk_full, io_error, data_corrupted.
-                let sqlite_primary = d
-                    .try_downcast_ref::<sqlx::sqlite::SqliteError>()
-                    .and_then(|_| code.parse::<i64>().ok())
-                    .map(|c| c & 0xff);
-                let unwritable = matches!(sqlite_primary, Some(8 | 10 | 11 | 13 | 14 | 26))
-                    || matches!(code.as_ref(), "25006" | "53100" | "58030" | "XX001" | "XX002");
-                if transient || unwritable {
-                    DbError::Unavailable(format!("database error code {code}"))
-                } else {
-                    DbError::Other(e)
-                }
-            }
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::WorkerCrashed
-            // A connection cut mid-handshake surfaces as a protocol error.
-            | sqlx::Error::Protocol(_) => DbError::Unavailable(e.to_string()),
             _ => DbError::Other(e),
         }
     }
@@ -189,10 +269,12 @@ fn own_sqlite_file(file: &std::path::Path) -> Result<Option<std::sync::Arc<Sqlit
 impl Store {
     /// Opens a pool for the URL's engine. PostgreSQL pools connect lazily, so a database that is
     /// down at start-up (or later) gives 503s until it returns, never a crash.
-    pub async fn connect(url: &str, max_connections: u32) -> Result<Store, String> {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StartupError> {
         if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)
-                .map_err(|e| format!("invalid SQLite URL: {e}"))?
+                .map_err(|e| {
+                    StartupError::new("TELEMENTAL_DATABASE_URL is not a valid SQLite URL", e)
+                })?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 // NORMAL: a commit is not flushed by itself; a request that must be durable
@@ -210,7 +292,7 @@ impl Store {
                 .acquire_timeout(Duration::from_secs(5))
                 .connect_with(opts)
                 .await
-                .map_err(|e| format!("cannot open SQLite database: {e}"))?;
+                .map_err(|e| StartupError::new("cannot open the SQLite database", e))?;
             Ok(Store {
                 db: Db::Sqlite(pool),
                 sync,
@@ -219,8 +301,9 @@ impl Store {
                 file: on_disk.then_some(file),
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let opts = PgConnectOptions::from_str(url)
-                .map_err(|e| format!("invalid PostgreSQL URL: {e}"))?;
+            let opts = PgConnectOptions::from_str(url).map_err(|e| {
+                StartupError::new("TELEMENTAL_DATABASE_URL is not a valid PostgreSQL URL", e)
+            })?;
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(3))
@@ -233,7 +316,9 @@ impl Store {
                 file: None,
             })
         } else {
-            Err("TELEMENTAL_DATABASE_URL must start with sqlite:// or postgres://".into())
+            Err(StartupError::msg(
+                "TELEMENTAL_DATABASE_URL must start with sqlite:// or postgres://",
+            ))
         }
     }
 
@@ -269,12 +354,12 @@ impl Store {
 
     /// Applies the engine's embedded migrations (PostgreSQL takes an advisory lock, so several
     /// instances starting together are safe).
-    pub async fn migrate(&self) -> Result<(), String> {
+    pub async fn migrate(&self) -> Result<(), StartupError> {
         let r = match &self.db {
             Db::Sqlite(p) => SQLITE_MIGRATIONS.run(p).await,
             Db::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await,
         };
-        r.map_err(|e| format!("migration failed: {e}"))
+        r.map_err(|e| StartupError::new("database migrations failed", e))
     }
 
     /// Whether the database answers a trivial query.
@@ -294,5 +379,97 @@ impl Store {
 
     pub async fn close(&self) {
         on_db!(&self.db, p => p.close().await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Connection;
+
+    #[tokio::test]
+    async fn a_sqlite_file_that_cannot_be_opened_is_a_connection_fault() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/missing/dir/x.db", dir.path().display());
+        let e = sqlx::SqliteConnection::connect(&url).await.unwrap_err();
+        assert_eq!(ConnectionFault::of(&e), Some(ConnectionFault::Connecting));
+        assert!(matches!(DbError::from(e), DbError::Unavailable(m) if m.starts_with("connecting")));
+    }
+
+    #[tokio::test]
+    async fn statement_errors_are_not_connection_faults() {
+        let mut c = sqlx::SqliteConnection::connect("sqlite::memory:")
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (k TEXT PRIMARY KEY, n INTEGER NOT NULL)")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO t VALUES ('a', 1)")
+            .execute(&mut c)
+            .await
+            .unwrap();
+        let dup = sqlx::query("INSERT INTO t VALUES ('a', 2)")
+            .execute(&mut c)
+            .await
+            .unwrap_err();
+        assert!(matches!(DbError::from(dup), DbError::Conflict));
+        let null = sqlx::query("INSERT INTO t VALUES ('b', NULL)")
+            .execute(&mut c)
+            .await
+            .unwrap_err();
+        assert!(matches!(DbError::from(null), DbError::Other(_)));
+        let bad = sqlx::query("SELEC 1").execute(&mut c).await.unwrap_err();
+        assert!(matches!(DbError::from(bad), DbError::Other(_)));
+        let none = sqlx::query_as::<_, (i64,)>("SELECT 1 WHERE 0")
+            .fetch_one(&mut c)
+            .await
+            .unwrap_err();
+        assert!(matches!(DbError::from(none), DbError::NotFound));
+    }
+
+    #[test]
+    fn pool_and_io_errors_are_connection_faults() {
+        for (e, fault) in [
+            (sqlx::Error::PoolTimedOut, ConnectionFault::Acquiring),
+            (sqlx::Error::PoolClosed, ConnectionFault::Acquiring),
+            (
+                sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into()),
+                ConnectionFault::Io,
+            ),
+            (sqlx::Error::WorkerCrashed, ConnectionFault::Closed),
+            (
+                sqlx::Error::Protocol("unexpected EOF".into()),
+                ConnectionFault::Closed,
+            ),
+        ] {
+            assert_eq!(ConnectionFault::of(&e), Some(fault), "{e}");
+            assert!(matches!(DbError::from(e), DbError::Unavailable(_)));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_busy_sqlite_file_is_a_connection_fault() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/busy.db?mode=rwc", dir.path().display());
+        let mut a = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        let mut b = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("CREATE TABLE t (n INTEGER)")
+            .execute(&mut a)
+            .await
+            .unwrap();
+        sqlx::query("BEGIN EXCLUSIVE")
+            .execute(&mut a)
+            .await
+            .unwrap();
+        sqlx::query("PRAGMA busy_timeout = 0")
+            .execute(&mut b)
+            .await
+            .unwrap();
+        let e = sqlx::query("INSERT INTO t VALUES (1)")
+            .execute(&mut b)
+            .await
+            .unwrap_err();
+        assert_eq!(ConnectionFault::of(&e), Some(ConnectionFault::Busy), "{e}");
     }
 }

@@ -48,11 +48,19 @@ macro_rules! emit_event {
 }
 pub(crate) use emit_event;
 
+/// Marks plans whose review date ($1 is today) has been reached as announced. The condition is
+/// the one of the partial index `plans_review_unnotified`: only plans whose current review date
+/// has not fired are read, so the scan does not grow as plans pass their review dates.
+pub const REVIEW_SWEEP: &str = "UPDATE plans SET review_notified_for = review_due \
+    WHERE (review_notified_for IS NULL OR review_notified_for <> review_due) AND review_due <= $1 \
+    RETURNING id, tenant, subject, version, review_due";
+
 /// Everything a worker needs to send one delivery.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeliveryJob {
     pub id: Uuid,
     pub tenant: String,
+    pub webhook_id: Uuid,
     pub attempts: i32,
     pub event_id: Uuid,
     pub event_type: String,
@@ -129,33 +137,115 @@ pub enum AttemptResult {
     },
 }
 
+/// How much a worker instance may claim: its free slots, and how many more deliveries each
+/// webhook may have in flight (`busy` lists the webhooks it already has some in flight for).
+pub struct ClaimLimits<'a> {
+    pub free: usize,
+    pub per_webhook: usize,
+    pub busy: &'a [(Uuid, usize)],
+}
+
+/// Rows removed by one pruning batch.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub deliveries: u64,
+    pub events: u64,
+    pub attempts: u64,
+}
+
+/// `$first, $first+1, …` for `n` values.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl Store {
-    /// Leases up to `limit` due deliveries for `lease` (other instances skip them).
+    /// Leases due deliveries to `owner` until `lease_until` (other instances skip them until
+    /// then): at most `limits.free`, and per webhook no more than its room under
+    /// `limits.per_webhook`, so one hung receiver cannot take every slot.
     pub async fn claim_deliveries(
         &self,
+        owner: Uuid,
         now: Ts,
         lease_until: Ts,
-        limit: i64,
+        limits: &ClaimLimits<'_>,
     ) -> DbResult<Vec<DeliveryJob>> {
-        const PICK: &str = "SELECT id FROM webhook_deliveries WHERE status = 'pending' \
-            AND next_attempt_at <= $2 AND (locked_until IS NULL OR locked_until < $2) \
-            ORDER BY next_attempt_at LIMIT $3";
-        let claim = match self.db {
-            Db::Sqlite(_) => format!("UPDATE webhook_deliveries SET locked_until = $1 WHERE id IN ({PICK}) RETURNING id"),
-            // SKIP LOCKED: concurrent instances take disjoint batches instead of waiting.
-            Db::Postgres(_) => format!("UPDATE webhook_deliveries SET locked_until = $1 WHERE id IN ({PICK} FOR UPDATE SKIP LOCKED) RETURNING id"),
-        };
-        const JOB: &str = "SELECT d.id, d.tenant, d.attempts, e.id AS event_id, e.type AS event_type, \
-            e.occurred_at, e.payload, w.url, w.secret, (w.deleted_at IS NOT NULL) AS webhook_deleted \
+        if limits.free == 0 {
+            return Ok(Vec::new());
+        }
+        let per_webhook = limits.per_webhook as i64;
+        let full: Vec<Uuid> = limits
+            .busy
+            .iter()
+            .filter(|(_, n)| *n >= limits.per_webhook)
+            .map(|(w, _)| *w)
+            .collect();
+        let partial: Vec<(Uuid, i64)> = limits
+            .busy
+            .iter()
+            .filter(|(_, n)| *n < limits.per_webhook)
+            .map(|(w, n)| (*w, per_webhook - *n as i64))
+            .collect();
+        // $1 lease, $2 now, $3 limit, $4 owner, $5 rows to look at, $6 room of an idle webhook.
+        let mut sql = String::from(
+            "WITH candidates AS (SELECT id, webhook_id, next_attempt_at FROM webhook_deliveries \
+             WHERE status = 'pending' AND next_attempt_at <= $2 \
+             AND (locked_until IS NULL OR locked_until < $2)",
+        );
+        let mut next = 7;
+        if !full.is_empty() {
+            // Webhooks at their cap are not even looked at, so their backlog cannot crowd out
+            // the others' deliveries.
+            sql += &format!(
+                " AND webhook_id NOT IN ({})",
+                placeholders(next, full.len())
+            );
+            next += full.len();
+        }
+        sql += " ORDER BY next_attempt_at LIMIT $5";
+        if matches!(self.db, Db::Postgres(_)) {
+            // Concurrent instances take disjoint batches instead of waiting for each other.
+            sql += " FOR UPDATE SKIP LOCKED";
+        }
+        sql += "), ranked AS (SELECT id, next_attempt_at, \
+            ROW_NUMBER() OVER (PARTITION BY webhook_id ORDER BY next_attempt_at, id) AS n, ";
+        if partial.is_empty() {
+            sql += "$6";
+        } else {
+            sql += "CASE webhook_id";
+            for _ in &partial {
+                sql += &format!(" WHEN ${} THEN ${}", next, next + 1);
+                next += 2;
+            }
+            sql += " ELSE $6 END";
+        }
+        sql += " AS room FROM candidates) \
+            UPDATE webhook_deliveries SET locked_until = $1, locked_by = $4 \
+            WHERE id IN (SELECT id FROM ranked WHERE n <= room ORDER BY next_attempt_at LIMIT $3) \
+            RETURNING id";
+        let scan = (limits.free as i64 * 4).max(64);
+        const JOB: &str = "SELECT d.id, d.tenant, d.webhook_id, d.attempts, e.id AS event_id, \
+            e.type AS event_type, e.occurred_at, e.payload, w.url, w.secret, \
+            (w.deleted_at IS NOT NULL) AS webhook_deleted \
             FROM webhook_deliveries d JOIN outbox_events e ON e.id = d.event_id \
             JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = $1";
         let jobs = on_db!(&self.db, p => {
-            let ids: Vec<(Uuid,)> = sqlx::query_as(&claim)
+            let mut q = sqlx::query_as::<_, (Uuid,)>(&sql)
                 .bind(lease_until)
                 .bind(now)
-                .bind(limit)
-                .fetch_all(p)
-                .await?;
+                .bind(limits.free as i64)
+                .bind(owner)
+                .bind(scan)
+                .bind(per_webhook);
+            for w in &full {
+                q = q.bind(*w);
+            }
+            for (w, room) in &partial {
+                q = q.bind(*w).bind(*room);
+            }
+            let ids = q.fetch_all(p).await?;
             let mut jobs = Vec::with_capacity(ids.len());
             for (id,) in ids {
                 if let Some(job) = sqlx::query_as::<_, DeliveryJob>(JOB).bind(id).fetch_optional(p).await? {
@@ -167,27 +257,51 @@ impl Store {
         Ok(jobs)
     }
 
-    /// Records an attempt and moves the delivery on (delivered, retry later, or dead).
+    /// Extends `owner`'s leases on `ids` to `until`; returns the ids it still holds (a lease
+    /// that ran out and was taken over by another instance is not renewed).
+    pub async fn renew_leases(&self, owner: Uuid, ids: &[Uuid], until: Ts) -> DbResult<Vec<Uuid>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "UPDATE webhook_deliveries SET locked_until = $1 WHERE locked_by = $2 \
+             AND status = 'pending' AND id IN ({}) RETURNING id",
+            placeholders(3, ids.len())
+        );
+        let held = on_db!(&self.db, p => {
+            let mut q = sqlx::query_as::<_, (Uuid,)>(&sql).bind(until).bind(owner);
+            for id in ids {
+                q = q.bind(*id);
+            }
+            q.fetch_all(p).await?
+        });
+        Ok(held.into_iter().map(|(id,)| id).collect())
+    }
+
+    /// Records an attempt and moves the delivery on (delivered, retry later, or dead), if
+    /// `owner` still holds it; false when it no longer did (the attempt is recorded anyway).
     pub async fn finish_attempt(
         &self,
+        owner: Uuid,
         job: &DeliveryJob,
         result: &AttemptResult,
         at: Ts,
         duration_ms: i64,
-    ) -> DbResult<()> {
+    ) -> DbResult<bool> {
         let (status_code, error) = match result {
             AttemptResult::Delivered { status } => (Some(*status as i32), None),
             AttemptResult::Failed { status, error, .. } => {
                 (status.map(|s| s as i32), Some(error.clone()))
             }
         };
-        on_db!(&self.db, p => {
+        let held = on_db!(&self.db, p => {
             let mut tx = p.begin().await?;
-            match result {
+            let n = match result {
                 AttemptResult::Delivered { .. } => {
                     sqlx::query("UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, \
-                        delivered_at = $1, last_status = $2, last_error = NULL, locked_until = NULL WHERE id = $3")
-                        .bind(at).bind(status_code).bind(job.id).execute(&mut *tx).await?;
+                        delivered_at = $1, last_status = $2, last_error = NULL, locked_until = NULL, locked_by = NULL \
+                        WHERE id = $3 AND locked_by = $4 AND status = 'pending'")
+                        .bind(at).bind(status_code).bind(job.id).bind(owner).execute(&mut *tx).await?
                 }
                 AttemptResult::Failed { retry_at, .. } => {
                     let (status, next) = match retry_at {
@@ -195,25 +309,78 @@ impl Store {
                         None => ("dead", at),
                     };
                     sqlx::query("UPDATE webhook_deliveries SET status = $1, attempts = attempts + 1, \
-                        next_attempt_at = $2, last_status = $3, last_error = $4, locked_until = NULL WHERE id = $5")
-                        .bind(status).bind(next).bind(status_code).bind(&error).bind(job.id)
-                        .execute(&mut *tx).await?;
+                        next_attempt_at = $2, last_status = $3, last_error = $4, locked_until = NULL, locked_by = NULL \
+                        WHERE id = $5 AND locked_by = $6 AND status = 'pending'")
+                        .bind(status).bind(next).bind(status_code).bind(&error).bind(job.id).bind(owner)
+                        .execute(&mut *tx).await?
                 }
             }
+            .rows_affected();
             sqlx::query("INSERT INTO webhook_attempts (id, delivery_id, at, status_code, error, duration_ms) \
                 VALUES ($1, $2, $3, $4, $5, $6)")
                 .bind(Uuid::now_v7()).bind(job.id).bind(at).bind(status_code).bind(&error).bind(duration_ms)
                 .execute(&mut *tx).await?;
             tx.commit().await?;
+            n > 0
         });
-        Ok(())
+        Ok(held)
     }
 
     /// A delivery whose webhook was deleted is not sent.
-    pub async fn cancel_delivery(&self, id: Uuid) -> DbResult<()> {
-        on_db!(&self.db, p => sqlx::query("UPDATE webhook_deliveries SET status = 'cancelled', locked_until = NULL WHERE id = $1")
-            .bind(id).execute(p).await.map(|_| ()))?;
+    pub async fn cancel_delivery(&self, owner: Uuid, id: Uuid) -> DbResult<()> {
+        on_db!(&self.db, p => sqlx::query("UPDATE webhook_deliveries SET status = 'cancelled', locked_until = NULL, \
+            locked_by = NULL WHERE id = $1 AND locked_by = $2")
+            .bind(id).bind(owner).execute(p).await.map(|_| ()))?;
         Ok(())
+    }
+
+    /// Removes one bounded batch (`batch` rows of each kind at most) of what has outlived
+    /// `cutoff`: deliveries delivered before it, dead letters that died before it (a replay
+    /// makes one pending again, so a replayed letter is kept), cancelled deliveries last due
+    /// before it, each with its attempts; then events older than it that no delivery needs.
+    /// Pending deliveries are never pruned, whatever their age.
+    pub async fn prune_outbox(&self, cutoff: Ts, batch: i64) -> DbResult<Pruned> {
+        // (condition on the delivery's own columns, the column it is ordered by)
+        // One status at a time, so that each batch is a range scan of an index in its order.
+        const FINISHED: [(&str, &str); 3] = [
+            ("status = 'delivered' AND delivered_at < $1", "delivered_at"),
+            (
+                "status = 'dead' AND next_attempt_at < $1",
+                "next_attempt_at",
+            ),
+            (
+                "status = 'cancelled' AND next_attempt_at < $1",
+                "next_attempt_at",
+            ),
+        ];
+        const EVENTS: &str = "DELETE FROM outbox_events WHERE id IN (SELECT e.id FROM outbox_events e \
+            WHERE e.occurred_at < $1 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event_id = e.id) \
+            ORDER BY e.occurred_at LIMIT $2)";
+        let mut pruned = Pruned::default();
+        for (cond, order) in FINISHED {
+            let pick =
+                format!("SELECT id FROM webhook_deliveries WHERE {cond} ORDER BY {order} LIMIT $2");
+            let attempts = format!("DELETE FROM webhook_attempts WHERE delivery_id IN ({pick})");
+            // The condition is repeated on the row itself so that a delivery replayed meanwhile
+            // is kept; one whose attempts were not removed (it changed in between) waits for the
+            // next batch.
+            let deliveries = format!(
+                "DELETE FROM webhook_deliveries WHERE {cond} AND id IN ({pick}) \
+                 AND NOT EXISTS (SELECT 1 FROM webhook_attempts a WHERE a.delivery_id = webhook_deliveries.id)"
+            );
+            let (a, d) = on_db!(&self.db, p => {
+                let mut tx = p.begin().await?;
+                let a = sqlx::query(&attempts).bind(cutoff).bind(batch).execute(&mut *tx).await?.rows_affected();
+                let d = sqlx::query(&deliveries).bind(cutoff).bind(batch).execute(&mut *tx).await?.rows_affected();
+                tx.commit().await?;
+                (a, d)
+            });
+            pruned.attempts += a;
+            pruned.deliveries += d;
+        }
+        pruned.events = on_db!(&self.db, p => sqlx::query(EVENTS).bind(cutoff).bind(batch)
+            .execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(pruned)
     }
 
     /// Emits `referral.overdue` once for each referral past its due time while still waiting
@@ -243,12 +410,9 @@ impl Store {
 
     /// Emits `plan.review_due` once per review date that has been reached.
     pub async fn sweep_plan_reviews(&self, today: chrono::NaiveDate, now: Ts) -> DbResult<usize> {
-        const SQL: &str = "UPDATE plans SET review_notified_for = review_due \
-            WHERE review_due <= $1 AND (review_notified_for IS NULL OR review_notified_for <> review_due) \
-            RETURNING id, tenant, subject, version, review_due";
         let n = on_db!(&self.db, p => {
             let mut tx = p.begin().await?;
-            let rows: Vec<(Uuid, String, String, i64, chrono::NaiveDate)> = sqlx::query_as(SQL).bind(today).fetch_all(&mut *tx).await?;
+            let rows: Vec<(Uuid, String, String, i64, chrono::NaiveDate)> = sqlx::query_as(REVIEW_SWEEP).bind(today).fetch_all(&mut *tx).await?;
             for (id, tenant, subject, version, due) in &rows {
                 let data = serde_json::json!({"plan_id": id, "subject": subject, "version": version, "next_review_due": due});
                 emit_event!(tx, tenant, "plan.review_due", &data, now);

@@ -17,7 +17,10 @@ async fn run(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> (i32, String
     let mut cmd = Command::new(BIN);
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("TELEMENTAL_DATABASE_URL", &app.settings.database_url)
+        .env(
+            "TELEMENTAL_DATABASE_URL",
+            app.settings.database_url.expose(),
+        )
         .env("TELEMENTAL_JWT_SECRET", SECRET)
         .env("TELEMENTAL_LOG", "warn")
         .args(args);

@@ -227,6 +227,11 @@ fn bad_settings_stop_the_binary_with_a_clear_message() {
         ),
         ("TELEMENTAL_JWKS_URL", "ftp://keys", "http"),
         ("TELEMENTAL_SHUTDOWN_TIMEOUT", "soon", "duration"),
+        ("TELEMENTAL_WEBHOOK_TIMEOUT", "10", "needs a unit"),
+        ("TELEMENTAL_WEBHOOK_IN_FLIGHT", "none", "invalid digit"),
+        ("TELEMENTAL_LOG_FORMAT", "xml", "text, json"),
+        ("TELEMENTAL_LOG", "a=b=c", "level"),
+        ("TELEMENTAL_OUTBOX_RETENTION", "forever", "duration"),
     ] {
         let child = start(&[
             (k, v.to_string()),
@@ -244,6 +249,7 @@ fn bad_settings_stop_the_binary_with_a_clear_message() {
         let (_, err) = output(child);
         assert!(!status.success(), "{k}={v} was accepted");
         assert!(err.contains(says), "{k}={v}: {err}");
+        assert!(err.contains(k), "the message names the variable: {err}");
     }
 }
 

@@ -67,7 +67,10 @@ async fn a_second_service_process_on_one_sqlite_file_is_refused() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_telemental"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("TELEMENTAL_DATABASE_URL", &app.settings.database_url)
+        .env(
+            "TELEMENTAL_DATABASE_URL",
+            app.settings.database_url.expose(),
+        )
         .env("TELEMENTAL_JWT_SECRET", SECRET)
         .env("TELEMENTAL_BIND", "127.0.0.1:0")
         .output()
@@ -82,7 +85,10 @@ async fn a_second_service_process_on_one_sqlite_file_is_refused() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_telemental"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("TELEMENTAL_DATABASE_URL", &app.settings.database_url)
+        .env(
+            "TELEMENTAL_DATABASE_URL",
+            app.settings.database_url.expose(),
+        )
         .arg("migrate")
         .output()
         .expect("the binary runs");

@@ -203,9 +203,14 @@ on_both_with_webhooks!(
             300
         ));
 
-        let d = app
-            .get(&format!("/v1/webhooks/{hook_id}/deliveries"), "t1")
-            .await;
+        // The receiver records the event before it answers; the attempt is recorded after.
+        let deliveries = format!("/v1/webhooks/{hook_id}/deliveries");
+        eventually(
+            || async { app.get(&deliveries, "t1").await.body["items"][0]["status"] == "delivered" },
+            Duration::from_secs(5),
+        )
+        .await;
+        let d = app.get(&deliveries, "t1").await;
         let first = &d.body["items"][0];
         assert_eq!(first["status"], "delivered");
         assert_eq!(first["attempts"], 3);
