@@ -93,6 +93,13 @@ redocly lint openapi/openapi.json --config openapi/redocly.yaml --format=stylish
 step "every example validates against its schema"
 python3 scripts/check_examples.py openapi/openapi.json
 
+# The webhook bodies the integration tests received (cargo test writes them; .ci/run runs it
+# first and sets CONTRACT_WEBHOOK_SAMPLES), each against its event's schema under `webhooks`.
+if [ -n "${CONTRACT_WEBHOOK_SAMPLES:-}" ]; then
+  step "every webhook body the tests received validates against its event's schema"
+  python3 scripts/check_webhook_samples.py openapi/openapi.json "$CONTRACT_WEBHOOK_SAMPLES"
+fi
+
 step "schemathesis (every operation; examples, coverage, fuzzing, stateful)"
 # Webhooks to chain from: registered while private targets are allowed, on loopback. The
 # service then runs with TELEMENTAL_WEBHOOK_ALLOW_PRIVATE unset, so registering a private URL

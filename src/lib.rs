@@ -5,6 +5,7 @@ pub mod cds;
 pub mod config;
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod fhir;
 pub mod http;
 pub mod jwt_crypto;

@@ -121,7 +121,13 @@ impl AppState {
     ),
     servers((url = "/", description = "This instance")),
     // Device is named only through a `schema_with` list, which utoipa does not follow.
-    components(schemas(Problem, crate::domain::FieldError, crate::domain::plan::Device)),
+    components(schemas(
+        Problem,
+        crate::domain::FieldError,
+        crate::domain::plan::Device,
+        crate::events::PlanReviewDue,
+        crate::events::SessionCheckDoNotProceed
+    )),
     security(("bearer" = [])),
     tags(
         (name = "plans", description = "Telemental health preference plans (FLEX-*, CONN-*, EXCL-1)"),
@@ -520,6 +526,7 @@ pub fn openapi_json() -> serde_json::Value {
     let mut doc = serde_json::to_value(openapi()).expect("the document serialises");
     add_links(&mut doc);
     add_conditions(&mut doc);
+    crate::events::add_webhooks(&mut doc);
     doc
 }
 

@@ -183,11 +183,16 @@ pub async fn create_session_check(
     // The scheduler hears of it at once, to offer a face-to-face alternative (F2F-1). The
     // service user's location is not part of the event.
     let event = (result.outcome == Outcome::DoNotProceed).then(|| {
-        json!({
-            "session_check_id": id, "subject": subject, "modality": check.modality,
-            "appointment_type": check.appointment_type, "outcome": result.outcome,
-            "actions": result.actions, "face_to_face_alternative_required": true,
+        serde_json::to_value(crate::events::SessionCheckDoNotProceed {
+            session_check_id: id,
+            subject: check.subject.clone(),
+            modality: check.modality,
+            appointment_type: check.appointment_type,
+            outcome: "do_not_proceed",
+            actions: result.actions.clone(),
+            face_to_face_alternative_required: true,
         })
+        .unwrap_or_default()
     });
     let (protocol_version, plan_version) =
         (protocol.as_ref().map(|p| p.1), plan.as_ref().map(|p| p.1));

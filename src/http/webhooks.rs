@@ -16,37 +16,7 @@ use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-/// The events a webhook can subscribe to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub enum WebhookEvent {
-    /// A fallback referral was created.
-    #[serde(rename = "referral.created")]
-    ReferralCreated,
-    /// A referral changed status.
-    #[serde(rename = "referral.status_changed")]
-    ReferralStatusChanged,
-    /// A referral passed its due time unscheduled (sent once).
-    #[serde(rename = "referral.overdue")]
-    ReferralOverdue,
-    /// A plan reached its review date (sent once per date).
-    #[serde(rename = "plan.review_due")]
-    PlanReviewDue,
-    /// A start-of-session check said do not proceed: offer face-to-face.
-    #[serde(rename = "session_check.do_not_proceed")]
-    SessionCheckDoNotProceed,
-}
-
-impl WebhookEvent {
-    fn as_str(self) -> &'static str {
-        match self {
-            WebhookEvent::ReferralCreated => "referral.created",
-            WebhookEvent::ReferralStatusChanged => "referral.status_changed",
-            WebhookEvent::ReferralOverdue => "referral.overdue",
-            WebhookEvent::PlanReviewDue => "plan.review_due",
-            WebhookEvent::SessionCheckDoNotProceed => "session_check.do_not_proceed",
-        }
-    }
-}
+pub use crate::events::WebhookEvent;
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -178,7 +178,13 @@ impl Worker {
         // new event goes straight to claiming (each sweep is a write transaction, and on SQLite
         // writes queue for one lock).
         if due(&chores.sweep, self.interval) {
-            let overdue = self.store.sweep_overdue_referrals(now).await?;
+            // The referral as every referral event and the API show it.
+            let overdue = self
+                .store
+                .sweep_overdue_referrals(now, |r| {
+                    serde_json::to_value(crate::http::referrals::view(r, now.0)).unwrap_or_default()
+                })
+                .await?;
             let reviews = self
                 .store
                 .sweep_plan_reviews(now.0.date_naive(), now)

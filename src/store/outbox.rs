@@ -12,7 +12,7 @@ use uuid::Uuid;
 macro_rules! emit_event {
     ($tx:expr, $tenant:expr, $type:expr, $payload:expr, $at:expr) => {{
         let tenant: &str = $tenant;
-        let kind: &str = $type;
+        let kind: &str = $crate::events::WebhookEvent::as_str($type);
         let at: $crate::store::Ts = $at;
         let event_id = uuid::Uuid::now_v7();
         let hooks: Vec<(uuid::Uuid,)> = sqlx::query_as(
@@ -384,23 +384,28 @@ impl Store {
     }
 
     /// Emits `referral.overdue` once for each referral past its due time while still waiting
-    /// for an appointment. The conditional UPDATE makes it once across instances.
-    pub async fn sweep_overdue_referrals(&self, now: Ts) -> DbResult<usize> {
+    /// for an appointment, with the referral as `render` shows it (the same shape as every
+    /// referral event). The conditional UPDATE makes it once across instances.
+    pub async fn sweep_overdue_referrals(
+        &self,
+        now: Ts,
+        render: impl Fn(&crate::store::referrals::ReferralRecord) -> Value,
+    ) -> DbResult<usize> {
         const SQL: &str = "UPDATE referrals SET overdue_emitted = TRUE \
             WHERE status IN ('requested', 'accepted') AND due_by < $1 AND overdue_emitted = FALSE \
-            RETURNING id, tenant, subject, version, body";
+            RETURNING id, tenant";
         let n = on_db!(&self.db, p => {
             let mut tx = p.begin().await?;
-            let rows: Vec<(Uuid, String, String, i64, Json<Value>)> = sqlx::query_as(SQL).bind(now).fetch_all(&mut *tx).await?;
-            for (id, tenant, subject, version, body) in &rows {
-                let mut data = body.0.clone();
-                if let Value::Object(m) = &mut data {
-                    m.insert("id".into(), Value::from(id.to_string()));
-                    m.insert("subject".into(), Value::from(subject.clone()));
-                    m.insert("version".into(), Value::from(*version));
-                    m.insert("overdue".into(), Value::Bool(true));
-                }
-                emit_event!(tx, tenant, "referral.overdue", &data, now);
+            let rows: Vec<(Uuid, String)> = sqlx::query_as(SQL).bind(now).fetch_all(&mut *tx).await?;
+            for (id, tenant) in &rows {
+                let sql = format!("{} WHERE r.id = $1 AND r.tenant = $2", super::referrals::SELECT);
+                let row: Option<super::referrals::ReferralRow> = sqlx::query_as(&sql)
+                    .bind(id).bind(tenant).fetch_optional(&mut *tx).await?;
+                let Some(referral) = row.map(|r| r.read()).transpose()? else {
+                    continue;
+                };
+                let data = render(&referral);
+                emit_event!(tx, tenant, crate::events::WebhookEvent::ReferralOverdue, &data, now);
             }
             tx.commit().await?;
             rows.len()
@@ -414,8 +419,14 @@ impl Store {
             let mut tx = p.begin().await?;
             let rows: Vec<(Uuid, String, String, i64, chrono::NaiveDate)> = sqlx::query_as(REVIEW_SWEEP).bind(today).fetch_all(&mut *tx).await?;
             for (id, tenant, subject, version, due) in &rows {
-                let data = serde_json::json!({"plan_id": id, "subject": subject, "version": version, "next_review_due": due});
-                emit_event!(tx, tenant, "plan.review_due", &data, now);
+                let data = serde_json::to_value(crate::events::PlanReviewDue {
+                    plan_id: *id,
+                    subject: crate::domain::types::SubjectRef::recorded(subject.clone()),
+                    version: *version,
+                    next_review_due: *due,
+                })
+                .unwrap_or_default();
+                emit_event!(tx, tenant, crate::events::WebhookEvent::PlanReviewDue, &data, now);
             }
             tx.commit().await?;
             rows.len()

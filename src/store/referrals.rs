@@ -7,6 +7,7 @@ use super::forms::StoredForm;
 use super::outbox::emit_event;
 use super::{on_db, AuditEntry, DbError, DbResult, RecordMeta, Store, Ts};
 use crate::domain::referral::ReferralState;
+use crate::events::WebhookEvent;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -15,7 +16,7 @@ use uuid::Uuid;
 
 /// A referral as selected, before its body is read.
 #[derive(Debug, Clone, sqlx::FromRow)]
-struct ReferralRow {
+pub(crate) struct ReferralRow {
     id: Uuid,
     subject: String,
     version: i64,
@@ -26,7 +27,7 @@ struct ReferralRow {
 }
 
 impl ReferralRow {
-    fn read(self) -> DbResult<ReferralRecord> {
+    pub(crate) fn read(self) -> DbResult<ReferralRecord> {
         Ok(ReferralRecord {
             state: ReferralState::decode_str(self.body.0.get())?,
             meta: RecordMeta {
@@ -91,7 +92,7 @@ impl<E> From<sqlx::Error> for ChangeError<E> {
     }
 }
 
-const SELECT: &str = "SELECT r.id, r.subject, r.version, r.body, r.created_at, \
+pub(crate) const SELECT: &str = "SELECT r.id, r.subject, r.version, r.body, r.created_at, \
     r.updated_at, v.recorded_by AS updated_by FROM referrals r \
     LEFT JOIN referral_versions v ON v.record_id = r.id AND v.version = r.version";
 
@@ -188,7 +189,7 @@ impl Store {
                     .bind(id).bind(tenant).bind(Json(&body)).bind(now).bind(&audit.actor)
                     .execute(&mut *tx).await?;
                 insert_audit!(&mut *tx, audit)?;
-                emit_event!(tx, tenant, "referral.created", &resp.body, now);
+                emit_event!(tx, tenant, WebhookEvent::ReferralCreated, &resp.body, now);
                 keep_response!(tx, tenant, idem, &resp);
                 tx.commit().await?;
                 true
@@ -255,8 +256,7 @@ impl Store {
     /// Applies a status change decided by `apply` (the domain state machine) to the current
     /// referral, under a row lock taken first (a no-op UPDATE: SQLite's write lock, PostgreSQL's
     /// row lock), writing a new version, the audit entry (with the referral's subject) and
-    /// `referral.status_changed`, whose payload is the rendered response plus
-    /// `previous_status`.
+    /// `referral.status_changed`, whose payload is the rendered response.
     #[allow(clippy::too_many_arguments)]
     pub async fn change_referral_status<E>(
         &self,
@@ -286,7 +286,6 @@ impl Store {
                         return Err(ChangeError::VersionMismatch(cur.meta.version));
                     }
                 }
-                let previous = cur.state.status;
                 let next = apply(&cur).map_err(ChangeError::Rejected)?;
                 let body = next.encode();
                 let n = sqlx::query("UPDATE referrals SET version = version + 1, body = $1, status = $2, updated_at = $3 \
@@ -313,11 +312,9 @@ impl Store {
                     .execute(&mut *tx).await?;
                 insert_audit!(&mut *tx, &audit)?;
                 let resp = render(&record);
-                let mut data = resp.body.clone();
-                if let Value::Object(m) = &mut data {
-                    m.insert("previous_status".into(), Value::from(previous.as_str()));
-                }
-                emit_event!(tx, tenant, "referral.status_changed", &data, now);
+                // The referral as every referral event carries it (its previous status is the
+                // second-to-last entry of its history).
+                emit_event!(tx, tenant, WebhookEvent::ReferralStatusChanged, &resp.body, now);
                 keep_response!(tx, tenant, idem, &resp);
                 tx.commit().await?;
                 Some((record, resp))

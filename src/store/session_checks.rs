@@ -81,7 +81,13 @@ impl Store {
                 .await?;
             insert_audit!(&mut *tx, audit)?;
             if let Some(data) = event {
-                emit_event!(tx, c.tenant, "session_check.do_not_proceed", data, audit.at);
+                emit_event!(
+                    tx,
+                    c.tenant,
+                    crate::events::WebhookEvent::SessionCheckDoNotProceed,
+                    data,
+                    audit.at
+                );
             }
             tx.commit().await?;
         });

@@ -75,13 +75,29 @@ impl Receiver {
         }
     }
 
+    /// The bodies received so far; each is also kept under `target/webhook-samples/`, where
+    /// CI validates it against the event's schema in the OpenAPI document
+    /// (`scripts/check_webhook_samples.py`).
     pub fn events(&self) -> Vec<Value> {
-        self.got
+        let events: Vec<Value> = self
+            .got
             .lock()
             .unwrap()
             .iter()
             .map(|r| serde_json::from_slice(&r.body).unwrap())
-            .collect()
+            .collect();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/webhook-samples");
+        if std::fs::create_dir_all(&dir).is_ok() {
+            for e in &events {
+                let name = format!(
+                    "{}-{}.json",
+                    e["type"].as_str().unwrap_or("unknown"),
+                    e["id"].as_str().unwrap_or("no-id")
+                );
+                let _ = std::fs::write(dir.join(name), e.to_string());
+            }
+        }
+        events
     }
 
     pub async fn wait_for(&self, n: usize) -> Vec<Value> {
@@ -238,7 +254,20 @@ on_both_with_webhooks!(
         .await;
         let events = rx.wait_for(2).await;
         assert_eq!(events[1]["type"], "referral.status_changed");
-        assert_eq!(events[1]["data"]["previous_status"], "requested");
+        // The referral as the API shows it; the previous status ends its history.
+        let history = events[1]["data"]["history"].as_array().unwrap();
+        assert_eq!(history[history.len() - 2]["status"], "requested");
+        assert_eq!(events[1]["data"]["status"], "accepted");
+        let read = app
+            .get(
+                &format!("/v1/referrals/{}", r.body["id"].as_str().unwrap()),
+                "t1",
+            )
+            .await;
+        assert_eq!(
+            events[1]["data"], read.body,
+            "one shape for the referral everywhere"
+        );
         tokio::time::sleep(Duration::from_millis(500)).await;
         assert_eq!(rx.events().len(), 2);
     }
@@ -315,6 +344,15 @@ async fn overdue_referrals_are_announced_once() {
     let events = rx.wait_for(1).await;
     assert_eq!(events[0]["type"], "referral.overdue");
     assert_eq!(events[0]["data"]["id"], late.body["id"]);
+    // The same shape as the created event and the API: the referral, now overdue.
+    let read = app
+        .get(
+            &format!("/v1/referrals/{}", late.body["id"].as_str().unwrap()),
+            "t1",
+        )
+        .await;
+    assert_eq!(events[0]["data"], read.body);
+    assert_eq!(events[0]["data"]["overdue"], true);
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(
         rx.events().len(),
