@@ -16,6 +16,8 @@ if [ -z "$BIN" ]; then cargo build --release --locked --quiet; BIN=./target/rele
 
 WORK=$(mktemp -d)
 export TELEMENTAL_JWT_SECRET="bench-secret-bench-secret-bench-secret-00"
+# Outside dev mode the service needs encryption keys (README: Encryption at rest).
+export TELEMENTAL_ENCRYPTION_KEYS="${TELEMENTAL_ENCRYPTION_KEYS:-scripts:KCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4/QEFCQ0RFRkc=}"
 export TELEMENTAL_DATABASE_URL="${3:-sqlite://$WORK/bench.db}"
 export TELEMENTAL_BIND="127.0.0.1:$PORT"
 "$BIN" serve >"$WORK/out.log" 2>"$WORK/err.log" &

@@ -24,7 +24,7 @@ python3 -m http.server "$JWKS_PORT" --bind 127.0.0.1 --directory "$WORK/jwks" >/
 PIDS+=($!)
 # The service fetches the JWKS at start: have it served first.
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$JWKS_PORT/jwks.json" >/dev/null && break; sleep 0.1; done
-TELEMENTAL_JWT_SECRET="example-secret-example-secret-example-00" TELEMENTAL_DATABASE_URL="sqlite://$WORK/example.db" \
+TELEMENTAL_ENCRYPTION_KEYS="scripts:KCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4/QEFCQ0RFRkc=" TELEMENTAL_JWT_SECRET="example-secret-example-secret-example-00" TELEMENTAL_DATABASE_URL="sqlite://$WORK/example.db" \
 TELEMENTAL_BIND="127.0.0.1:$PORT" TELEMENTAL_PUBLIC_URL="https://telemental.example.org" \
 TELEMENTAL_JWKS_URL="http://127.0.0.1:$JWKS_PORT/jwks.json" TELEMENTAL_CDS_ISSUERS="https://ehr.example.org" \
   "$TARGET/release/telemental" serve >"$WORK/out.log" 2>"$WORK/err.log" &

@@ -44,6 +44,8 @@ export PATH="$WORK/venv/bin:$WORK/npm/node_modules/.bin:$PATH"
 export REDOCLY_TELEMETRY=off REDOCLY_SUPPRESS_UPDATE_NOTICE=true
 unset TELEMENTAL_WEBHOOK_ALLOW_PRIVATE TELEMENTAL_JWKS_URL
 export TELEMENTAL_JWT_SECRET=contract-ci-secret-contract-ci-secret-0123
+# Outside dev mode the service needs encryption keys (README: Encryption at rest).
+export TELEMENTAL_ENCRYPTION_KEYS="${TELEMENTAL_ENCRYPTION_KEYS:-scripts:KCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4/QEFCQ0RFRkc=}"
 SCOPES="plans:read plans:write protocols:read protocols:write sessions:write referrals:read referrals:write recommendations:read webhooks:manage audit:read"
 PORT=18181
 BASE=http://127.0.0.1:$PORT

@@ -47,6 +47,8 @@ PIDS+=($!)
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$JWKS_PORT/jwks.json" >/dev/null && break; sleep 0.1; done
 
 export TELEMENTAL_JWT_SECRET="bench-secret-bench-secret-bench-secret-00"
+# Outside dev mode the service needs encryption keys (README: Encryption at rest).
+export TELEMENTAL_ENCRYPTION_KEYS="${TELEMENTAL_ENCRYPTION_KEYS:-scripts:KCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4/QEFCQ0RFRkc=}"
 export TELEMENTAL_DATABASE_URL="sqlite://$WORK/bench.db"
 export TELEMENTAL_BIND="127.0.0.1:$PORT"
 export TELEMENTAL_PUBLIC_URL="$BASE"

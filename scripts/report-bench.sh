@@ -153,7 +153,7 @@ run() {
   # The background sweeps (overdue referrals, due reviews) run once at start, then not again
   # while measuring: the benchmark times the report alone.
   TELEMENTAL_WORKER_INTERVAL=1h \
-  TELEMENTAL_DATABASE_URL="$url" TELEMENTAL_JWT_SECRET="$SECRET" TELEMENTAL_BIND="127.0.0.1:$PORT" \
+  TELEMENTAL_DATABASE_URL="$url" TELEMENTAL_ENCRYPTION_KEYS="scripts:KCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4/QEFCQ0RFRkc=" TELEMENTAL_JWT_SECRET="$SECRET" TELEMENTAL_BIND="127.0.0.1:$PORT" \
     TELEMENTAL_LOG="${BENCH_LOG:-warn}" "$BIN" >"$WORK/$engine.log" 2>&1 &
   local pid=$!
   trap 'kill '"$pid"' 2>/dev/null; rm -rf "$WORK"; true' EXIT

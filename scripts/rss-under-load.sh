@@ -9,7 +9,7 @@ cargo build --release --locked --quiet
 BIN="${CARGO_TARGET_DIR:-target}/release/telemental"
 WORK=$(mktemp -d)
 PORT="${RSS_PORT:-18190}"
-TELEMENTAL_JWT_SECRET=rss-secret-rss-secret-rss-secret-rss-000 TELEMENTAL_LOG=warn \
+TELEMENTAL_ENCRYPTION_KEYS="scripts:KCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4/QEFCQ0RFRkc=" TELEMENTAL_JWT_SECRET=rss-secret-rss-secret-rss-secret-rss-000 TELEMENTAL_LOG=warn \
   TELEMENTAL_DATABASE_URL="sqlite://$WORK/r.db" TELEMENTAL_BIND="127.0.0.1:$PORT" \
   "$BIN" serve >/dev/null 2>&1 &
 PID=$!

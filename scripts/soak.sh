@@ -42,6 +42,8 @@ for p in "$PORT" "$HOOK_PORT"; do
   fi
 done
 export TELEMENTAL_JWT_SECRET="soak-secret-soak-secret-soak-secret-0000"
+# Outside dev mode the service needs encryption keys (README: Encryption at rest).
+export TELEMENTAL_ENCRYPTION_KEYS="${TELEMENTAL_ENCRYPTION_KEYS:-scripts:KCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4/QEFCQ0RFRkc=}"
 FAILED=0
 
 rss_mib() { awk '/^VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$1/status"; }

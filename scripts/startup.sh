@@ -8,7 +8,7 @@ RUNS="${1:-5}"; PORT="${BENCH_PORT:-18184}"
 for i in $(seq 1 "$RUNS"); do
   WORK=$(mktemp -d)
   start=$(date +%s%N)
-  TELEMENTAL_JWT_SECRET="startup-secret-startup-secret-startup-00" TELEMENTAL_BIND="127.0.0.1:$PORT" \
+  TELEMENTAL_ENCRYPTION_KEYS="scripts:KCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4/QEFCQ0RFRkc=" TELEMENTAL_JWT_SECRET="startup-secret-startup-secret-startup-00" TELEMENTAL_BIND="127.0.0.1:$PORT" \
     TELEMENTAL_DATABASE_URL="sqlite://$WORK/s.db" ./target/release/telemental >/dev/null 2>&1 &
   pid=$!
   until curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null; do sleep 0.002; done

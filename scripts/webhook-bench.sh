@@ -7,6 +7,8 @@ cargo build --release --locked --quiet
 PORT="${BENCH_PORT:-18182}"
 WORK=$(mktemp -d)
 export TELEMENTAL_JWT_SECRET="bench-secret-bench-secret-bench-secret-00"
+# Outside dev mode the service needs encryption keys (README: Encryption at rest).
+export TELEMENTAL_ENCRYPTION_KEYS="${TELEMENTAL_ENCRYPTION_KEYS:-scripts:KCkqKywtLi8wMTIzNDU2Nzg5Ojs8PT4/QEFCQ0RFRkc=}"
 export TELEMENTAL_DATABASE_URL="sqlite://$WORK/bench.db" TELEMENTAL_BIND="127.0.0.1:$PORT"
 export TELEMENTAL_WEBHOOK_ALLOW_PRIVATE=true TELEMENTAL_LOG=warn
 ./target/release/telemental serve >/dev/null 2>"$WORK/err.log" &

@@ -1,5 +1,6 @@
 //! Settings from `TELEMENTAL_*` variables (or the matching flags), validated at start.
 
+use crate::crypto::Keyring;
 use clap::{Args, Parser, Subcommand};
 use std::fmt;
 use std::net::SocketAddr;
@@ -40,6 +41,14 @@ pub enum Command {
     },
     /// Print the OpenAPI document.
     Openapi,
+    /// Re-encrypt every stored value under the current encryption key (and encrypt values
+    /// written before encryption), online, in batches; then report the key ids still in use.
+    /// Run again to resume after an interruption.
+    Rekey {
+        /// Rows per transaction.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(i64).range(1..=10_000))]
+        batch: i64,
+    },
     /// The audit trail: verify its hash chains, export it, archive what is past the retention.
     Audit {
         #[command(subcommand)]
@@ -149,6 +158,10 @@ impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted())
     }
+}
+
+fn parse_keyring(s: &str) -> Result<Keyring, String> {
+    Keyring::parse(s)
 }
 
 fn parse_database_url(s: &str) -> Result<DatabaseUrl, String> {
@@ -333,6 +346,14 @@ pub struct Settings {
     /// HS256 shared secret for bearer tokens (at least 32 bytes).
     #[arg(long, global = true, env = "TELEMENTAL_JWT_SECRET", value_parser = parse_secret, hide_env_values = true)]
     pub jwt_secret: Option<Secret>,
+    /// Keys that encrypt personal data at rest: `id:base64[,id:base64…]`, each 32 random
+    /// bytes in standard base64. The first encrypts new writes; the others still decrypt.
+    #[arg(long, global = true, env = "TELEMENTAL_ENCRYPTION_KEYS", value_parser = parse_keyring, hide_env_values = true)]
+    pub encryption_keys: Option<Keyring>,
+    /// A file holding the encryption keys in the same format (commas or one entry per line),
+    /// when TELEMENTAL_ENCRYPTION_KEYS is not set.
+    #[arg(long, global = true, env = "TELEMENTAL_ENCRYPTION_KEYS_FILE")]
+    pub encryption_keys_file: Option<std::path::PathBuf>,
     /// JWKS URL for RS256/ES256 keys.
     #[arg(long, global = true, env = "TELEMENTAL_JWKS_URL", value_parser = parse_url)]
     pub jwks_url: Option<String>,
@@ -453,6 +474,84 @@ impl Settings {
         self.jwt_secret.is_none() && self.jwks_url.is_none()
     }
 
+    /// The encryption keys: TELEMENTAL_ENCRYPTION_KEYS, else the file named by
+    /// TELEMENTAL_ENCRYPTION_KEYS_FILE, else (dev mode only) a key file beside the SQLite
+    /// database, made on first start (mode 0600) and reused. `Err` names the variable.
+    pub fn keyring(&self) -> Result<Keyring, String> {
+        if let Some(k) = &self.encryption_keys {
+            return Ok(k.clone());
+        }
+        if let Some(path) = &self.encryption_keys_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                format!(
+                    "TELEMENTAL_ENCRYPTION_KEYS_FILE: cannot read {}: {e}",
+                    path.display()
+                )
+            })?;
+            return Keyring::parse(&text)
+                .map_err(|e| format!("TELEMENTAL_ENCRYPTION_KEYS_FILE ({}): {e}", path.display()));
+        }
+        if !self.dev_mode() {
+            return Err(
+                "TELEMENTAL_ENCRYPTION_KEYS (or TELEMENTAL_ENCRYPTION_KEYS_FILE) must be \
+                set outside dev mode: `id:base64-key`, a 32-byte key in standard base64 \
+                (e.g. `openssl rand -base64 32`)"
+                    .into(),
+            );
+        }
+        self.dev_keyring()
+    }
+
+    /// Dev mode's key: in `<database file>.keys`, made once and reused, so restarts read
+    /// what earlier runs wrote; a database in memory gets a key that dies with it.
+    fn dev_keyring(&self) -> Result<Keyring, String> {
+        use std::str::FromStr;
+        let no_file = || {
+            "TELEMENTAL_ENCRYPTION_KEYS is not set and dev mode keeps its key beside a SQLite \
+             database file; set TELEMENTAL_ENCRYPTION_KEYS (or TELEMENTAL_ENCRYPTION_KEYS_FILE)"
+                .to_string()
+        };
+        if !self.database_url.starts_with("sqlite:") {
+            return Err(no_file());
+        }
+        let opts = sqlx::sqlite::SqliteConnectOptions::from_str(&self.database_url)
+            .map_err(|_| no_file())?;
+        let db = opts.get_filename();
+        if db.as_os_str().is_empty() || db == std::path::Path::new(":memory:") {
+            return Keyring::parse(&Keyring::generate_entry("dev"));
+        }
+        let mut path = db.as_os_str().to_owned();
+        path.push(".keys");
+        let path = std::path::PathBuf::from(path);
+        let fail = |e: &dyn fmt::Display| {
+            format!(
+                "dev mode's encryption key file {} (TELEMENTAL_ENCRYPTION_KEYS is not set): {e}",
+                path.display()
+            )
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Keyring::parse(&text).map_err(|e| fail(&e)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                use std::io::Write;
+                let mut opts = std::fs::OpenOptions::new();
+                opts.write(true).create_new(true);
+                #[cfg(unix)]
+                {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    opts.mode(0o600);
+                }
+                let entry = Keyring::generate_entry("dev");
+                let mut f = opts.open(&path).map_err(|e| fail(&e))?;
+                f.write_all(format!("{entry}\n").as_bytes())
+                    .and_then(|()| f.sync_all())
+                    .map_err(|e| fail(&e))?;
+                tracing::warn!(file = %path.display(), "dev mode: made an encryption key file (keep it with the database)");
+                Keyring::parse(&entry)
+            }
+            Err(e) => Err(fail(&e)),
+        }
+    }
+
     /// Checks across settings that clap cannot express.
     pub fn check(&self) -> Result<(), String> {
         if self.dev_mode() && !self.bind.ip().is_loopback() {
@@ -500,6 +599,8 @@ impl Settings {
             database_url: DatabaseUrl::new(database_url),
             database_max_connections: 5,
             jwt_secret: Some(Secret(secret.to_string())),
+            encryption_keys: Some(Keyring::parse(crate::crypto::TEST_KEYS).expect("test key")),
+            encryption_keys_file: None,
             jwks_url: None,
             jwks_min_refetch: Duration::from_secs(10),
             jwks_timeout: Duration::from_secs(5),
@@ -536,6 +637,43 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_come_from_the_variable_the_file_or_dev_modes_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("t.db");
+        let mut s = Settings::for_tests(&format!("sqlite://{}", db.display()), &"k".repeat(32));
+        assert_eq!(s.keyring().unwrap().ids(), ["test"]);
+        s.encryption_keys = None;
+        let e = s.keyring().unwrap_err();
+        assert!(e.starts_with("TELEMENTAL_ENCRYPTION_KEYS"), "{e}");
+        let file = dir.path().join("keys");
+        std::fs::write(&file, "new:ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1+f4CBgoM=\n").unwrap();
+        s.encryption_keys_file = Some(file.clone());
+        assert_eq!(s.keyring().unwrap().ids(), ["new"]);
+        std::fs::write(&file, "new:short").unwrap();
+        let e = s.keyring().unwrap_err();
+        assert!(e.starts_with("TELEMENTAL_ENCRYPTION_KEYS_FILE"), "{e}");
+        // Dev mode: a key file beside the database, made once (0600) and reused.
+        s.encryption_keys_file = None;
+        s.jwt_secret = None;
+        let first = s.keyring().unwrap();
+        let key_file = dir.path().join("t.db.keys");
+        let text = std::fs::read_to_string(&key_file).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let again = s.keyring().unwrap();
+        assert_eq!(first.ids(), again.ids());
+        assert_eq!(std::fs::read_to_string(&key_file).unwrap(), text);
+        let debug = format!("{s:?}");
+        let key = text.trim().split_once(':').unwrap().1;
+        assert!(!debug.contains(key), "{debug}");
+        assert!(!format!("{first:?}").contains(key));
+    }
 
     #[test]
     fn durations_parse_with_units() {

@@ -3,6 +3,7 @@
 //! client only learns that it happened.
 
 use crate::auth::RequestId;
+use crate::crypto::CryptoError;
 use crate::domain::FieldError;
 use crate::store::{DbError, UpdateError};
 use actix_web::body::MessageBody;
@@ -142,6 +143,10 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("database unavailable")]
     Unavailable,
+    /// 503: stored data needs an encryption key this process does not have (its id is
+    /// logged). Answered like an outage: the operator fixes it, the client retries.
+    #[error("an encryption key is missing")]
+    KeyMissing,
     /// A 500; its cause is logged with the request id by [`log_server_errors`].
     #[error("internal error: {0}")]
     Internal(InternalCause),
@@ -207,7 +212,9 @@ impl ApiError {
                 "WWW-Authenticate",
                 "`Bearer` with `error=\"invalid_token\"` (401) or `error=\"insufficient_scope\"` (403)",
             )],
-            ApiError::Unavailable => vec![("Retry-After", "Seconds to wait before retrying")],
+            ApiError::Unavailable | ApiError::KeyMissing => {
+                vec![("Retry-After", "Seconds to wait before retrying")]
+            }
             _ => vec![],
         }
     }
@@ -226,7 +233,7 @@ impl ApiError {
             ApiError::RequestTimeout(_) => ("request-timeout", "Request too slow"),
             ApiError::Invalid(_) => ("validation", "Invalid request"),
             ApiError::MethodNotAllowed(_) => ("method-not-allowed", "Method not allowed"),
-            ApiError::Unavailable => ("unavailable", "Service unavailable"),
+            ApiError::Unavailable | ApiError::KeyMissing => ("unavailable", "Service unavailable"),
             ApiError::Internal(_) => ("internal", "Internal error"),
         }
     }
@@ -240,6 +247,9 @@ impl ApiError {
                 n => format!("{n} fields are invalid"),
             },
             ApiError::Unavailable => "the database is unavailable; retry shortly".to_string(),
+            ApiError::KeyMissing => "stored data cannot be decrypted with the configured keys \
+                (misconfigured); it has been logged, retry later"
+                .to_string(),
             ApiError::Internal(_) => "an unexpected error occurred; it has been logged".into(),
             other => other.to_string(),
         };
@@ -285,7 +295,7 @@ impl ResponseError for ApiError {
             ApiError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable | ApiError::KeyMissing => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -307,7 +317,7 @@ impl ResponseError for ApiError {
                     "Bearer realm=\"telemental\", error=\"insufficient_scope\"",
                 ));
             }
-            ApiError::Unavailable => {
+            ApiError::Unavailable | ApiError::KeyMissing => {
                 res.insert_header((header::RETRY_AFTER, "5"));
             }
             ApiError::MethodNotAllowed(allow) => {
@@ -317,6 +327,23 @@ impl ResponseError for ApiError {
         }
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
         res.body(body)
+    }
+}
+
+/// A stored value that does not decrypt: a missing key is a configuration fault (503, its id
+/// logged, never the value); a value that does not authenticate is corruption or tampering
+/// (500, logged with its cause). Neither is ever answered with what the bytes decrypt to.
+fn crypto_error(e: DbError) -> ApiError {
+    match e.crypto() {
+        Some(CryptoError::UnknownKey(id)) => {
+            tracing::error!(key_id = %id, "a stored value needs an encryption key that is not configured");
+            ApiError::KeyMissing
+        }
+        Some(CryptoError::NoKey) => {
+            tracing::error!("no encryption key is configured");
+            ApiError::KeyMissing
+        }
+        _ => ApiError::internal("a stored encrypted value does not authenticate", e),
     }
 }
 
@@ -330,7 +357,9 @@ impl From<DbError> for ApiError {
                 ApiError::Unavailable
             }
             DbError::Other(cause) => ApiError::internal("database error", cause),
+            e if e.crypto().is_some() => crypto_error(e),
             DbError::Unreadable(cause) => ApiError::internal("stored row does not read", cause),
+            DbError::Crypto(cause) => ApiError::internal("stored value does not read", cause),
         }
     }
 }

@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod cds;
 pub mod config;
+pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod events;
@@ -45,8 +46,10 @@ impl Application {
         handle_signals: bool,
     ) -> Result<Application, StartupError> {
         settings.check().map_err(StartupError::msg)?;
-        let store =
-            Store::connect(&settings.database_url, settings.database_max_connections).await?;
+        let keys = settings.keyring().map_err(StartupError::msg)?;
+        let store = Store::connect(&settings.database_url, settings.database_max_connections)
+            .await?
+            .with_keys(keys);
         migrate_with_retry(&store, Duration::from_secs(60)).await?;
         // A database that answers but cannot be written would answer 503 to every write:
         // refuse to start on one that is read-only from the start (SQLite `mode=ro`, a
@@ -55,6 +58,12 @@ impl Application {
             return Err(StartupError::msg(format!(
                 "the database cannot be written ({e}); check TELEMENTAL_DATABASE_URL, the file's \
                  permissions, the disk, or that PostgreSQL is not read-only"
+            )));
+        }
+        // The current key's canary, which /readyz opens.
+        if let Err(e) = store.ensure_canary().await {
+            return Err(StartupError::msg(format!(
+                "cannot write the encryption canary: {e}"
             )));
         }
         // One service process per SQLite file (it caches what it wrote).

@@ -102,6 +102,25 @@ async fn main() -> ExitCode {
             store.close().await;
             code
         }
+        Command::Rekey { batch } => {
+            if let Err(e) = init_tracing(&settings) {
+                return fail(e);
+            }
+            let keys = match settings.keyring() {
+                Ok(k) => k,
+                Err(e) => return fail(e),
+            };
+            let store = match Store::connect(&settings.database_url, 2).await {
+                Ok(s) => s.with_keys(keys),
+                Err(e) => return fail(error_chain(&e)),
+            };
+            if let Err(e) = store.migrate().await {
+                return fail(error_chain(&e));
+            }
+            let code = rekey(&store, batch).await;
+            store.close().await;
+            code
+        }
         Command::Migrate => {
             if let Err(e) = init_tracing(&settings) {
                 return fail(e);
@@ -162,6 +181,74 @@ async fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `telemental rekey`: passes over every sealed column until one rewrites nothing; progress
+/// on standard error, then one JSON line per column and the key ids in use on standard output.
+async fn rekey(store: &Store, batch: i64) -> ExitCode {
+    use telemental::store::keys::{ColumnReport, COLUMNS};
+    let current = store.keys().current_id().unwrap_or_default().to_string();
+    eprintln!("telemental: rekey to key `{current}`, {batch} rows per transaction");
+    let mut last: Vec<(&str, ColumnReport)> = Vec::new();
+    for pass in 1..=3 {
+        last.clear();
+        for c in COLUMNS {
+            let report = store
+                .rekey_column(c, batch, |r| {
+                    eprintln!(
+                        "telemental: pass {pass}: {}: {} rows read, {} rewritten, {} failed",
+                        c.name, r.rows, r.rewritten, r.failed
+                    )
+                })
+                .await;
+            match report {
+                Ok(r) => last.push((c.name, r)),
+                Err(e) => {
+                    return fail(format!(
+                        "rekey stopped at {}: {e} (run it again to resume)",
+                        c.name
+                    ))
+                }
+            }
+        }
+        if last.iter().all(|(_, r)| r.rewritten == 0) {
+            break;
+        }
+    }
+    if let Err(e) = store.flush_old_values().await {
+        eprintln!("telemental: could not checkpoint the SQLite WAL ({e}); run rekey again later");
+    }
+    let mut in_use: std::collections::BTreeMap<String, u64> = Default::default();
+    for (name, r) in &last {
+        println!(
+            "{}",
+            serde_json::json!({"table": name, "rows": r.rows, "rewritten": r.rewritten, "failed": r.failed, "keys": r.keys})
+        );
+        for (k, n) in &r.keys {
+            *in_use.entry(k.clone()).or_default() += n;
+        }
+    }
+    println!(
+        "{}",
+        serde_json::json!({"current_key": current, "keys_in_use": in_use})
+    );
+    let failed: u64 = last.iter().map(|(_, r)| r.failed).sum();
+    let others: Vec<&String> = in_use.keys().filter(|k| **k != current).collect();
+    if failed > 0 {
+        eprintln!(
+            "telemental: {failed} value(s) do not open (see the log for their key ids); they keep their old encryption"
+        );
+        return ExitCode::from(1);
+    }
+    if others.is_empty() {
+        eprintln!("telemental: every value is under key `{current}`; other keys can be removed");
+    } else {
+        eprintln!(
+            "telemental: still in use besides `{current}`: {} (values written meanwhile by a process with an older key list; run rekey again)",
+            others.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 /// `telemental audit …`: run against the configured database, never by the service itself.

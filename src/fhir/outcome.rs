@@ -34,6 +34,7 @@ impl FhirError {
                     "not-supported"
                 }
                 ApiError::Unavailable => "transient",
+                ApiError::KeyMissing => "exception",
                 ApiError::RequestTimeout(_) => "timeout",
                 ApiError::Internal(_) => "exception",
             },

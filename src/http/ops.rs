@@ -67,6 +67,16 @@ pub async fn readyz(st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
         tracing::warn!(error = %e, "readiness: the database cannot be written");
         return Err(ApiError::Unavailable);
     }
+    // Nor is an instance whose keys do not open what they sealed (a key's bytes changed), or
+    // that has met stored values under a key it does not have.
+    match st.store.check_keys().await {
+        Ok(Ok(())) => {}
+        Ok(Err(why)) => {
+            tracing::error!(problem = %why, "readiness: encryption keys are misconfigured");
+            return Err(ApiError::KeyMissing);
+        }
+        Err(_) => return Err(ApiError::Unavailable),
+    }
     Ok(HttpResponse::Ok().json(Readiness {
         status: "ready",
         database: st.store.engine(),

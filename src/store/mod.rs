@@ -7,6 +7,7 @@
 mod audit;
 pub mod cache;
 pub mod forms;
+pub mod keys;
 pub mod outbox;
 mod records;
 pub mod referrals;
@@ -24,6 +25,7 @@ pub use records::{
 pub use session_checks::{CheckRecord, NewCheck};
 pub use ts::Ts;
 
+use crate::crypto::{CryptoError, Keyring, Place};
 use crate::error::StartupError;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -63,6 +65,27 @@ pub enum DbError {
     /// A stored row that this build cannot read (see `forms`).
     #[error(transparent)]
     Unreadable(#[from] forms::FormError),
+    /// A sealed value that does not decrypt, outside a stored form (an outbox payload, a
+    /// replayed response, a webhook secret), or that cannot be sealed (no key).
+    #[error("{0}")]
+    Crypto(#[from] CryptoError),
+}
+
+impl DbError {
+    /// The decryption failure behind this error, if that is what it is.
+    pub fn crypto(&self) -> Option<&CryptoError> {
+        match self {
+            DbError::Crypto(e) => Some(e),
+            DbError::Unreadable(f) => f.crypto(),
+            _ => None,
+        }
+    }
+}
+
+/// A record's row as associated data: its id and version (`<uuid>@<version>`), so that a
+/// version's ciphertext does not read as another version's.
+pub(crate) fn record_row(id: uuid::Uuid, version: i64) -> String {
+    format!("{id}@{version}")
 }
 
 /// Where a failure to get or use a connection happened. Every one of these is the database's
@@ -201,6 +224,9 @@ pub struct Store {
     _owner: Option<std::sync::Arc<SqliteOwner>>,
     /// The SQLite database file.
     file: Option<std::path::PathBuf>,
+    /// The keys personal fields are sealed with (`crate::crypto`); none until
+    /// [`Store::with_keys`], and then nothing personal can be written or read back.
+    keys: std::sync::Arc<Keyring>,
 }
 
 /// This process's hold on a SQLite database file: an exclusive lock on `<file>.lock`, so that
@@ -299,6 +325,7 @@ impl Store {
                 cache: None,
                 _owner: None,
                 file: on_disk.then_some(file),
+                keys: Default::default(),
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url).map_err(|e| {
@@ -314,6 +341,7 @@ impl Store {
                 cache: None,
                 _owner: None,
                 file: None,
+                keys: Default::default(),
             })
         } else {
             Err(StartupError::msg(
@@ -334,6 +362,26 @@ impl Store {
             }
         }
         Ok(self)
+    }
+
+    /// The store with `keys` to seal and open personal fields.
+    pub fn with_keys(mut self, keys: Keyring) -> Store {
+        self.keys = std::sync::Arc::new(keys.fresh());
+        self
+    }
+
+    pub fn keys(&self) -> &Keyring {
+        &self.keys
+    }
+
+    /// Where a column of one row is sealed.
+    pub(crate) fn place<'a>(&'a self, tenant: &'a str, table: &'a str, row: &'a str) -> Place<'a> {
+        Place {
+            keys: &self.keys,
+            tenant,
+            table,
+            row,
+        }
     }
 
     /// Returns once every commit this process made before the call is on disk. Call it after

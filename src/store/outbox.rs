@@ -8,13 +8,19 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 /// Writes an event and one pending delivery per subscribed webhook, inside an open
-/// transaction (`$tx` is the transaction binding).
+/// transaction (`$tx` is the transaction binding). The payload is sealed whole, bound to the
+/// event's id (`$store` has the keys).
 macro_rules! emit_event {
-    ($tx:expr, $tenant:expr, $type:expr, $payload:expr, $at:expr) => {{
+    ($store:expr, $tx:expr, $tenant:expr, $type:expr, $payload:expr, $at:expr) => {{
         let tenant: &str = $tenant;
         let kind: &str = $crate::events::WebhookEvent::as_str($type);
         let at: $crate::store::Ts = $at;
         let event_id = uuid::Uuid::now_v7();
+        let event_row = event_id.to_string();
+        let sealed = $store
+            .place(tenant, "outbox_events.payload", &event_row)
+            .seal_value(&serde_json::to_value($payload).unwrap_or_default())
+            .map_err($crate::store::DbError::from)?;
         let hooks: Vec<(uuid::Uuid,)> = sqlx::query_as(
             "SELECT id FROM webhooks WHERE tenant = $1 AND deleted_at IS NULL AND events LIKE $2",
         )
@@ -27,7 +33,7 @@ macro_rules! emit_event {
             .bind(tenant)
             .bind(kind)
             .bind(at)
-            .bind(sqlx::types::Json($payload))
+            .bind(sqlx::types::Json(&sealed))
             .execute(&mut *$tx)
             .await?;
         for (hook,) in hooks {
@@ -249,12 +255,33 @@ impl Store {
             let mut jobs = Vec::with_capacity(ids.len());
             for (id,) in ids {
                 if let Some(job) = sqlx::query_as::<_, DeliveryJob>(JOB).bind(id).fetch_optional(p).await? {
-                    jobs.push(job);
+                    // A job that cannot be opened keeps its lease until it runs out and is
+                    // tried again (by then the missing key may be configured).
+                    match self.open_job(job) {
+                        Ok(job) => jobs.push(job),
+                        Err(e) => tracing::error!(delivery = %id, key_id = e.key_id(), error = %e,
+                            "a webhook delivery cannot be decrypted; it is retried when its lease runs out"),
+                    }
                 }
             }
             jobs
         });
         Ok(jobs)
+    }
+
+    /// The job with its payload and the webhook's secret decrypted (either may be clear,
+    /// written before encryption).
+    fn open_job(&self, mut job: DeliveryJob) -> Result<DeliveryJob, crate::crypto::CryptoError> {
+        let event_row = job.event_id.to_string();
+        let payload = std::mem::take(&mut job.payload.0);
+        job.payload.0 = self
+            .place(&job.tenant, "outbox_events.payload", &event_row)
+            .open_value(payload)?;
+        let hook_row = job.webhook_id.to_string();
+        job.secret = self
+            .place(&job.tenant, "webhooks.secret", &hook_row)
+            .open_text(&job.secret)?;
+        Ok(job)
     }
 
     /// Extends `owner`'s leases on `ids` to `until`; returns the ids it still holds (a lease
@@ -401,11 +428,11 @@ impl Store {
                 let sql = format!("{} WHERE r.id = $1 AND r.tenant = $2", super::referrals::SELECT);
                 let row: Option<super::referrals::ReferralRow> = sqlx::query_as(&sql)
                     .bind(id).bind(tenant).fetch_optional(&mut *tx).await?;
-                let Some(referral) = row.map(|r| r.read()).transpose()? else {
+                let Some(referral) = row.map(|r| r.read(self, tenant)).transpose()? else {
                     continue;
                 };
                 let data = render(&referral);
-                emit_event!(tx, tenant, crate::events::WebhookEvent::ReferralOverdue, &data, now);
+                emit_event!(self, tx, tenant, crate::events::WebhookEvent::ReferralOverdue, &data, now);
             }
             tx.commit().await?;
             rows.len()
@@ -426,7 +453,7 @@ impl Store {
                     next_review_due: *due,
                 })
                 .unwrap_or_default();
-                emit_event!(tx, tenant, crate::events::WebhookEvent::PlanReviewDue, &data, now);
+                emit_event!(self, tx, tenant, crate::events::WebhookEvent::PlanReviewDue, &data, now);
             }
             tx.commit().await?;
             rows.len()
@@ -475,9 +502,12 @@ impl Store {
             } else if count >= i64::from(cap) {
                 InsertWebhook::TooMany
             } else {
+                let hook_row = w.id.to_string();
+                let secret = self.place(w.tenant, "webhooks.secret", &hook_row).seal_text(w.secret)
+                    .map_err(super::DbError::from)?;
                 sqlx::query("INSERT INTO webhooks (id, tenant, url, events, secret, description, created_at, created_by) \
                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
-                    .bind(w.id).bind(w.tenant).bind(w.url).bind(w.events).bind(w.secret).bind(w.description)
+                    .bind(w.id).bind(w.tenant).bind(w.url).bind(w.events).bind(&secret).bind(w.description)
                     .bind(w.at).bind(&audit.actor)
                     .execute(&mut *tx).await?;
                 insert_audit!(&mut *tx, audit)?;

@@ -7,7 +7,7 @@
 use super::audit::insert_audit;
 use super::cache::{Known, RecordCache, Shelf};
 use super::forms::StoredForm;
-use super::{on_db, AuditEntry, DbError, DbResult, Store, Ts};
+use super::{on_db, record_row, AuditEntry, DbError, DbResult, Store, Ts};
 use crate::domain::plan::Plan;
 use crate::domain::protocol::SafetyProtocol;
 use chrono::NaiveDate;
@@ -22,18 +22,23 @@ pub struct RecordTable {
     pub versions: &'static str,
     /// The `resource_type` written to the audit trail.
     pub resource_type: &'static str,
+    /// The table and column a body's sealed fields are bound to (the same for the current
+    /// row and its version row, which hold the same body; the row is `<id>@<version>`).
+    pub sealed_as: &'static str,
 }
 
 pub const PLANS: RecordTable = RecordTable {
     table: "plans",
     versions: "plan_versions",
     resource_type: "plan",
+    sealed_as: "plans.body",
 };
 
 pub const SAFETY_PROTOCOLS: RecordTable = RecordTable {
     table: "safety_protocols",
     versions: "safety_protocol_versions",
     resource_type: "safety_protocol",
+    sealed_as: "safety_protocols.body",
 };
 
 /// A domain type kept as a versioned record.
@@ -107,9 +112,11 @@ struct Row {
 }
 
 impl Row {
-    fn read<T: RecordKind>(self) -> DbResult<Record<T>> {
+    fn read<T: RecordKind>(self, store: &Store, tenant: &str) -> DbResult<Record<T>> {
+        let row = record_row(self.id, self.version);
+        let place = store.place(tenant, T::TABLE.sealed_as, &row);
         Ok(Record {
-            content: T::decode_str(self.body.0.get())?,
+            content: T::decode_str(self.body.0.get(), &place)?,
             meta: RecordMeta {
                 id: self.id,
                 subject: self.subject,
@@ -123,8 +130,12 @@ impl Row {
     }
 }
 
-fn read_all<T: RecordKind>(rows: Vec<Row>) -> DbResult<Vec<Record<T>>> {
-    rows.into_iter().map(Row::read).collect()
+fn read_all<T: RecordKind>(
+    store: &Store,
+    tenant: &str,
+    rows: Vec<Row>,
+) -> DbResult<Vec<Record<T>>> {
+    rows.into_iter().map(|r| r.read(store, tenant)).collect()
 }
 
 #[derive(Debug)]
@@ -182,7 +193,8 @@ impl Store {
              VALUES ($1, $2, 1, $3, $4, $5, $6)",
             t.versions
         );
-        let body = content.encode();
+        let row = record_row(id, 1);
+        let body = content.encode(&self.place(tenant, t.sealed_as, &row))?;
         let (subject, review_due) = (content.subject().to_string(), content.review_due());
         let now = audit.at;
         on_db!(&self.db, p => {
@@ -250,7 +262,7 @@ impl Store {
             .bind(tenant)
             .fetch_optional(p)
             .await)?;
-        let record = row.map(Row::read::<T>).transpose()?;
+        let record = row.map(|r| r.read::<T>(self, tenant)).transpose()?;
         if let Some(r) = &record {
             self.cached(tenant, r);
         }
@@ -278,7 +290,7 @@ impl Store {
             .bind(subject)
             .fetch_optional(p)
             .await)?;
-        let record = row.map(Row::read::<T>).transpose()?;
+        let record = row.map(|r| r.read::<T>(self, tenant)).transpose()?;
         match (&record, &self.cache) {
             (Some(r), _) => self.cached(tenant, r),
             (None, Some(c)) => T::shelf(c).offer_none(tenant, subject),
@@ -319,10 +331,16 @@ impl Store {
         audit: &AuditEntry,
     ) -> Result<Record<T>, UpdateError> {
         let t = T::TABLE;
+        // The body is sealed for the new version, known once the version is taken: the
+        // body follows in a second statement of the same transaction.
         let update = format!(
-            "UPDATE {} SET version = version + 1, body = $1, review_due = $2, updated_at = $3 \
-             WHERE id = $4 AND tenant = $5 AND ($6 IS NULL OR version = $6) \
+            "UPDATE {} SET version = version + 1, review_due = $1, updated_at = $2 \
+             WHERE id = $3 AND tenant = $4 AND ($5 IS NULL OR version = $5) \
              RETURNING version, subject, created_at",
+            t.table
+        );
+        let set_body = format!(
+            "UPDATE {} SET body = $1 WHERE id = $2 AND tenant = $3",
             t.table
         );
         let insert_version = format!(
@@ -334,13 +352,11 @@ impl Store {
             "SELECT version FROM {} WHERE id = $1 AND tenant = $2",
             t.table
         );
-        let body = content.encode();
         let review_due = content.review_due();
         let now = audit.at;
         let (version, subject, created_at) = on_db!(&self.db, p => {
             let mut tx = p.begin().await?;
             let row: Option<(i64, String, Ts)> = sqlx::query_as(&update)
-                .bind(Json(&body))
                 .bind(review_due)
                 .bind(now)
                 .bind(id)
@@ -359,6 +375,16 @@ impl Store {
                     Some((v,)) => UpdateError::VersionMismatch(v),
                 });
             };
+            let sealed_row = record_row(id, row.0);
+            let body = content
+                .encode(&self.place(tenant, t.sealed_as, &sealed_row))
+                .map_err(|e| UpdateError::Db(e.into()))?;
+            sqlx::query(&set_body)
+                .bind(Json(&body))
+                .bind(id)
+                .bind(tenant)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(&insert_version)
                 .bind(id)
                 .bind(tenant)
@@ -419,7 +445,7 @@ impl Store {
         if rows.is_empty() && self.get_record::<T>(tenant, id).await?.is_none() {
             return Ok(None);
         }
-        read_all(rows).map(Some)
+        read_all(self, tenant, rows).map(Some)
     }
 
     /// Records of a tenant by subject and/or review date, ordered by review date then id.
@@ -448,7 +474,7 @@ impl Store {
             .bind(q.limit)
             .fetch_all(p)
             .await)?;
-        read_all(rows)
+        read_all(self, tenant, rows)
     }
 
     /// The subject's current plan and safety protocol, in one round trip: two primary-index
@@ -479,15 +505,18 @@ impl Store {
             sqlx::query_as(SQL).bind(tenant).bind(subject).fetch_all(p).await)?;
         let (mut plan, mut protocol) = (None, None);
         for (kind, id, version, body) in rows {
+            let row = record_row(id, version);
             if kind == 0 {
-                let content = Plan::decode_str(body.0.get())?;
+                let place = self.place(tenant, PLANS.sealed_as, &row);
+                let content = Plan::decode_str(body.0.get(), &place)?;
                 plan = Some(Current {
                     id,
                     version,
                     content,
                 });
             } else {
-                let content = SafetyProtocol::decode_str(body.0.get())?;
+                let place = self.place(tenant, SAFETY_PROTOCOLS.sealed_as, &row);
+                let content = SafetyProtocol::decode_str(body.0.get(), &place)?;
                 protocol = Some(Current {
                     id,
                     version,

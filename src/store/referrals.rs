@@ -5,7 +5,7 @@
 use super::audit::insert_audit;
 use super::forms::StoredForm;
 use super::outbox::emit_event;
-use super::{on_db, AuditEntry, DbError, DbResult, RecordMeta, Store, Ts};
+use super::{on_db, record_row, AuditEntry, DbError, DbResult, RecordMeta, Store, Ts};
 use crate::domain::referral::ReferralState;
 use crate::events::WebhookEvent;
 use serde::{Deserialize, Serialize};
@@ -27,9 +27,11 @@ pub(crate) struct ReferralRow {
 }
 
 impl ReferralRow {
-    pub(crate) fn read(self) -> DbResult<ReferralRecord> {
+    pub(crate) fn read(self, store: &Store, tenant: &str) -> DbResult<ReferralRecord> {
+        let row = record_row(self.id, self.version);
+        let place = store.place(tenant, SEALED_AS, &row);
         Ok(ReferralRecord {
-            state: ReferralState::decode_str(self.body.0.get())?,
+            state: ReferralState::decode_str(self.body.0.get(), &place)?,
             meta: RecordMeta {
                 id: self.id,
                 subject: self.subject,
@@ -42,9 +44,16 @@ impl ReferralRow {
     }
 }
 
-fn read_all(rows: Vec<ReferralRow>) -> DbResult<Vec<ReferralRecord>> {
-    rows.into_iter().map(ReferralRow::read).collect()
+fn read_all(store: &Store, tenant: &str, rows: Vec<ReferralRow>) -> DbResult<Vec<ReferralRecord>> {
+    rows.into_iter().map(|r| r.read(store, tenant)).collect()
 }
+
+/// What a referral's sealed fields are bound to (with `<id>@<version>`; the current row and
+/// its version row hold the same body).
+pub(crate) const SEALED_AS: &str = "referrals.body";
+
+/// What a replayed response is bound to (with `<endpoint> <key>`).
+pub(crate) const RESPONSE_SEALED_AS: &str = "idempotency_keys.response";
 
 /// One version of a referral.
 #[derive(Debug, Clone)]
@@ -86,6 +95,12 @@ pub enum ChangeError<E> {
     Db(DbError),
 }
 
+impl<E> From<DbError> for ChangeError<E> {
+    fn from(e: DbError) -> Self {
+        ChangeError::Db(e)
+    }
+}
+
 impl<E> From<sqlx::Error> for ChangeError<E> {
     fn from(e: sqlx::Error) -> Self {
         ChangeError::Db(e.into())
@@ -119,11 +134,17 @@ macro_rules! claim_key {
     }};
 }
 
+/// Keeps the response for replays, sealed whole (it holds the referral's free text).
 macro_rules! keep_response {
-    ($tx:expr, $tenant:expr, $idem:expr, $resp:expr) => {{
+    ($store:expr, $tx:expr, $tenant:expr, $idem:expr, $resp:expr) => {{
         if let Some(k) = $idem {
+            let row = format!("{} {}", k.endpoint, k.key);
+            let sealed = $store
+                .place($tenant, RESPONSE_SEALED_AS, &row)
+                .seal_value(&serde_json::to_value($resp).unwrap_or_default())
+                .map_err(DbError::from)?;
             sqlx::query("UPDATE idempotency_keys SET response = $1 WHERE tenant = $2 AND endpoint = $3 AND key = $4")
-                .bind(Json($resp))
+                .bind(Json(&sealed))
                 .bind($tenant)
                 .bind(k.endpoint)
                 .bind(k.key)
@@ -135,12 +156,23 @@ macro_rules! keep_response {
 
 impl Store {
     async fn stored_response<T>(&self, tenant: &str, k: &IdemKey<'_>) -> DbResult<Idempotent<T>> {
-        let row: Option<(String, Option<Json<StoredResponse>>)> = on_db!(&self.db, p => sqlx::query_as(
+        let row: Option<(String, Option<Json<Value>>)> = on_db!(&self.db, p => sqlx::query_as(
             "SELECT request_hash, response FROM idempotency_keys WHERE tenant = $1 AND endpoint = $2 AND key = $3")
             .bind(tenant).bind(k.endpoint).bind(k.key).fetch_optional(p).await)?;
         Ok(match row {
             Some((hash, _)) if hash != k.request_hash => Idempotent::KeyReused,
-            Some((_, Some(resp))) => Idempotent::Replay(resp.0),
+            Some((_, Some(resp))) => {
+                let row = format!("{} {}", k.endpoint, k.key);
+                let v = self
+                    .place(tenant, RESPONSE_SEALED_AS, &row)
+                    .open_value(resp.0)?;
+                let resp: StoredResponse = serde_json::from_value(v).map_err(|_| {
+                    DbError::Crypto(crate::crypto::CryptoError::Corrupt(
+                        "a stored response does not read",
+                    ))
+                })?;
+                Idempotent::Replay(resp)
+            }
             // Claimed by a request that has not finished (SQLite only sees this under contention).
             _ => return Err(DbError::Unavailable("idempotency key in use".into())),
         })
@@ -159,7 +191,8 @@ impl Store {
         render: impl FnOnce(&ReferralRecord) -> StoredResponse,
     ) -> DbResult<Idempotent<ReferralRecord>> {
         let now = audit.at;
-        let body = state.encode();
+        let row = record_row(id, 1);
+        let body = state.encode(&self.place(tenant, SEALED_AS, &row))?;
         let status = state.status.as_str();
         let due_by = Ts::from(state.due_by);
         let record = ReferralRecord {
@@ -189,8 +222,8 @@ impl Store {
                     .bind(id).bind(tenant).bind(Json(&body)).bind(now).bind(&audit.actor)
                     .execute(&mut *tx).await?;
                 insert_audit!(&mut *tx, audit)?;
-                emit_event!(tx, tenant, WebhookEvent::ReferralCreated, &resp.body, now);
-                keep_response!(tx, tenant, idem, &resp);
+                emit_event!(self, tx, tenant, WebhookEvent::ReferralCreated, &resp.body, now);
+                keep_response!(self, tx, tenant, idem, &resp);
                 tx.commit().await?;
                 true
             }
@@ -208,7 +241,7 @@ impl Store {
     pub async fn get_referral(&self, tenant: &str, id: Uuid) -> DbResult<Option<ReferralRecord>> {
         let sql = format!("{SELECT} WHERE r.id = $1 AND r.tenant = $2");
         let row = on_db!(&self.db, p => sqlx::query_as::<_, ReferralRow>(&sql).bind(id).bind(tenant).fetch_optional(p).await)?;
-        row.map(ReferralRow::read).transpose()
+        row.map(|r| r.read(self, tenant)).transpose()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -235,7 +268,7 @@ impl Store {
         let rows = on_db!(&self.db, p => sqlx::query_as::<_, ReferralRow>(&sql)
             .bind(tenant).bind(subject).bind(status).bind(now).bind(after).bind(limit)
             .fetch_all(p).await)?;
-        read_all(rows)
+        read_all(self, tenant, rows)
     }
 
     pub async fn referral_versions(
@@ -250,7 +283,7 @@ impl Store {
             JOIN referrals r ON r.id = v.record_id WHERE v.record_id = $1 AND v.tenant = $2 \
             AND ($3 IS NULL OR v.version < $3) ORDER BY v.version DESC LIMIT $4";
         let rows = on_db!(&self.db, p => sqlx::query_as::<_, ReferralRow>(SQL).bind(id).bind(tenant).bind(before).bind(limit).fetch_all(p).await)?;
-        read_all(rows)
+        read_all(self, tenant, rows)
     }
 
     /// Applies a status change decided by `apply` (the domain state machine) to the current
@@ -280,14 +313,15 @@ impl Store {
                 let Some(cur) = sqlx::query_as::<_, ReferralRow>(&sql).bind(id).bind(tenant).fetch_optional(&mut *tx).await? else {
                     return Err(ChangeError::NotFound);
                 };
-                let cur = cur.read().map_err(ChangeError::Db)?;
+                let cur = cur.read(self, tenant).map_err(ChangeError::Db)?;
                 if let Some(v) = expected {
                     if v != cur.meta.version {
                         return Err(ChangeError::VersionMismatch(cur.meta.version));
                     }
                 }
                 let next = apply(&cur).map_err(ChangeError::Rejected)?;
-                let body = next.encode();
+                let row = record_row(id, cur.meta.version + 1);
+                let body = next.encode(&self.place(tenant, SEALED_AS, &row)).map_err(|e| ChangeError::Db(e.into()))?;
                 let n = sqlx::query("UPDATE referrals SET version = version + 1, body = $1, status = $2, updated_at = $3 \
                     WHERE id = $4 AND tenant = $5 AND version = $6")
                     .bind(Json(&body)).bind(next.status.as_str()).bind(now).bind(id).bind(tenant).bind(cur.meta.version)
@@ -314,8 +348,8 @@ impl Store {
                 let resp = render(&record);
                 // The referral as every referral event carries it (its previous status is the
                 // second-to-last entry of its history).
-                emit_event!(tx, tenant, WebhookEvent::ReferralStatusChanged, &resp.body, now);
-                keep_response!(tx, tenant, idem, &resp);
+                emit_event!(self, tx, tenant, WebhookEvent::ReferralStatusChanged, &resp.body, now);
+                keep_response!(self, tx, tenant, idem, &resp);
                 tx.commit().await?;
                 Some((record, resp))
             }

@@ -12,6 +12,12 @@ use serde_json::Value;
 use sqlx::types::Json;
 use uuid::Uuid;
 
+/// What the sealed fields of a check's columns are bound to (with the check's id).
+pub(crate) const CHECK_SEALED_AS: &str = "session_checks.body";
+pub(crate) const RESULT_SEALED_AS: &str = "session_checks.result";
+/// A disconnection's note (with the disconnection's id).
+pub(crate) const DISCONNECTION_SEALED_AS: &str = "session_disconnections.body";
+
 #[derive(sqlx::FromRow)]
 struct CheckRow {
     id: Uuid,
@@ -61,8 +67,13 @@ impl Store {
             "INSERT INTO session_checks (id, tenant, subject, body, outcome, result, \
             protocol_version, plan_version, created_at, created_by) \
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
-        let body = c.check.encode();
-        let result = c.result.encode();
+        let row = c.id.to_string();
+        let body = c
+            .check
+            .encode(&self.place(c.tenant, CHECK_SEALED_AS, &row))?;
+        let result = c
+            .result
+            .encode(&self.place(c.tenant, RESULT_SEALED_AS, &row))?;
         let outcome = c.result.outcome.as_str();
         on_db!(&self.db, p => {
             let mut tx = p.begin().await?;
@@ -82,6 +93,7 @@ impl Store {
             insert_audit!(&mut *tx, audit)?;
             if let Some(data) = event {
                 emit_event!(
+                    self,
                     tx,
                     c.tenant,
                     crate::events::WebhookEvent::SessionCheckDoNotProceed,
@@ -105,9 +117,14 @@ impl Store {
             .fetch_optional(p)
             .await)?;
         let Some(r) = row else { return Ok(None) };
+        let sealed_row = r.id.to_string();
+        let (check_at, result_at) = (
+            self.place(tenant, CHECK_SEALED_AS, &sealed_row),
+            self.place(tenant, RESULT_SEALED_AS, &sealed_row),
+        );
         Ok(Some(CheckRecord {
-            check: SessionCheck::decode_str(r.body.0.get())?,
-            result: SessionCheckOutcome::decode_str(r.result.0.get())?,
+            check: SessionCheck::decode_str(r.body.0.get(), &check_at)?,
+            result: SessionCheckOutcome::decode_str(r.result.0.get(), &result_at)?,
             id: r.id,
             subject: r.subject,
             protocol_version: r.protocol_version,
@@ -126,7 +143,12 @@ impl Store {
         note: Option<&ShortNote>,
         audit: &AuditEntry,
     ) -> DbResult<i64> {
-        let body = DisconnectionForm::encode(note);
+        let id = Uuid::now_v7();
+        let sealed_row = id.to_string();
+        let body = DisconnectionForm::encode(
+            note,
+            &self.place(tenant, DISCONNECTION_SEALED_AS, &sealed_row),
+        )?;
         const INSERT: &str = "INSERT INTO session_disconnections \
             (id, tenant, session_check_id, occurred_at, recorded_by, body) \
             VALUES ($1, $2, $3, $4, $5, $6)";
@@ -135,7 +157,7 @@ impl Store {
         let n = on_db!(&self.db, p => {
             let mut tx = p.begin().await?;
             sqlx::query(INSERT)
-                .bind(Uuid::now_v7())
+                .bind(id)
                 .bind(tenant)
                 .bind(check_id)
                 .bind(audit.at)

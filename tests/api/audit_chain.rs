@@ -22,6 +22,7 @@ async fn run(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> (i32, String
             app.settings.database_url.expose(),
         )
         .env("TELEMENTAL_JWT_SECRET", SECRET)
+        .env("TELEMENTAL_ENCRYPTION_KEYS", telemental::crypto::TEST_KEYS)
         .env("TELEMENTAL_LOG", "warn")
         .args(args);
     for (k, v) in env {

@@ -22,6 +22,12 @@ fn start(envs: &[(&str, String)]) -> Child {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
+    // Outside dev mode the service needs encryption keys: the test key unless a test sets
+    // its own.
+    let set = |name: &str| envs.iter().any(|(k, _)| k.starts_with(name));
+    if set("TELEMENTAL_JWT_SECRET") && !set("TELEMENTAL_ENCRYPTION_KEYS") {
+        cmd.env("TELEMENTAL_ENCRYPTION_KEYS", telemental::crypto::TEST_KEYS);
+    }
     for (k, v) in envs {
         cmd.env(k, v);
     }

@@ -21,6 +21,7 @@ fn start(port: u16, db: &str) -> std::process::Child {
         .env("TELEMENTAL_BIND", format!("127.0.0.1:{port}"))
         .env("TELEMENTAL_DATABASE_URL", db)
         .env("TELEMENTAL_JWT_SECRET", SECRET)
+        .env("TELEMENTAL_ENCRYPTION_KEYS", telemental::crypto::TEST_KEYS)
         .env("TELEMENTAL_WEBHOOK_ALLOW_PRIVATE", "true")
         .env("TELEMENTAL_WEBHOOK_RETRY_BASE", "100ms")
         .env("TELEMENTAL_WORKER_INTERVAL", "100ms")

@@ -112,6 +112,7 @@ fn start_up_errors_say_what_failed_underneath() {
         let out = Command::new(BIN)
             .env_clear()
             .env("TELEMENTAL_JWT_SECRET", SECRET)
+            .env("TELEMENTAL_ENCRYPTION_KEYS", telemental::crypto::TEST_KEYS)
             .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
             .output()
             .unwrap();

@@ -72,6 +72,7 @@ async fn a_second_service_process_on_one_sqlite_file_is_refused() {
             app.settings.database_url.expose(),
         )
         .env("TELEMENTAL_JWT_SECRET", SECRET)
+        .env("TELEMENTAL_ENCRYPTION_KEYS", telemental::crypto::TEST_KEYS)
         .env("TELEMENTAL_BIND", "127.0.0.1:0")
         .output()
         .expect("the binary runs");

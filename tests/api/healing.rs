@@ -45,6 +45,7 @@ impl Binary {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("TELEMENTAL_BIND", format!("127.0.0.1:{port}"))
             .env("TELEMENTAL_JWT_SECRET", SECRET)
+            .env("TELEMENTAL_ENCRYPTION_KEYS", telemental::crypto::TEST_KEYS)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         for (k, v) in envs {

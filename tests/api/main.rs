@@ -12,6 +12,7 @@ mod contract;
 mod dashboard;
 mod delivery_faults;
 mod diagnostics;
+mod encryption;
 mod fhir;
 mod freshness;
 mod hardening;

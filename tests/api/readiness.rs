@@ -24,6 +24,7 @@ async fn a_read_only_sqlite_file_is_a_clear_start_up_error() {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("TELEMENTAL_DATABASE_URL", &url)
         .env("TELEMENTAL_JWT_SECRET", SECRET)
+        .env("TELEMENTAL_ENCRYPTION_KEYS", telemental::crypto::TEST_KEYS)
         .env("TELEMENTAL_BIND", "127.0.0.1:0")
         .output()
         .expect("the binary runs");

@@ -40,7 +40,10 @@ on_both_engines!(
     a_stored_special_purpose_address_is_refused_at_delivery,
     |app: TestApp| async move {
         // As if registered before the registry was covered: written straight to the database.
-        let store = Store::connect(&app.settings.database_url, 1).await.unwrap();
+        let store = Store::connect(&app.settings.database_url, 1)
+            .await
+            .unwrap()
+            .with_keys(app.settings.keyring().unwrap());
         let id = uuid::Uuid::now_v7();
         let entry = AuditEntry {
             tenant: "t1".into(),

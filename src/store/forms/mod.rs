@@ -11,13 +11,19 @@
 //! `tests/fixtures/stored/` keeps a saved sample of every shape ever written; a test reads each
 //! one back, and another checks that what is written today is the newest sample, so a change
 //! to a stored shape fails a test until it gets a new format number and a new sample.
+//!
+//! Format 2 has the fields of format 1, with the personal contact and location fields (each
+//! kind's [`StoredForm::SEALED`]) encrypted in place (`crate::crypto`). Formats 0 and 1 are
+//! clear and keep reading until `telemental rekey` has rewritten them.
 
 pub mod plan;
 pub mod protocol;
 pub mod referral;
 pub mod session_check;
 
+use crate::crypto::{CryptoError, Place};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 /// A stored row that does not read.
 #[derive(Debug, thiserror::Error)]
@@ -33,42 +39,67 @@ pub enum FormError {
         kind: &'static str,
         source: serde_json::Error,
     },
+    /// A sealed field that does not decrypt (a missing key, or tampering).
+    #[error("stored {kind}: {source}")]
+    Sealed {
+        kind: &'static str,
+        source: CryptoError,
+    },
 }
+
+impl FormError {
+    /// The decryption failure behind this error, if that is what it is.
+    pub fn crypto(&self) -> Option<&CryptoError> {
+        match self {
+            FormError::Sealed { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// The first format whose personal fields are sealed (`crate::crypto`).
+pub const FIRST_SEALED_FORMAT: u32 = 2;
 
 /// A kind of stored JSON: its newest format and how to read any format it has had.
 pub trait StoredForm: Sized {
     const KIND: &'static str;
     /// The format written today.
     const FORMAT: u32;
+    /// The fields holding personal contact or location data, sealed from format 2 on:
+    /// dot-separated paths, `*` for every element of an array.
+    const SEALED: &'static [&'static str];
     /// The form as read, whatever its format.
     type Read: DeserializeOwned + HasFormat;
 
     /// Upgrades a form of any supported format to the domain value.
     fn upgrade(read: Self::Read) -> Self;
-    /// The newest form, as JSON.
-    fn encode(&self) -> serde_json::Value;
+    /// The newest form, as JSON, before its fields are sealed.
+    fn clear_form(&self) -> Value;
 
-    /// Reads a stored JSON text.
-    fn decode_str(s: &str) -> Result<Self, FormError> {
-        let read: Self::Read = serde_json::from_str(s).map_err(|source| FormError::Unreadable {
-            kind: Self::KIND,
-            source,
-        })?;
-        Self::accept(read)
-    }
-
-    /// Reads a stored JSON value.
-    fn decode(v: serde_json::Value) -> Result<Self, FormError> {
-        let read: Self::Read =
-            serde_json::from_value(v).map_err(|source| FormError::Unreadable {
+    /// The newest form, with its personal fields sealed for `place`.
+    fn encode(&self, place: &Place<'_>) -> Result<Value, FormError> {
+        let mut v = self.clear_form();
+        place
+            .seal_fields(&mut v, Self::SEALED)
+            .map_err(|source| FormError::Sealed {
                 kind: Self::KIND,
                 source,
             })?;
-        Self::accept(read)
+        Ok(v)
     }
 
-    fn accept(read: Self::Read) -> Result<Self, FormError> {
-        let found = read.format();
+    /// Reads a stored JSON text.
+    fn decode_str(s: &str, place: &Place<'_>) -> Result<Self, FormError> {
+        let v: Value = serde_json::from_str(s).map_err(|source| FormError::Unreadable {
+            kind: Self::KIND,
+            source,
+        })?;
+        Self::decode(v, place)
+    }
+
+    /// Reads a stored JSON value: formats before 2 are clear, later ones are opened first.
+    fn decode(mut v: Value, place: &Place<'_>) -> Result<Self, FormError> {
+        let found = format_of(&v);
         if found > Self::FORMAT {
             return Err(FormError::TooNew {
                 kind: Self::KIND,
@@ -76,8 +107,29 @@ pub trait StoredForm: Sized {
                 newest: Self::FORMAT,
             });
         }
+        if found >= FIRST_SEALED_FORMAT {
+            place
+                .open_fields(&mut v, Self::SEALED)
+                .map_err(|source| FormError::Sealed {
+                    kind: Self::KIND,
+                    source,
+                })?;
+        }
+        let read: Self::Read =
+            serde_json::from_value(v).map_err(|source| FormError::Unreadable {
+                kind: Self::KIND,
+                source,
+            })?;
         Ok(Self::upgrade(read))
     }
+}
+
+/// The `format` of a stored JSON value (0 when absent).
+pub fn format_of(v: &Value) -> u32 {
+    v.get("format")
+        .and_then(Value::as_u64)
+        .and_then(|f| u32::try_from(f).ok())
+        .unwrap_or(0)
 }
 
 /// The `format` field of a stored form (0 when absent).
@@ -100,6 +152,7 @@ pub(crate) use has_format;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::Keyring;
     use crate::domain::plan::{BackupMethod, Plan};
     use crate::domain::protocol::SafetyProtocol;
     use crate::domain::referral::{ReferralState, ReferralStatus};
@@ -136,6 +189,8 @@ mod tests {
     /// case. `TELEMENTAL_WRITE_SAMPLES=1` writes the newest samples instead of comparing (only
     /// when adding a new format).
     fn check_kind<T: StoredForm>(prefix: &str) -> Vec<(String, T)> {
+        let ring = fixture_keys();
+        let place = fixture_place(&ring);
         let all = samples(prefix);
         assert!(
             all.iter().any(|(_, f)| *f == 0),
@@ -143,28 +198,120 @@ mod tests {
         );
         let mut read = Vec::new();
         for (name, _) in &all {
-            let value = T::decode(sample(name))
+            let value = T::decode(sample(name), &place)
                 .unwrap_or_else(|e| panic!("saved sample {name} no longer reads: {e}"));
             read.push((name.clone(), value));
         }
         for (name, value) in &read {
             let case = name.rsplit_once('-').map(|(_, c)| c).unwrap_or(name);
             let newest = format!("{prefix}-v{}-{case}", T::FORMAT);
-            let written = value.encode();
+            let written = value.encode(&place).unwrap();
             if std::env::var("TELEMENTAL_WRITE_SAMPLES").is_ok_and(|v| v == "1") {
                 let text = serde_json::to_string_pretty(&written).unwrap() + "\n";
                 std::fs::write(dir().join(&newest), text).unwrap();
                 continue;
             }
+            // Nonces are random: the sealed fields are compared after opening, and the same
+            // fields must be sealed in both.
+            let saved = sample(&newest);
             assert_eq!(
-                written,
-                sample(&newest),
+                sealed_paths(&written),
+                sealed_paths(&saved),
+                "{name}, written again, seals other fields than {newest}"
+            );
+            assert_eq!(
+                opened::<T>(written.clone(), &place),
+                opened::<T>(saved, &place),
                 "{name}, read and written again, is not {newest}: a stored shape changed; give \
                  it a new format number and new samples"
             );
             assert_eq!(written["format"], T::FORMAT);
         }
         read
+    }
+
+    /// The key the `-v2-` samples were sealed with (tests only).
+    fn fixture_keys() -> Keyring {
+        Keyring::parse(crate::crypto::TEST_KEYS).unwrap()
+    }
+
+    fn fixture_place(keys: &Keyring) -> Place<'_> {
+        Place {
+            keys,
+            tenant: "fixture",
+            table: "fixture",
+            row: "fixture@1",
+        }
+    }
+
+    /// The sealed fields' values opened (and `format` kept).
+    fn opened<T: StoredForm>(mut v: Value, place: &Place<'_>) -> Value {
+        if format_of(&v) >= FIRST_SEALED_FORMAT {
+            place.open_fields(&mut v, T::SEALED).unwrap();
+        }
+        v
+    }
+
+    /// Every concrete path whose value is sealed.
+    fn sealed_paths(v: &Value) -> Vec<String> {
+        fn walk(v: &Value, at: String, out: &mut Vec<String>) {
+            match v {
+                Value::String(s) if s.starts_with(crate::crypto::PREFIX) => out.push(at),
+                Value::Array(a) => a
+                    .iter()
+                    .enumerate()
+                    .for_each(|(i, x)| walk(x, format!("{at}.{i}"), out)),
+                Value::Object(m) => m
+                    .iter()
+                    .for_each(|(k, x)| walk(x, format!("{at}.{k}"), out)),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        walk(v, String::new(), &mut out);
+        out
+    }
+
+    #[test]
+    fn the_newest_samples_hold_no_personal_value_in_clear() {
+        for name in std::fs::read_dir(dir()).unwrap() {
+            let name = name.unwrap().file_name().into_string().unwrap();
+            if !name.contains("-v2-") {
+                continue;
+            }
+            let text = std::fs::read_to_string(dir().join(&name)).unwrap();
+            for clear in [
+                "+4477009",
+                "+441130",
+                "High St",
+                "A. Carer",
+                "uses captions",
+                "sister",
+                "room 4",
+                "free text",
+                "agreed by phone",
+            ] {
+                assert!(!text.contains(clear), "{name} holds {clear} in clear");
+            }
+        }
+    }
+
+    #[test]
+    fn a_sealed_sample_opened_elsewhere_or_without_its_key_does_not_read() {
+        let keys = fixture_keys();
+        let v = sample("protocol-v2-full.json");
+        let elsewhere = Place {
+            row: "another@1",
+            ..fixture_place(&keys)
+        };
+        let e = SafetyProtocol::decode(v.clone(), &elsewhere).unwrap_err();
+        assert!(matches!(e.crypto(), Some(CryptoError::Corrupt(_))), "{e}");
+        let other = Keyring::parse(&Keyring::generate_entry("other")).unwrap();
+        let e = SafetyProtocol::decode(v, &fixture_place(&other)).unwrap_err();
+        assert!(
+            matches!(e.crypto(), Some(CryptoError::UnknownKey(id)) if id == "test"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -224,7 +371,11 @@ mod tests {
     fn a_format_newer_than_this_build_is_refused_not_misread() {
         let mut v = sample("plan-v0-full.json");
         v["format"] = Value::from(Plan::FORMAT + 1);
-        assert!(matches!(Plan::decode(v), Err(FormError::TooNew { .. })));
+        let keys = fixture_keys();
+        assert!(matches!(
+            Plan::decode(v, &fixture_place(&keys)),
+            Err(FormError::TooNew { .. })
+        ));
     }
 
     #[test]
@@ -235,7 +386,8 @@ mod tests {
         m.remove("barriers");
         m.remove("personalisation");
         m.remove("review_interval_days");
-        let plan = Plan::decode(v).expect("reads");
+        let keys = fixture_keys();
+        let plan = Plan::decode(v, &fixture_place(&keys)).expect("reads");
         assert!(plan.barriers.is_empty());
         assert_eq!(plan.review_interval_days.days(), 90);
     }

@@ -1,7 +1,8 @@
 //! The stored form of a preference plan.
 //!
 //! - format 0: rows written before stored forms existed (the API body as it was then);
-//! - format 1: the same fields, with `format: 1`.
+//! - format 1: the same fields, with `format: 1`;
+//! - format 2: the same fields, the personal ones sealed (`SEALED`).
 
 use super::{has_format, StoredForm};
 use crate::domain::plan::{
@@ -110,7 +111,13 @@ pub struct BackupForm {
 
 impl StoredForm for Plan {
     const KIND: &'static str = "plan";
-    const FORMAT: u32 = 1;
+    const FORMAT: u32 = 2;
+    const SEALED: &'static [&'static str] = &[
+        "barriers.*.note",
+        "personalisation.participants.*.name",
+        "backup_contact.number",
+        "notes",
+    ];
     type Read = PlanForm;
 
     fn upgrade(f: PlanForm) -> Plan {
@@ -171,7 +178,7 @@ impl StoredForm for Plan {
         })
     }
 
-    fn encode(&self) -> serde_json::Value {
+    fn clear_form(&self) -> serde_json::Value {
         let p = &self.personalisation;
         let form = PlanForm {
             format: Self::FORMAT,

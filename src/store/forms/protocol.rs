@@ -1,7 +1,8 @@
 //! The stored form of a safety protocol.
 //!
 //! - format 0: rows written before stored forms existed (the API body as it was then);
-//! - format 1: the same fields, with `format: 1`.
+//! - format 1: the same fields, with `format: 1`;
+//! - format 2: the same fields, the personal ones sealed (`SEALED`).
 
 use super::{has_format, StoredForm};
 use crate::domain::protocol::{
@@ -68,7 +69,18 @@ pub struct CrisisForm {
 
 impl StoredForm for SafetyProtocol {
     const KIND: &'static str = "safety protocol";
-    const FORMAT: u32 = 1;
+    const FORMAT: u32 = 2;
+    const SEALED: &'static [&'static str] = &[
+        "call_back_numbers.*",
+        "usual_locations.*.label",
+        "usual_locations.*.address",
+        "emergency_contacts.*.name",
+        "emergency_contacts.*.relationship",
+        "emergency_contacts.*.phone",
+        "crisis_response.phone",
+        "crisis_response.in_person_plan",
+        "notes",
+    ];
     type Read = ProtocolForm;
 
     fn upgrade(f: ProtocolForm) -> SafetyProtocol {
@@ -113,7 +125,7 @@ impl StoredForm for SafetyProtocol {
         })
     }
 
-    fn encode(&self) -> serde_json::Value {
+    fn clear_form(&self) -> serde_json::Value {
         let form = ProtocolForm {
             format: Self::FORMAT,
             subject: self.subject.as_str().to_string(),

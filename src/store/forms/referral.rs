@@ -1,7 +1,8 @@
 //! The stored form of a referral: the request and where it stands, with its history.
 //!
 //! - format 0: rows written before stored forms existed;
-//! - format 1: the same fields, with `format: 1`.
+//! - format 1: the same fields, with `format: 1`;
+//! - format 2: the same fields, the free text sealed (`SEALED`).
 
 use super::{has_format, StoredForm};
 use crate::domain::referral::{
@@ -51,7 +52,8 @@ pub struct TransitionForm {
 
 impl StoredForm for ReferralState {
     const KIND: &'static str = "referral";
-    const FORMAT: u32 = 1;
+    const FORMAT: u32 = 2;
+    const SEALED: &'static [&'static str] = &["request.detail", "history.*.note"];
     type Read = ReferralForm;
 
     fn upgrade(f: ReferralForm) -> ReferralState {
@@ -82,7 +84,7 @@ impl StoredForm for ReferralState {
         }
     }
 
-    fn encode(&self) -> serde_json::Value {
+    fn clear_form(&self) -> serde_json::Value {
         let r = &self.request;
         let form = ReferralForm {
             format: Self::FORMAT,

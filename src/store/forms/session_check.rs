@@ -2,9 +2,11 @@
 //! service gave at the time) and of a disconnection.
 //!
 //! - format 0: rows written before stored forms existed;
-//! - format 1: the same fields, with `format: 1`.
+//! - format 1: the same fields, with `format: 1`;
+//! - format 2: the same fields, the personal ones sealed (`SEALED`).
 
 use super::{has_format, StoredForm};
+use crate::crypto::{CryptoError, Place};
 use crate::domain::plan::BackupMethod;
 use crate::domain::rules::RuleId;
 use crate::domain::session_check::{
@@ -85,7 +87,13 @@ pub struct RouteForm {
 
 impl StoredForm for SessionCheck {
     const KIND: &'static str = "session check";
-    const FORMAT: u32 = 1;
+    const FORMAT: u32 = 2;
+    const SEALED: &'static [&'static str] = &[
+        "service_user_location.description",
+        "service_user_location.address",
+        "call_back_number",
+        "others_present.*",
+    ];
     type Read = CheckForm;
 
     fn upgrade(f: CheckForm) -> SessionCheck {
@@ -108,7 +116,7 @@ impl StoredForm for SessionCheck {
         })
     }
 
-    fn encode(&self) -> serde_json::Value {
+    fn clear_form(&self) -> serde_json::Value {
         let form = CheckForm {
             format: Self::FORMAT,
             subject: self.subject.as_str().to_string(),
@@ -140,7 +148,8 @@ impl StoredForm for SessionCheck {
 
 impl StoredForm for SessionCheckOutcome {
     const KIND: &'static str = "session check outcome";
-    const FORMAT: u32 = 1;
+    const FORMAT: u32 = 2;
+    const SEALED: &'static [&'static str] = &["on_disconnect.number"];
     type Read = OutcomeForm;
 
     fn upgrade(f: OutcomeForm) -> SessionCheckOutcome {
@@ -166,7 +175,7 @@ impl StoredForm for SessionCheckOutcome {
         }
     }
 
-    fn encode(&self) -> serde_json::Value {
+    fn clear_form(&self) -> serde_json::Value {
         let form = OutcomeForm {
             format: Self::FORMAT,
             outcome: self.outcome,
@@ -201,13 +210,20 @@ pub struct DisconnectionForm {
 }
 
 impl DisconnectionForm {
-    pub const FORMAT: u32 = 1;
+    pub const FORMAT: u32 = 2;
+    /// Sealed from format 2 on (format 1 was clear).
+    pub const SEALED: &'static [&'static str] = &["note"];
 
-    pub fn encode(note: Option<&ShortNote>) -> serde_json::Value {
-        serde_json::to_value(DisconnectionForm {
+    pub fn encode(
+        note: Option<&ShortNote>,
+        place: &Place<'_>,
+    ) -> Result<serde_json::Value, CryptoError> {
+        let mut v = serde_json::to_value(DisconnectionForm {
             format: Self::FORMAT,
             note: note.map(ToString::to_string),
         })
-        .unwrap_or_default()
+        .unwrap_or_default();
+        place.seal_fields(&mut v, Self::SEALED)?;
+        Ok(v)
     }
 }
