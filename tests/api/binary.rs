@@ -158,6 +158,8 @@ async fn a_201_survives_kill_9_and_logs_hold_no_personal_data() {
         "+447700900999",
         "447700900999",
         "confidential-note-text",
+        // The encryption key (its base64 part).
+        telemental::crypto::TEST_KEYS.split_once(':').unwrap().1,
         &t,
         SECRET,
     ] {

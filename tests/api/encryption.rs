@@ -535,3 +535,91 @@ fn without_keys_outside_dev_mode_the_binary_stops_naming_the_variable() {
         assert!(!err.contains("c2hvcnQ="), "the key is not echoed: {err}");
     }
 }
+
+/// Starts the binary in dev mode on `db`; the child and the dev token it prints.
+fn start_dev(db: &str, port: u16) -> (std::process::Child, String) {
+    let mut child = std::process::Command::new(BIN)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("TELEMENTAL_DATABASE_URL", db)
+        .env("TELEMENTAL_BIND", format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let token = loop {
+        let line = lines.next().expect("the dev token is printed").unwrap();
+        if line.starts_with("eyJ") {
+            break line.trim().to_string();
+        }
+    };
+    (child, token)
+}
+
+#[actix_web::test]
+async fn dev_mode_keeps_its_key_beside_the_database_and_a_restart_reads_what_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("dev.db").display());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let ready = || async {
+        eventually(
+            || async {
+                client
+                    .get(format!("{base}/readyz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200)
+            },
+            std::time::Duration::from_secs(20),
+        )
+        .await
+    };
+    let (mut child, token) = start_dev(&db, port);
+    assert!(ready().await);
+    let created: Value = client
+        .post(format!("{base}/v1/plans"))
+        .bearer_auth(&token)
+        .json(&plan("Patient/dev", "marker-plan-note"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    child.kill().unwrap();
+    let _ = child.wait();
+
+    let key_file = dir.path().join("dev.db.keys");
+    let text = std::fs::read_to_string(&key_file).expect("a key file beside the database");
+    assert!(Keyring::parse(&text).is_ok());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    let (mut child, token) = start_dev(&db, port);
+    assert!(ready().await);
+    let again: Value = client
+        .get(format!("{base}/v1/plans/{id}"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["notes"], "marker-plan-note", "{again}");
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), text, "reused");
+    child.kill().unwrap();
+    let _ = child.wait();
+}
