@@ -314,6 +314,57 @@ mod tests {
         );
     }
 
+    /// The cost of sealing, per record, beside writing and reading the clear form (not a
+    /// benchmark harness; a figure for the README): `cargo test --release --lib
+    /// store::forms::tests::cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn cost_of_sealing_a_record() {
+        fn measure<T: StoredForm>(name: &str) {
+            let keys = fixture_keys();
+            let place = fixture_place(&keys);
+            let value = T::decode(sample(name), &place).unwrap();
+            let clear = value.clear_form();
+            let sealed = value.encode(&place).unwrap();
+            let (clear_text, sealed_text) = (clear.to_string(), sealed.to_string());
+            let n = 20_000u32;
+            let time = |f: &dyn Fn()| {
+                let t = std::time::Instant::now();
+                for _ in 0..n {
+                    f();
+                }
+                t.elapsed() / n
+            };
+            let write_clear = time(&|| {
+                std::hint::black_box(value.clear_form().to_string());
+            });
+            let write_sealed = time(&|| {
+                std::hint::black_box(value.encode(&place).unwrap().to_string());
+            });
+            // Reading a clear (format 1) row and a sealed one, from the stored text.
+            let mut v1 = clear.clone();
+            v1["format"] = Value::from(1);
+            let v1_text = v1.to_string();
+            let read_clear = time(&|| {
+                std::hint::black_box(T::decode_str(&v1_text, &place).unwrap());
+            });
+            let read_sealed = time(&|| {
+                std::hint::black_box(T::decode_str(&sealed_text, &place).unwrap());
+            });
+            println!(
+                "{name}: {} sealed fields; write {write_clear:?} clear / {write_sealed:?} sealed; \
+                 read {read_clear:?} clear / {read_sealed:?} sealed; {} / {} bytes",
+                sealed_paths(&sealed).len(),
+                clear_text.len(),
+                sealed_text.len()
+            );
+        }
+        measure::<Plan>("plan-v1-full.json");
+        measure::<SafetyProtocol>("protocol-v1-full.json");
+        measure::<ReferralState>("referral-v1-full.json");
+        measure::<SessionCheck>("session-check-v1-full.json");
+    }
+
     #[test]
     fn every_saved_plan_shape_reads_back() {
         let read = check_kind::<Plan>("plan");
