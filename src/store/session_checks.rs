@@ -87,7 +87,7 @@ impl Store {
                     crate::events::WebhookEvent::SessionCheckDoNotProceed,
                     data,
                     audit.at
-                );
+                )?;
             }
             tx.commit().await?;
         });
