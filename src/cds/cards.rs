@@ -2,7 +2,7 @@
 //! context, their modality out of the codings an EHR may use, and CDS Hooks cards out of the
 //! recommendation engine's answer.
 
-use crate::domain::protocol::SafetyProtocolInput;
+use crate::domain::protocol::SafetyProtocol;
 use crate::domain::rules::{
     Prerequisite, PrerequisiteCode, Reason, Recommendation, ReferralReason, RuleId,
 };
@@ -278,13 +278,13 @@ pub struct Assessed<'a> {
 /// What the cards need besides the recommendations.
 pub struct CardInputs<'a> {
     pub context: &'a HookContext,
-    pub protocol: Option<&'a SafetyProtocolInput>,
+    pub protocol: Option<&'a SafetyProtocol>,
     pub today: NaiveDate,
 }
 
 /// A safety protocol that can be relied on: a call-back number, an in-person crisis response
 /// when risk is high, and not past its review date.
-pub fn protocol_usable(p: Option<&SafetyProtocolInput>, today: NaiveDate) -> bool {
+pub fn protocol_usable(p: Option<&SafetyProtocol>, today: NaiveDate) -> bool {
     p.is_some_and(|p| {
         !p.call_back_numbers.is_empty()
             && (p.risk_level != RiskLevel::High || p.has_in_person_crisis_response())
@@ -605,7 +605,8 @@ fn prerequisite_card(p: &Prerequisite, uuid: Uuid) -> Card {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::plan::PlanInput;
+    use crate::domain::plan::{Plan, PlanInput};
+    use crate::domain::protocol::SafetyProtocolInput;
     use crate::domain::rules::{recommend, RecommendationRequest};
     use crate::domain::types::SubjectRef;
 
@@ -711,11 +712,14 @@ mod tests {
         assert_eq!(read_context(&arr).unwrap().subject, "Patient/7");
     }
 
-    fn plan(v: Value) -> PlanInput {
-        serde_json::from_value(v).unwrap()
+    fn plan(v: Value) -> Plan {
+        serde_json::from_value::<PlanInput>(v)
+            .unwrap()
+            .check(today())
+            .unwrap()
     }
 
-    fn video_first_plan() -> PlanInput {
+    fn video_first_plan() -> Plan {
         plan(json!({
             "subject": "Patient/123",
             "initial_conversation": {"held_on": "2026-11-20"},
@@ -728,12 +732,14 @@ mod tests {
         }))
     }
 
-    fn protocol(risk: &str, agreed: &str) -> SafetyProtocolInput {
-        serde_json::from_value(json!({
+    fn protocol(risk: &str, agreed: &str) -> SafetyProtocol {
+        serde_json::from_value::<SafetyProtocolInput>(json!({
             "subject": "Patient/123", "risk_level": risk, "call_back_numbers": ["+447700900123"],
             "crisis_response": {"team": "Leeds crisis team", "in_person_plan": "attends within 4 h"},
             "agreed_with_service_user_on": agreed, "review_interval_days": 30
         }))
+        .unwrap()
+        .check(today())
         .unwrap()
     }
 
@@ -742,8 +748,8 @@ mod tests {
     }
 
     fn run(
-        plan: Option<&PlanInput>,
-        protocol: Option<&SafetyProtocolInput>,
+        plan: Option<&Plan>,
+        protocol: Option<&SafetyProtocol>,
         appointments: Vec<Value>,
     ) -> Vec<Card> {
         let ctx = read_context(&context(appointments)).unwrap();

@@ -275,10 +275,7 @@ pub async fn telemental_modality(
         .store
         .plan_and_protocol(&caller.tenant, &ctx.subject)
         .await?;
-    let (plan, protocol) = (
-        plan.map(|p| p.content.into_content()),
-        protocol.map(|p| p.content.into_content()),
-    );
+    let (plan, protocol) = (plan.map(|p| p.content), protocol.map(|p| p.content));
     let today = today();
     let recommendations: Vec<_> = ctx
         .appointments

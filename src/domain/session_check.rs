@@ -3,8 +3,8 @@
 //!
 //! Pure functions of the check, the subject's safety protocol and preference plan: no I/O.
 
-use super::plan::{BackupMethod, PlanInput};
-use super::protocol::{SafetyProtocolInput, UsualLocation};
+use super::plan::{BackupMethod, Plan};
+use super::protocol::{SafetyProtocol, UsualLocation};
 pub use super::rules::ActionCode;
 use super::rules::{self, Reason, RecommendationRequest, RuleId};
 use super::types::{Address, AppointmentType, Modality, Name, PhoneNumber, RiskLevel, SubjectRef};
@@ -265,8 +265,8 @@ fn is_usual_location(loc: &ServiceUserLocation, usual: &[UsualLocation]) -> bool
 /// protocol's first call-back number.
 fn reconnection_route(
     input: &SessionCheckInput,
-    protocol: Option<&SafetyProtocolInput>,
-    plan: Option<&PlanInput>,
+    protocol: Option<&SafetyProtocol>,
+    plan: Option<&Plan>,
 ) -> Option<OnDisconnect> {
     if let Some(b) = plan.and_then(|p| p.backup_contact.as_ref()) {
         return Some(OnDisconnect {
@@ -292,11 +292,12 @@ fn reconnection_route(
 }
 
 /// The start-of-session check. `protocol` and `plan` are the subject's current safety protocol
-/// and preference plan, when they exist.
+/// and preference plan, when they exist; all three are checked ones (by their `check`, or
+/// when they were recorded).
 pub fn evaluate(
-    input: &SessionCheckInput,
-    protocol: Option<&SafetyProtocolInput>,
-    plan: Option<&PlanInput>,
+    input: &SessionCheck,
+    protocol: Option<&SafetyProtocol>,
+    plan: Option<&Plan>,
 ) -> SessionCheckOutcome {
     use ActionCode as C;
     use RuleId as R;
@@ -467,7 +468,7 @@ fn modality_of(method: BackupMethod) -> Modality {
 /// Why the service user cannot use a route by this method, by the accessibility rules alone
 /// (CONN-1, EXCL-1, FLEX-5: barriers and discomfort): a call-back is a safety measure, so
 /// the risk level does not close it. `None` when they can.
-fn unusable_route(plan: &PlanInput, method: BackupMethod) -> Option<String> {
+fn unusable_route(plan: &Plan, method: BackupMethod) -> Option<String> {
     let reasons = rules::accessibility(plan).reasons_against(modality_of(method));
     (!reasons.is_empty()).then(|| cited(&reasons))
 }
@@ -487,10 +488,10 @@ fn cited(reasons: &[Reason]) -> String {
 /// alternatives may be offered, and whether the route is one the service user can use.
 /// A count of 0 is treated as 1.
 pub fn on_disconnection(
-    check: &SessionCheckInput,
+    check: &SessionCheck,
     outcome: &SessionCheckOutcome,
-    protocol: Option<&SafetyProtocolInput>,
-    plan: Option<&PlanInput>,
+    protocol: Option<&SafetyProtocol>,
+    plan: Option<&Plan>,
     disconnections_so_far_including_this_one: u32,
 ) -> DisconnectionAdvice {
     use ActionCode as C;
@@ -577,8 +578,8 @@ pub fn on_disconnection(
 fn alternatives_to_offer(
     check: &SessionCheckInput,
     risk: Option<RiskLevel>,
-    protocol: Option<&SafetyProtocolInput>,
-    plan: Option<&PlanInput>,
+    protocol: Option<&SafetyProtocol>,
+    plan: Option<&Plan>,
 ) -> (Vec<Modality>, String) {
     let req = RecommendationRequest {
         subject: check.subject.clone(),
@@ -629,6 +630,9 @@ fn alternatives_to_offer(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::plan::PlanInput;
+    use crate::domain::protocol::SafetyProtocolInput;
+    use chrono::NaiveDate;
     use serde_json::json;
     use ActionCode as C;
     use RuleId as R;
@@ -670,11 +674,19 @@ mod tests {
         })
     }
 
+    fn today() -> NaiveDate {
+        NaiveDate::from_ymd_opt(2026, 11, 28).unwrap()
+    }
+
+    /// The inputs, edited by each case; checked when they are run.
     #[derive(Clone)]
     struct Case {
         check: SessionCheckInput,
         protocol: Option<SafetyProtocolInput>,
         plan: Option<PlanInput>,
+        /// The protocol is one only a row recorded under older checks can hold (high risk
+        /// without an in-person crisis response): given as recorded, not checked.
+        recorded_protocol: bool,
     }
 
     impl Case {
@@ -683,10 +695,42 @@ mod tests {
                 check: serde_json::from_value(check_json()).unwrap(),
                 protocol: Some(serde_json::from_value(protocol_json()).unwrap()),
                 plan: Some(serde_json::from_value(plan_json()).unwrap()),
+                recorded_protocol: false,
             }
         }
+        fn checked(&self) -> SessionCheck {
+            self.check.clone().check().expect("a valid check")
+        }
+        fn checked_protocol(&self) -> Option<SafetyProtocol> {
+            self.protocol.clone().map(|p| {
+                if self.recorded_protocol {
+                    SafetyProtocol::recorded(p)
+                } else {
+                    p.check(today()).expect("a valid protocol")
+                }
+            })
+        }
+        fn checked_plan(&self) -> Option<Plan> {
+            self.plan
+                .clone()
+                .map(|p| p.check(today()).expect("a valid plan"))
+        }
         fn run(&self) -> SessionCheckOutcome {
-            evaluate(&self.check, self.protocol.as_ref(), self.plan.as_ref())
+            evaluate(
+                &self.checked(),
+                self.checked_protocol().as_ref(),
+                self.checked_plan().as_ref(),
+            )
+        }
+        /// The advice on the `n`th disconnection after a check with this outcome.
+        fn disconnect(&self, outcome: &SessionCheckOutcome, n: u32) -> DisconnectionAdvice {
+            on_disconnection(
+                &self.checked(),
+                outcome,
+                self.checked_protocol().as_ref(),
+                self.checked_plan().as_ref(),
+                n,
+            )
         }
         fn risk(&mut self, r: RiskLevel) {
             self.protocol.as_mut().unwrap().risk_level = r;
@@ -1163,8 +1207,7 @@ mod tests {
             c.check.sensitive_topics = sensitive;
             c.risk(risk);
             let outcome = c.run();
-            let advice =
-                on_disconnection(&c.check, &outcome, c.protocol.as_ref(), c.plan.as_ref(), n);
+            let advice = c.disconnect(&outcome, n);
             let label = format!("{modality:?} {risk:?} sensitive={sensitive} n={n}");
             assert_eq!(
                 advice.emergency_protocol_applies_if_call_back_fails, emergency,
@@ -1291,6 +1334,7 @@ mod tests {
                 |c| {
                     c.risk(RiskLevel::High);
                     c.protocol.as_mut().unwrap().crisis_response = None;
+                    c.recorded_protocol = true;
                 },
                 V,
                 &[IP],
@@ -1302,8 +1346,7 @@ mod tests {
             c.check.modality = *modality;
             setup(&mut c);
             let outcome = c.run();
-            let advice =
-                on_disconnection(&c.check, &outcome, c.protocol.as_ref(), c.plan.as_ref(), 2);
+            let advice = c.disconnect(&outcome, 2);
             assert_eq!(advice.alternatives, want.to_vec(), "{name}");
             let offer = advice
                 .actions
@@ -1318,8 +1361,7 @@ mod tests {
                 );
             }
             // The first disconnection offers nothing, whatever the plan.
-            let first =
-                on_disconnection(&c.check, &outcome, c.protocol.as_ref(), c.plan.as_ref(), 1);
+            let first = c.disconnect(&outcome, 1);
             assert!(first.alternatives.is_empty(), "{name}");
         }
     }
@@ -1351,7 +1393,7 @@ mod tests {
                 OnDisconnectSource::PlanBackupContact
             )
         );
-        let advice = on_disconnection(&c.check, &outcome, c.protocol.as_ref(), c.plan.as_ref(), 1);
+        let advice = c.disconnect(&outcome, 1);
         assert_eq!(advice.reconnect, Some(route));
         let reconnect = &advice.actions[0];
         assert_eq!((reconnect.code, reconnect.blocking), (C::Reconnect, false));
@@ -1369,7 +1411,7 @@ mod tests {
             codes(&outcome),
             vec![(C::AgreeBackupContact, R::Conn2, false)]
         );
-        let advice = on_disconnection(&c.check, &outcome, c.protocol.as_ref(), c.plan.as_ref(), 1);
+        let advice = c.disconnect(&outcome, 1);
         assert!(advice.actions[0].text.contains("cannot use"));
 
         // A text back-up for someone uncomfortable with text is flagged too.
@@ -1389,12 +1431,13 @@ mod tests {
         let mut c = Case::base();
         c.risk(RiskLevel::High);
         c.protocol.as_mut().unwrap().crisis_response = None;
+        c.recorded_protocol = true;
         let outcome = c.run();
         assert!(!outcome
             .actions
             .iter()
             .any(|a| a.code == C::AgreeBackupContact));
-        let advice = on_disconnection(&c.check, &outcome, c.protocol.as_ref(), c.plan.as_ref(), 1);
+        let advice = c.disconnect(&outcome, 1);
         assert!(advice.actions[0]
             .text
             .contains("call the service user on the back-up number"));
@@ -1409,14 +1452,14 @@ mod tests {
         let outcome = c.run();
         assert_eq!(outcome.on_disconnect, None);
         // No route at all: reconnecting is flagged as blocking.
-        let advice = on_disconnection(&c.check, &outcome, None, None, 1);
+        let advice = c.disconnect(&outcome, 1);
         assert_eq!(advice.reconnect, None);
         assert!(advice.actions[0].blocking);
         // The protocol now on record supplies the number, and its high risk counts.
-        let mut protocol = protocol.unwrap();
-        protocol.risk_level = RiskLevel::High;
+        c.protocol = protocol;
+        c.risk(RiskLevel::High);
         c.check.sensitive_topics = true;
-        let advice = on_disconnection(&c.check, &outcome, Some(&protocol), None, 1);
+        let advice = c.disconnect(&outcome, 1);
         assert_eq!(
             advice.reconnect.map(|r| (r.number, r.source)),
             Some((

@@ -79,8 +79,8 @@ pub async fn recommend_modality(
     let (plan, protocol) = st.store.plan_and_protocol(&caller.tenant, subject).await?;
     let recommendation = recommend(
         &req,
-        plan.as_ref().map(|p| p.content.content()),
-        protocol.as_ref().map(|p| p.content.content()),
+        plan.as_ref().map(|p| &p.content),
+        protocol.as_ref().map(|p| &p.content),
         today(),
     );
     // A recommendation discloses what the plan and the protocol say: it is audited as a read

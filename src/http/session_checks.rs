@@ -168,8 +168,8 @@ pub async fn create_session_check(
     let plan = current::<Plan>(&st, &caller.tenant, &subject).await?;
     let result = evaluate(
         &check,
-        protocol.as_ref().map(|p| p.0.content()),
-        plan.as_ref().map(|p| p.0.content()),
+        protocol.as_ref().map(|p| &p.0),
+        plan.as_ref().map(|p| &p.0),
     );
     let id = Uuid::now_v7();
     let audit = st.audit_entry(
@@ -326,8 +326,8 @@ pub async fn record_disconnection(
     let advice = on_disconnection(
         &r.check,
         &r.result,
-        protocol.as_ref().map(|p| p.0.content()),
-        plan.as_ref().map(|p| p.0.content()),
+        protocol.as_ref().map(|p| &p.0),
+        plan.as_ref().map(|p| &p.0),
         u32::try_from(n).unwrap_or(u32::MAX),
     );
     Ok(HttpResponse::Created().json(Disconnection {

@@ -9,47 +9,53 @@ use uuid::Uuid;
 
 /// Writes an event and one pending delivery per subscribed webhook, inside an open
 /// transaction (`$tx` is the transaction binding). The payload is sealed whole, bound to the
-/// event's id (`$store` has the keys).
+/// event's id (`$store` has the keys). Evaluates to a `Result<Uuid, DbError>` holding the
+/// event's id: the caller decides what a failure does (`emit_event!(...)?`).
 macro_rules! emit_event {
     ($store:expr, $tx:expr, $tenant:expr, $type:expr, $payload:expr, $at:expr) => {{
+        let conn = &mut *$tx;
+        let store: &$crate::store::Store = $store;
         let tenant: &str = $tenant;
         let kind: &str = $crate::events::WebhookEvent::as_str($type);
         let at: $crate::store::Ts = $at;
-        let event_id = uuid::Uuid::now_v7();
-        let event_row = event_id.to_string();
-        let sealed = $store
-            .place(tenant, "outbox_events.payload", &event_row)
-            .seal_value(&serde_json::to_value($payload).unwrap_or_default())
-            .map_err($crate::store::DbError::from)?;
-        let hooks: Vec<(uuid::Uuid,)> = sqlx::query_as(
-            "SELECT id FROM webhooks WHERE tenant = $1 AND deleted_at IS NULL AND events LIKE $2",
-        )
-        .bind(tenant)
-        .bind(format!("%,{kind},%"))
-        .fetch_all(&mut *$tx)
-        .await?;
-        sqlx::query("INSERT INTO outbox_events (id, tenant, type, occurred_at, payload) VALUES ($1, $2, $3, $4, $5)")
-            .bind(event_id)
-            .bind(tenant)
-            .bind(kind)
-            .bind(at)
-            .bind(sqlx::types::Json(&sealed))
-            .execute(&mut *$tx)
-            .await?;
-        for (hook,) in hooks {
-            sqlx::query(
-                "INSERT INTO webhook_deliveries (id, tenant, webhook_id, event_id, status, attempts, \
-                 next_attempt_at, created_at) VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)",
+        let payload = serde_json::to_value($payload).unwrap_or_default();
+        async move {
+            let event_id = uuid::Uuid::now_v7();
+            let event_row = event_id.to_string();
+            let sealed = store
+                .place(tenant, "outbox_events.payload", &event_row)
+                .seal_value(&payload)?;
+            let hooks: Vec<(uuid::Uuid,)> = sqlx::query_as(
+                "SELECT id FROM webhooks WHERE tenant = $1 AND deleted_at IS NULL AND events LIKE $2",
             )
-            .bind(uuid::Uuid::now_v7())
             .bind(tenant)
-            .bind(hook)
-            .bind(event_id)
-            .bind(at)
-            .execute(&mut *$tx)
+            .bind(format!("%,{kind},%"))
+            .fetch_all(&mut *conn)
             .await?;
+            sqlx::query("INSERT INTO outbox_events (id, tenant, type, occurred_at, payload) VALUES ($1, $2, $3, $4, $5)")
+                .bind(event_id)
+                .bind(tenant)
+                .bind(kind)
+                .bind(at)
+                .bind(sqlx::types::Json(&sealed))
+                .execute(&mut *conn)
+                .await?;
+            for (hook,) in hooks {
+                sqlx::query(
+                    "INSERT INTO webhook_deliveries (id, tenant, webhook_id, event_id, status, attempts, \
+                     next_attempt_at, created_at) VALUES ($1, $2, $3, $4, 'pending', 0, $5, $5)",
+                )
+                .bind(uuid::Uuid::now_v7())
+                .bind(tenant)
+                .bind(hook)
+                .bind(event_id)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+            }
+            Ok::<uuid::Uuid, $crate::store::DbError>(event_id)
         }
-        event_id
+        .await
     }};
 }
 pub(crate) use emit_event;
@@ -432,7 +438,7 @@ impl Store {
                     continue;
                 };
                 let data = render(&referral);
-                emit_event!(self, tx, tenant, crate::events::WebhookEvent::ReferralOverdue, &data, now);
+                emit_event!(self, tx, tenant, crate::events::WebhookEvent::ReferralOverdue, &data, now)?;
             }
             tx.commit().await?;
             rows.len()
@@ -453,7 +459,7 @@ impl Store {
                     next_review_due: *due,
                 })
                 .unwrap_or_default();
-                emit_event!(self, tx, tenant, crate::events::WebhookEvent::PlanReviewDue, &data, now);
+                emit_event!(self, tx, tenant, crate::events::WebhookEvent::PlanReviewDue, &data, now)?;
             }
             tx.commit().await?;
             rows.len()

@@ -111,46 +111,60 @@ pub(crate) const SELECT: &str = "SELECT r.id, r.subject, r.version, r.body, r.cr
     r.updated_at, v.recorded_by AS updated_by FROM referrals r \
     LEFT JOIN referral_versions v ON v.record_id = r.id AND v.version = r.version";
 
-/// Claims the key inside the open transaction: true when this request owns it. The primary
-/// key, not a check-then-insert, decides between concurrent retries.
+/// Claims the key inside the open transaction (`$tx` is the transaction binding). Evaluates
+/// to a `Result<bool, sqlx::Error>`: `Ok(true)` when this request owns the key (or has none).
+/// The primary key, not a check-then-insert, decides between concurrent retries.
 macro_rules! claim_key {
     ($tx:expr, $tenant:expr, $idem:expr, $at:expr) => {{
-        match $idem {
-            None => true,
-            Some(k) => sqlx::query(
+        let conn = &mut *$tx;
+        let (tenant, idem, at): (&str, Option<&IdemKey<'_>>, Ts) = ($tenant, $idem, $at);
+        async move {
+            let Some(k) = idem else {
+                return Ok::<bool, sqlx::Error>(true);
+            };
+            let done = sqlx::query(
                 "INSERT INTO idempotency_keys (tenant, endpoint, key, request_hash, created_at) \
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
             )
-            .bind($tenant)
+            .bind(tenant)
             .bind(k.endpoint)
             .bind(k.key)
             .bind(&k.request_hash)
-            .bind($at)
-            .execute(&mut *$tx)
-            .await?
-            .rows_affected()
-                == 1,
+            .bind(at)
+            .execute(&mut *conn)
+            .await?;
+            Ok(done.rows_affected() == 1)
         }
+        .await
     }};
 }
 
-/// Keeps the response for replays, sealed whole (it holds the referral's free text).
+/// Keeps the response for the request's idempotency key, if any, inside the open transaction
+/// (`$tx` is the transaction binding), sealed whole (it holds the referral's free text; `$store`
+/// has the keys). Evaluates to a `Result<(), DbError>`.
 macro_rules! keep_response {
     ($store:expr, $tx:expr, $tenant:expr, $idem:expr, $resp:expr) => {{
-        if let Some(k) = $idem {
-            let row = format!("{} {}", k.endpoint, k.key);
-            let sealed = $store
-                .place($tenant, RESPONSE_SEALED_AS, &row)
-                .seal_value(&serde_json::to_value($resp).unwrap_or_default())
-                .map_err(DbError::from)?;
-            sqlx::query("UPDATE idempotency_keys SET response = $1 WHERE tenant = $2 AND endpoint = $3 AND key = $4")
-                .bind(Json(&sealed))
-                .bind($tenant)
-                .bind(k.endpoint)
-                .bind(k.key)
-                .execute(&mut *$tx)
-                .await?;
+        let conn = &mut *$tx;
+        let store: &Store = $store;
+        let (tenant, idem, resp): (&str, Option<&IdemKey<'_>>, &StoredResponse) =
+            ($tenant, $idem, $resp);
+        async move {
+            if let Some(k) = idem {
+                let row = format!("{} {}", k.endpoint, k.key);
+                let sealed = store
+                    .place(tenant, RESPONSE_SEALED_AS, &row)
+                    .seal_value(&serde_json::to_value(resp).unwrap_or_default())?;
+                sqlx::query("UPDATE idempotency_keys SET response = $1 WHERE tenant = $2 AND endpoint = $3 AND key = $4")
+                    .bind(Json(&sealed))
+                    .bind(tenant)
+                    .bind(k.endpoint)
+                    .bind(k.key)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            Ok::<(), DbError>(())
         }
+        .await
     }};
 }
 
@@ -210,7 +224,7 @@ impl Store {
         let resp = render(&record);
         let claimed = on_db!(&self.db, p => {
             let mut tx = p.begin().await?;
-            if !claim_key!(tx, tenant, idem, now) {
+            if !claim_key!(tx, tenant, idem, now)? {
                 false
             } else {
                 sqlx::query("INSERT INTO referrals (id, tenant, subject, version, body, status, due_by, created_at, updated_at) \
@@ -222,8 +236,8 @@ impl Store {
                     .bind(id).bind(tenant).bind(Json(&body)).bind(now).bind(&audit.actor)
                     .execute(&mut *tx).await?;
                 insert_audit!(&mut *tx, audit)?;
-                emit_event!(self, tx, tenant, WebhookEvent::ReferralCreated, &resp.body, now);
-                keep_response!(self, tx, tenant, idem, &resp);
+                emit_event!(self, tx, tenant, WebhookEvent::ReferralCreated, &resp.body, now)?;
+                keep_response!(self, tx, tenant, idem, &resp)?;
                 tx.commit().await?;
                 true
             }
@@ -305,7 +319,7 @@ impl Store {
         let sql = format!("{SELECT} WHERE r.id = $1 AND r.tenant = $2");
         let outcome: Option<(ReferralRecord, StoredResponse)> = on_db!(&self.db, p => {
             let mut tx = p.begin().await?;
-            if !claim_key!(tx, tenant, idem, now) {
+            if !claim_key!(tx, tenant, idem, now)? {
                 None
             } else {
                 sqlx::query("UPDATE referrals SET version = version WHERE id = $1 AND tenant = $2")
@@ -348,8 +362,8 @@ impl Store {
                 let resp = render(&record);
                 // The referral as every referral event carries it (its previous status is the
                 // second-to-last entry of its history).
-                emit_event!(self, tx, tenant, WebhookEvent::ReferralStatusChanged, &resp.body, now);
-                keep_response!(self, tx, tenant, idem, &resp);
+                emit_event!(self, tx, tenant, WebhookEvent::ReferralStatusChanged, &resp.body, now)?;
+                keep_response!(self, tx, tenant, idem, &resp)?;
                 tx.commit().await?;
                 Some((record, resp))
             }

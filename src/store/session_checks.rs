@@ -99,7 +99,7 @@ impl Store {
                     crate::events::WebhookEvent::SessionCheckDoNotProceed,
                     data,
                     audit.at
-                );
+                )?;
             }
             tx.commit().await?;
         });

@@ -4,10 +4,10 @@ use super::tests::{check_invariants, today};
 use super::*;
 use crate::domain::plan::{
     BackupContact, BackupMethod, Barrier, BarrierKind, Connectivity, ContactPattern, Device,
-    DigitalSkills, InitialConversation, Participant, ParticipantRole, Personalisation, PlanInput,
-    Preferences, PrivateSpace, Resources,
+    DigitalSkills, InitialConversation, Participant, ParticipantRole, Personalisation, Plan,
+    PlanInput, Preferences, PrivateSpace, Resources,
 };
-use crate::domain::protocol::{CrisisResponse, SafetyProtocolInput};
+use crate::domain::protocol::{CrisisResponse, SafetyProtocol, SafetyProtocolInput};
 use crate::domain::types::{
     AppointmentType, CalendarDate, Label, Modality, Name, PhoneNumber, PlanText, ReviewInterval,
     RiskLevel, SubjectRef,
@@ -117,7 +117,8 @@ fn plan() -> impl Strategy<Value = PlanInput> {
         any::<bool>(),
         ranking(),
         prop::option::of((appointment_type(), ranking())),
-        // Validation refuses in_person here, but the engine must cope with it anyway.
+        // Validation refuses in_person here, but the engine must cope with it anyway (a
+        // recorded plan may hold it: `given_plan`).
         subsequence(Modality::ALL.to_vec(), 0..=4),
         resources(),
         subsequence(
@@ -165,9 +166,28 @@ fn plan() -> impl Strategy<Value = PlanInput> {
         )
 }
 
+/// The plan as the engine is given it: checked when today's checks accept it, else as a row
+/// recorded under older checks may hold it (`in_person` among `uncomfortable_with`), which
+/// the engine must cope with too.
+fn given_plan(plan: PlanInput) -> Plan {
+    plan.clone()
+        .check(today())
+        .unwrap_or_else(|_| Plan::recorded(plan))
+}
+
+/// The protocol as the engine is given it: checked when today's checks accept it, else as a
+/// row recorded under older checks may hold it (no call-back number; high risk without an
+/// in-person crisis response).
+fn given_protocol(protocol: SafetyProtocolInput) -> SafetyProtocol {
+    protocol
+        .clone()
+        .check(today())
+        .unwrap_or_else(|_| SafetyProtocol::recorded(protocol))
+}
+
 /// A protocol at a given risk; `crisis` 0 = none, 1 = a team only, 2 = an in-person plan.
-fn protocol_at(risk: RiskLevel, numbers: u32, crisis: u8) -> SafetyProtocolInput {
-    SafetyProtocolInput {
+fn protocol_at(risk: RiskLevel, numbers: u32, crisis: u8) -> SafetyProtocol {
+    given_protocol(SafetyProtocolInput {
         subject: subject(),
         risk_level: risk,
         call_back_numbers: (0..numbers).map(phone).collect(),
@@ -182,7 +202,7 @@ fn protocol_at(risk: RiskLevel, numbers: u32, crisis: u8) -> SafetyProtocolInput
         agreed_with_service_user_on: CalendarDate::recorded(today()),
         review_interval_days: ReviewInterval::DEFAULT,
         notes: None,
-    }
+    })
 }
 
 type ProtocolShape = Option<(RiskLevel, u32, u8)>;
@@ -229,9 +249,10 @@ proptest! {
         protocol in protocol_shape(),
         req in request(),
     ) {
+        let plan = plan.map(given_plan);
         let protocol = protocol.map(|(r, n, c)| protocol_at(r, n, c));
         let rec = recommend(&req, plan.as_ref(), protocol.as_ref(), today());
-        check_invariants(&rec, plan.as_ref());
+        check_invariants(&rec, plan.as_deref());
     }
 
     #[test]
@@ -240,6 +261,7 @@ proptest! {
         protocol in protocol_shape(),
         req in request(),
     ) {
+        let plan = plan.map(given_plan);
         let protocol = protocol.map(|(r, n, c)| protocol_at(r, n, c));
         let rec = recommend(&req, plan.as_ref(), protocol.as_ref(), today());
         let in_person = rec.options.iter().find(|o| o.modality == Modality::InPerson);
@@ -256,6 +278,7 @@ proptest! {
         a in risk(),
         b in risk(),
     ) {
+        let plan = plan.map(given_plan);
         let protocol = protocol.map(|(r, n, c)| protocol_at(r, n, c));
         req.risk_level = a.min(b);
         let lower = recommend(&req, plan.as_ref(), protocol.as_ref(), today());
@@ -276,6 +299,7 @@ proptest! {
         a in select(vec![RiskLevel::Low, RiskLevel::Moderate, RiskLevel::High]),
         b in select(vec![RiskLevel::Low, RiskLevel::Moderate, RiskLevel::High]),
     ) {
+        let plan = plan.map(given_plan);
         let lower = protocol_at(a.min(b), numbers, crisis);
         let higher = protocol_at(a.max(b), numbers, crisis);
         let was = suitable(&recommend(&req, plan.as_ref(), Some(&lower), today()));
@@ -291,6 +315,7 @@ proptest! {
         protocol in protocol_shape(),
         req in request(),
     ) {
+        let plan = plan.map(given_plan);
         let protocol = protocol.map(|(r, n, c)| protocol_at(r, n, c));
         let first = recommend(&req, plan.as_ref(), protocol.as_ref(), today());
         let again = recommend(&req, plan.clone().as_ref(), protocol.clone().as_ref(), today());
@@ -347,6 +372,7 @@ proptest! {
         plan.personalisation.cannot_attend_in_person = false;
         req.first_appointment = false;
         let protocol = protocol.map(|(r, n, c)| protocol_at(r, n, c));
+        let plan = given_plan(plan);
         let rec = recommend(&req, Some(&plan), protocol.as_ref(), today());
         let ranking = plan.preferences.ranking_for(req.appointment_type);
         let want = ranking
@@ -371,6 +397,7 @@ proptest! {
             req.first_appointment = false; // THER-1
         }
         let protocol = protocol.map(|(r, n, c)| protocol_at(r, n, c));
+        let plan = given_plan(plan);
         let rec = recommend(&req, Some(&plan), protocol.as_ref(), today());
         let ranking = plan.preferences.ranking_for(req.appointment_type);
         let no_private = plan.resources.private_space == Some(PrivateSpace::No);
@@ -400,6 +427,7 @@ proptest! {
         protocol in protocol_shape(),
         req in request(),
     ) {
+        let plan = plan.map(given_plan);
         let protocol = protocol.map(|(r, n, c)| protocol_at(r, n, c));
         let rec = recommend(&req, plan.as_ref(), protocol.as_ref(), today());
         let f = &rec.fallback_referral;

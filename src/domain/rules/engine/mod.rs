@@ -25,20 +25,25 @@ use super::codes::Reason;
 use super::recommendation::{
     FallbackSuggestion, ModalityOption, Recommendation, RecommendationRequest,
 };
-use crate::domain::plan::PlanInput;
-use crate::domain::protocol::SafetyProtocolInput;
+use crate::domain::plan::{Plan, PlanInput};
+use crate::domain::protocol::{SafetyProtocol, SafetyProtocolInput};
 use crate::domain::referral::ReferralReason;
 use crate::domain::types::{Modality, RiskLevel};
 use chrono::NaiveDate;
 
 /// Recommends a modality for one appointment, explaining every option by the rules behind it.
-/// Pure and deterministic: the same inputs always give the same output.
+/// Pure and deterministic: the same inputs always give the same output. The plan and the
+/// protocol are checked ones (by `check`, or when they were recorded).
 pub fn recommend(
     req: &RecommendationRequest,
-    plan: Option<&PlanInput>,
-    protocol: Option<&SafetyProtocolInput>,
+    plan: Option<&Plan>,
+    protocol: Option<&SafetyProtocol>,
     today: NaiveDate,
 ) -> Recommendation {
+    let (plan, protocol) = (
+        plan.map(Plan::content),
+        protocol.map(SafetyProtocol::content),
+    );
     let ctx = Context::new(req, plan, protocol);
     let mut opts = Assessments::new(&ctx);
     // 1. Rule out what is not accessible.
@@ -142,9 +147,13 @@ impl Suitability {
 /// appropriate at the risk level (the higher of the request's and the protocol's).
 pub fn suitability(
     req: &RecommendationRequest,
-    plan: Option<&PlanInput>,
-    protocol: Option<&SafetyProtocolInput>,
+    plan: Option<&Plan>,
+    protocol: Option<&SafetyProtocol>,
 ) -> Suitability {
+    let (plan, protocol) = (
+        plan.map(Plan::content),
+        protocol.map(SafetyProtocol::content),
+    );
     let ctx = Context::new(req, plan, protocol);
     let mut opts = Assessments::new(&ctx);
     rule_out_inaccessible(plan, &mut opts);
@@ -155,12 +164,12 @@ pub fn suitability(
 
 /// Step 1 alone: what the service user can use and is comfortable with (CONN-1, EXCL-1,
 /// FLEX-5), whatever the appointment and the risk level.
-pub fn accessibility(plan: &PlanInput) -> Suitability {
+pub fn accessibility(plan: &Plan) -> Suitability {
     let mut opts = Assessments(Modality::ALL.map(|modality| Assessment {
         modality,
         findings: Vec::new(),
     }));
-    rule_out_inaccessible(Some(plan), &mut opts);
+    rule_out_inaccessible(Some(plan.content()), &mut opts);
     Suitability(opts)
 }
 
