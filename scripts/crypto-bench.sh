@@ -47,12 +47,19 @@ curl -sf -o /dev/null -X POST "$BASE/v1/safety-protocols" -H "Authorization: Bea
   "crisis_response": {"team": "Leeds crisis team", "phone": "+441130000000", "in_person_plan": "attends within 4 hours"},
   "agreed_with_service_user_on": "2026-11-20", "notes": "agreed by phone"}'
 
+# A new subject per request: thread number, run start and a counter.
 cat >"$WORK/create.lua" <<EOF
+local threads = 0
+function setup(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
 local n = 0
+local run = tostring(os.time())
 local body_tail = [[, $(echo "$PLAN" | tr '\n' ' ')}]]
 request = function()
   n = n + 1
-  local subject = "Patient/c-" .. tostring(math.random(1, 1e9)) .. "-" .. n
+  local subject = "Patient/c-" .. run .. "-" .. tostring(tid) .. "-" .. n
   return wrk.format("POST", "/v1/plans", {["Content-Type"] = "application/json",
     ["Authorization"] = "Bearer $TOKEN"}, '{"subject": "' .. subject .. '"' .. body_tail)
 end
@@ -64,7 +71,19 @@ wrk.headers["Authorization"] = "Bearer $TOKEN"
 wrk.body = '{"subject": "Patient/bench", "appointment_type": "therapy"}'
 EOF
 
-run() { wrk -t2 -c32 -d"${DURATION}s" --latency "$@" | grep -E "^Requests/sec| 50%| 99%|Non-2xx" | tr -s ' ' | paste -sd' '; }
+# The service's CPU time (user + system, in clock ticks) so far.
+cpu() { awk '{print $14 + $15}' "/proc/$PID/stat"; }
+# Throughput and latency, and the service's CPU per request (less sensitive than throughput to
+# other load on a shared machine; the database's CPU is not counted).
+run() {
+  local before out after n
+  before=$(cpu)
+  out=$(wrk -t2 -c32 -d"${DURATION}s" --latency "$@")
+  after=$(cpu)
+  n=$(echo "$out" | awk '/requests in/ {print $1}')
+  echo "$(echo "$out" | grep -E "^Requests/sec| 50%| 99%|Non-2xx" | tr -s ' ' | paste -sd' ')" \
+    "service CPU/request: $(( (after - before) * 1000000 / $(getconf CLK_TCK) / n )) us"
+}
 echo "plan create:    $(run -s "$WORK/create.lua" "$BASE/v1/plans")"
 echo "plan read:      $(run -H "Authorization: Bearer $TOKEN" "$BASE/v1/plans/$ID")"
 echo "recommendation: $(run -s "$WORK/recommend.lua" "$BASE/v1/recommendations")"
