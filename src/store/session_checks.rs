@@ -65,6 +65,7 @@ impl Store {
         let result = c.result.encode();
         let outcome = c.result.outcome.as_str();
         on_db!(&self.db, p => {
+            let _turn = self.write_turn().await;
             let mut tx = p.begin().await?;
             sqlx::query(SQL)
                 .bind(c.id)
@@ -133,6 +134,7 @@ impl Store {
         const COUNT: &str =
             "SELECT COUNT(*) FROM session_disconnections WHERE session_check_id = $1 AND tenant = $2";
         let n = on_db!(&self.db, p => {
+            let _turn = self.write_turn().await;
             let mut tx = p.begin().await?;
             sqlx::query(INSERT)
                 .bind(Uuid::now_v7())
