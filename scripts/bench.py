@@ -199,7 +199,7 @@ end
 
 LUA = {
     "recommend": LUA_COMMON + r"""
-local types = {"therapy", "assessment", "review"}
+local types = {"therapy", "assessment", "medication_review"}
 request = function()
   n = n + 1
   local body = string.format('{"subject": "Patient/bench-%d", "appointment_type": "%s", "sensitive_topics": %s}',
@@ -423,7 +423,8 @@ def run_engine(engine, args, bench, work, jwks_url, binary):
             print(f"  {label:<48} {r['rps']:>9.0f} req/s  p50 {r['p50']:>7.2f} ms  p99 {r['p99']:>7.2f} ms"
                   f"  ratio {r['rps'] / base:5.3f}  cpu {r['cpu_ms']:.3f} ms/req  non-2xx {r['non2xx']}"
                   + (f"  socket errors {r['socket_errors']}" if r["socket_errors"] else "")
-                  + (f"  ({r['note']})" if r.get("note") else ""), flush=True)
+                  + (f"  ({r['note']})" if r.get("note") else "")
+                  + f"  peak RSS so far {svc.peak_rss_mib():.1f} MiB", flush=True)
         results["load_before"] = load
         results["peak_rss_mib"] = svc.peak_rss_mib()
         # Every audited read leaves its row: compare with the requests wrk saw completed (a
@@ -464,7 +465,8 @@ def run_engine(engine, args, bench, work, jwks_url, binary):
 
 def verdicts(engine, res):
     base = res["healthz"]["rps"]
-    lines = []
+    lines = [(f"{kind}: every response 2xx ({r['non2xx']} were not)", r["non2xx"] == 0)
+             for kind, r in res.items() if isinstance(r, dict) and "non2xx" in r]
     for kind, target in TARGETS[engine].items():
         ratio = res[kind]["rps"] / base
         lines.append((f"{kind} ratio {ratio:.3f} >= {target}", ratio >= target))

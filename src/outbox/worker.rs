@@ -93,8 +93,10 @@ impl Worker {
             retention: settings.outbox_retention,
             // Often enough that rows do not outstay the retention by much, rarely enough to cost
             // nothing.
+            // (`max` then `min`, not `clamp`: an interval above ten minutes is a valid setting.)
             prune_every: (settings.outbox_retention / 10)
-                .clamp(settings.worker_interval, Duration::from_secs(600)),
+                .min(Duration::from_secs(600))
+                .max(settings.worker_interval),
         }
     }
 

@@ -120,6 +120,7 @@ impl Store {
             return Ok(());
         }
         on_db!(&self.db, p => {
+            let _turn = self.write_turn().await;
             let mut tx = p.begin().await?;
             for e in entries {
                 insert_audit!(&mut *tx, e)?;
@@ -266,6 +267,7 @@ impl Store {
         let mut sealed = 0;
         for (tenant,) in tenants {
             on_db!(&self.db, p => {
+                let _turn = self.write_turn().await;
                 let mut tx = p.begin().await?;
                 // A write first: SQLite takes its write lock here, before reading the head.
                 sqlx::query(ENSURE_HEAD).bind(&tenant).execute(&mut *tx).await?;
@@ -279,15 +281,24 @@ impl Store {
                     tx.commit().await?;
                     continue;
                 }
+                let mut links = Vec::with_capacity(rows.len());
                 for mut row in rows {
                     seq += 1;
                     row.seq = Some(seq);
                     row.prev_hash = Some(std::mem::take(&mut hash));
                     hash = row.expected_hash().unwrap_or_default();
-                    sqlx::query("UPDATE audit_events SET seq = $1, prev_hash = $2, hash = $3 WHERE id = $4")
-                        .bind(seq).bind(&row.prev_hash).bind(&hash).bind(row.id)
-                        .execute(&mut *tx).await?;
-                    sealed += 1;
+                    links.push((row.id, seq, row.prev_hash.take().unwrap_or_default(), hash.clone()));
+                }
+                // One statement per chunk of rows, not one per row: each statement is a trip
+                // to the database (on SQLite, to its worker thread).
+                for chunk in links.chunks(SEAL_CHUNK) {
+                    let sql = seal_statement(chunk.len());
+                    let mut q = sqlx::query(&sql);
+                    for (id, seq, prev, hash) in chunk {
+                        q = q.bind(*id).bind(*seq).bind(prev.as_str()).bind(hash.as_str());
+                    }
+                    q.execute(&mut *tx).await?;
+                    sealed += chunk.len() as u64;
                 }
                 sqlx::query("UPDATE audit_chain_heads SET seq = $1, hash = $2 WHERE tenant = $3")
                     .bind(seq).bind(&hash).bind(&tenant).execute(&mut *tx).await?;
@@ -446,6 +457,7 @@ impl Store {
             }
             flush().map_err(write_err)?;
             on_db!(&self.db, p => {
+                let _turn = self.write_turn().await;
                 let mut tx = p.begin().await.map_err(err)?;
                 sqlx::query("INSERT INTO audit_archive_anchors (id, tenant, upto_seq, hash, rows, archived_at) \
                     VALUES ($1, $2, $3, $4, $5, $6)")
@@ -461,4 +473,23 @@ impl Store {
         }
         Ok(done)
     }
+}
+
+/// Rows linked by one statement when sealing (four parameters each).
+const SEAL_CHUNK: usize = 250;
+
+/// `UPDATE … FROM` a list of `(id, seq, prev_hash, hash)`: the same text on both engines.
+fn seal_statement(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|i| {
+            let p = 4 * i;
+            format!("(${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4)
+        })
+        .collect();
+    format!(
+        "WITH v (id, seq, prev_hash, hash) AS (VALUES {}) \
+         UPDATE audit_events SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash \
+         FROM v WHERE audit_events.id = v.id",
+        values.join(", ")
+    )
 }

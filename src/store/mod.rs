@@ -220,6 +220,10 @@ pub struct Store {
     sync: Option<std::sync::Arc<sync::Syncer>>,
     /// The current plans and protocols in memory: SQLite, when this process owns the file.
     cache: Option<std::sync::Arc<cache::RecordCache>>,
+    /// SQLite has one writer at a time. Write transactions take turns here, first come first
+    /// served, instead of meeting SQLite's lock and its busy handler, which sleeps up to
+    /// 100 ms a try and lets a steady writer starve the others (`None` for PostgreSQL).
+    write_gate: Option<std::sync::Arc<tokio::sync::Mutex<()>>>,
     /// Holds the SQLite file's lock (and its cache) for as long as a store uses it.
     _owner: Option<std::sync::Arc<SqliteOwner>>,
     /// The SQLite database file.
@@ -323,6 +327,7 @@ impl Store {
                 db: Db::Sqlite(pool),
                 sync,
                 cache: None,
+                write_gate: Some(Default::default()),
                 _owner: None,
                 file: on_disk.then_some(file),
                 keys: Default::default(),
@@ -339,6 +344,7 @@ impl Store {
                 db: Db::Postgres(pool),
                 sync: None,
                 cache: None,
+                write_gate: None,
                 _owner: None,
                 file: None,
                 keys: Default::default(),
@@ -386,6 +392,15 @@ impl Store {
 
     /// Returns once every commit this process made before the call is on disk. Call it after
     /// a commit whose request is answered as done (a write, an audit row of a read).
+    /// This process's turn to write (SQLite): hold it from `BEGIN` to `COMMIT`, and drop it
+    /// before waiting for [`Store::durable`], so that others commit during the flush.
+    pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match &self.write_gate {
+            Some(g) => Some(g.lock().await),
+            None => None,
+        }
+    }
+
     pub async fn durable(&self) -> DbResult<()> {
         match &self.sync {
             Some(s) => s.durable().await.map_err(DbError::Unavailable),

@@ -243,6 +243,7 @@ impl Store {
             (w.deleted_at IS NOT NULL) AS webhook_deleted \
             FROM webhook_deliveries d JOIN outbox_events e ON e.id = d.event_id \
             JOIN webhooks w ON w.id = d.webhook_id WHERE d.id = $1";
+        let _turn = self.write_turn().await;
         let jobs = on_db!(&self.db, p => {
             let mut q = sqlx::query_as::<_, (Uuid,)>(&sql)
                 .bind(lease_until)
@@ -301,6 +302,7 @@ impl Store {
              AND status = 'pending' AND id IN ({}) RETURNING id",
             placeholders(3, ids.len())
         );
+        let _turn = self.write_turn().await;
         let held = on_db!(&self.db, p => {
             let mut q = sqlx::query_as::<_, (Uuid,)>(&sql).bind(until).bind(owner);
             for id in ids {
@@ -328,6 +330,7 @@ impl Store {
             }
         };
         let held = on_db!(&self.db, p => {
+            let _turn = self.write_turn().await;
             let mut tx = p.begin().await?;
             let n = match result {
                 AttemptResult::Delivered { .. } => {
@@ -361,6 +364,7 @@ impl Store {
 
     /// A delivery whose webhook was deleted is not sent.
     pub async fn cancel_delivery(&self, owner: Uuid, id: Uuid) -> DbResult<()> {
+        let _turn = self.write_turn().await;
         on_db!(&self.db, p => sqlx::query("UPDATE webhook_deliveries SET status = 'cancelled', locked_until = NULL, \
             locked_by = NULL WHERE id = $1 AND locked_by = $2")
             .bind(id).bind(owner).execute(p).await.map(|_| ()))?;
@@ -402,6 +406,7 @@ impl Store {
                  AND NOT EXISTS (SELECT 1 FROM webhook_attempts a WHERE a.delivery_id = webhook_deliveries.id)"
             );
             let (a, d) = on_db!(&self.db, p => {
+                let _turn = self.write_turn().await;
                 let mut tx = p.begin().await?;
                 let a = sqlx::query(&attempts).bind(cutoff).bind(batch).execute(&mut *tx).await?.rows_affected();
                 let d = sqlx::query(&deliveries).bind(cutoff).bind(batch).execute(&mut *tx).await?.rows_affected();
@@ -411,6 +416,7 @@ impl Store {
             pruned.attempts += a;
             pruned.deliveries += d;
         }
+        let _turn = self.write_turn().await;
         pruned.events = on_db!(&self.db, p => sqlx::query(EVENTS).bind(cutoff).bind(batch)
             .execute(p).await.map(|r| r.rows_affected()))?;
         Ok(pruned)
@@ -428,6 +434,7 @@ impl Store {
             WHERE status IN ('requested', 'accepted') AND due_by < $1 AND overdue_emitted = FALSE \
             RETURNING id, tenant";
         let n = on_db!(&self.db, p => {
+            let _turn = self.write_turn().await;
             let mut tx = p.begin().await?;
             let rows: Vec<(Uuid, String)> = sqlx::query_as(SQL).bind(now).fetch_all(&mut *tx).await?;
             for (id, tenant) in &rows {
@@ -449,6 +456,7 @@ impl Store {
     /// Emits `plan.review_due` once per review date that has been reached.
     pub async fn sweep_plan_reviews(&self, today: chrono::NaiveDate, now: Ts) -> DbResult<usize> {
         let n = on_db!(&self.db, p => {
+            let _turn = self.write_turn().await;
             let mut tx = p.begin().await?;
             let rows: Vec<(Uuid, String, String, i64, chrono::NaiveDate)> = sqlx::query_as(REVIEW_SWEEP).bind(today).fetch_all(&mut *tx).await?;
             for (id, tenant, subject, version, due) in &rows {
@@ -469,6 +477,7 @@ impl Store {
 
     /// Forgets idempotency keys older than `before` (kept at least 24 h).
     pub async fn sweep_idempotency_keys(&self, before: Ts) -> DbResult<()> {
+        let _turn = self.write_turn().await;
         on_db!(&self.db, p => sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
             .bind(before).execute(p).await.map(|_| ()))?;
         Ok(())
@@ -491,6 +500,7 @@ impl Store {
             "SELECT id FROM webhooks WHERE tenant = $1 AND url = $2 AND events = $3 \
             AND deleted_at IS NULL";
         let r = on_db!(&self.db, p => {
+            let _turn = self.write_turn().await;
             let mut tx = p.begin().await?;
             if matches!(self.db, Db::Postgres(_)) {
                 // Serialises creates per tenant so that the cap and the duplicate check hold
@@ -561,6 +571,7 @@ impl Store {
         audit: &AuditEntry,
     ) -> DbResult<bool> {
         let n = on_db!(&self.db, p => {
+            let _turn = self.write_turn().await;
             let mut tx = p.begin().await?;
             let n = sqlx::query("UPDATE webhooks SET deleted_at = $1 WHERE tenant = $2 AND id = $3 AND deleted_at IS NULL")
                 .bind(audit.at).bind(tenant).bind(id).execute(&mut *tx).await?.rows_affected();
@@ -613,6 +624,7 @@ impl Store {
         audit: &AuditEntry,
     ) -> DbResult<bool> {
         let n = on_db!(&self.db, p => {
+            let _turn = self.write_turn().await;
             let mut tx = p.begin().await?;
             let n = sqlx::query("UPDATE webhook_deliveries SET status = 'pending', attempts = 0, \
                 next_attempt_at = $1, locked_until = NULL WHERE tenant = $2 AND webhook_id = $3 AND id = $4 \

@@ -198,6 +198,7 @@ impl Store {
         let (subject, review_due) = (content.subject().to_string(), content.review_due());
         let now = audit.at;
         on_db!(&self.db, p => {
+            let _turn = self.write_turn().await;
             let mut tx = p.begin().await?;
             sqlx::query(&insert)
                 .bind(id)
@@ -355,6 +356,7 @@ impl Store {
         let review_due = content.review_due();
         let now = audit.at;
         let (version, subject, created_at) = on_db!(&self.db, p => {
+            let _turn = self.write_turn().await;
             let mut tx = p.begin().await?;
             let row: Option<(i64, String, Ts)> = sqlx::query_as(&update)
                 .bind(review_due)

@@ -223,6 +223,7 @@ impl Store {
         let subject = record.meta.subject.as_str();
         let resp = render(&record);
         let claimed = on_db!(&self.db, p => {
+            let _turn = self.write_turn().await;
             let mut tx = p.begin().await?;
             if !claim_key!(tx, tenant, idem, now)? {
                 false
@@ -318,6 +319,7 @@ impl Store {
         let now = audit.at;
         let sql = format!("{SELECT} WHERE r.id = $1 AND r.tenant = $2");
         let outcome: Option<(ReferralRecord, StoredResponse)> = on_db!(&self.db, p => {
+            let _turn = self.write_turn().await;
             let mut tx = p.begin().await?;
             if !claim_key!(tx, tenant, idem, now)? {
                 None

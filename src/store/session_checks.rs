@@ -76,6 +76,7 @@ impl Store {
             .encode(&self.place(c.tenant, RESULT_SEALED_AS, &row))?;
         let outcome = c.result.outcome.as_str();
         on_db!(&self.db, p => {
+            let _turn = self.write_turn().await;
             let mut tx = p.begin().await?;
             sqlx::query(SQL)
                 .bind(c.id)
@@ -155,6 +156,7 @@ impl Store {
         const COUNT: &str =
             "SELECT COUNT(*) FROM session_disconnections WHERE session_check_id = $1 AND tenant = $2";
         let n = on_db!(&self.db, p => {
+            let _turn = self.write_turn().await;
             let mut tx = p.begin().await?;
             sqlx::query(INSERT)
                 .bind(id)

@@ -110,10 +110,18 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
         // rows in one order and cannot deadlock each other.
         batch.sort_by(|a, b| a.token.cmp(&b.token));
         match write(&store, &batch).await {
+            // Committed: the batch is answered once its commit is on disk. That wait runs
+            // apart, so the next batch is written while this one's flush is under way (a
+            // flush covers every commit made before it began, so each batch still waits
+            // for a flush that started after its own commit).
             Ok(fresh) => {
-                for (job, f) in batch.into_iter().zip(fresh) {
-                    let _ = job.done.send(Ok(f));
-                }
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let flushed = store.durable().await.map_err(|e| e.to_string());
+                    for (job, f) in batch.into_iter().zip(fresh) {
+                        let _ = job.done.send(flushed.clone().map(|()| f));
+                    }
+                });
             }
             Err(e) => {
                 let msg = e.to_string();
@@ -130,8 +138,9 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
 const ROWS_PER_INSERT: usize = 100;
 
 /// One transaction for the batch, with one statement per table and chunk rather than per row
-/// (on SQLite every statement is a hand-off to its worker thread); per job, whether its token
-/// was fresh. A token twice in one batch is fresh only the first time.
+/// (on SQLite every statement is a hand-off to its worker thread), committed but not yet
+/// known to be durable; per job, whether its token was fresh. A token twice in one batch is
+/// fresh only the first time.
 async fn write(store: &Store, batch: &[Job]) -> Result<Vec<bool>, DbError> {
     let mut seen = HashSet::new();
     let first: Vec<bool> = batch
@@ -165,6 +174,7 @@ async fn write(store: &Store, batch: &[Job]) -> Result<Vec<bool>, DbError> {
     let tallies: Vec<_> = sums.into_iter().collect();
     let shard: i32 = rand::random_range(0..16);
     let fresh_keys: HashSet<(String, String)> = on_db!(&store.db, p => {
+        let _turn = store.write_turn().await;
         let mut tx = p.begin().await?;
         let mut fresh_keys = HashSet::new();
         for chunk in tokens.chunks(ROWS_PER_INSERT) {
@@ -221,7 +231,6 @@ async fn write(store: &Store, batch: &[Job]) -> Result<Vec<bool>, DbError> {
         tx.commit().await?;
         fresh_keys
     });
-    store.durable().await?;
     Ok(batch
         .iter()
         .zip(first)

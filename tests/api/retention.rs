@@ -187,3 +187,18 @@ on_both_engines!(
         store.close().await;
     }
 );
+
+/// A worker interval longer than the pruning period (ten minutes at most) is a valid setting:
+/// the service starts and answers (it once panicked in the worker's set-up).
+#[actix_web::test]
+async fn a_worker_interval_above_ten_minutes_starts() {
+    let (mut s, dir) = fresh_settings(Engine::Sqlite)
+        .await
+        .expect("sqlite settings");
+    s.worker_interval = Duration::from_secs(3600);
+    let app = spawn_with(s, dir, Engine::Sqlite).await;
+    let r = app
+        .post("/v1/plans", "t1", &plan_body("Patient/hourly"))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+}
