@@ -488,6 +488,13 @@ impl Settings {
                     path.display()
                 )
             })?;
+            #[cfg(unix)]
+            if let Ok(m) = std::fs::metadata(path) {
+                use std::os::unix::fs::PermissionsExt;
+                if m.permissions().mode() & 0o077 != 0 {
+                    tracing::warn!(file = %path.display(), "the encryption key file can be read by other users; chmod 600 it");
+                }
+            }
             return Keyring::parse(&text)
                 .map_err(|e| format!("TELEMENTAL_ENCRYPTION_KEYS_FILE ({}): {e}", path.display()));
         }

@@ -74,12 +74,6 @@ impl fmt::Debug for Keyring {
     }
 }
 
-impl PartialEq for Keyring {
-    fn eq(&self, other: &Self) -> bool {
-        self.ids() == other.ids()
-    }
-}
-
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 32
