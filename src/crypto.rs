@@ -371,6 +371,50 @@ impl<'a> Place<'a> {
     }
 }
 
+/// Opens sealed fields of a typed form in place, each at the path it was sealed at (the
+/// concrete path of [`Place::seal_fields`]: `usual_locations.1.address`). Reading a row
+/// this way skips building a JSON value tree.
+pub struct Opener<'a> {
+    place: &'a Place<'a>,
+    path: String,
+}
+
+impl<'a> Opener<'a> {
+    pub fn new(place: &'a Place<'a>) -> Opener<'a> {
+        Opener {
+            place,
+            path: String::new(),
+        }
+    }
+
+    /// Opens `s`, sealed at `path`.
+    pub fn field(&mut self, s: &mut String, path: fmt::Arguments<'_>) -> Result<(), CryptoError> {
+        use fmt::Write;
+        self.path.clear();
+        let _ = self.path.write_fmt(path);
+        let aad = Aad {
+            tenant: self.place.tenant,
+            table: self.place.table,
+            row: self.place.row,
+            field: &self.path,
+        };
+        *s = self.place.keys.open_str(s, &aad)?;
+        Ok(())
+    }
+
+    /// Opens `s` when present.
+    pub fn opt(
+        &mut self,
+        s: &mut Option<String>,
+        path: fmt::Arguments<'_>,
+    ) -> Result<(), CryptoError> {
+        match s {
+            Some(s) => self.field(s, path),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Calls `f` on every string at the path `segs` below `v`, with the concrete path.
 fn walk(
     v: &mut Value,

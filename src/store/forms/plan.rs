@@ -5,6 +5,7 @@
 //! - format 2: the same fields, the personal ones sealed (`SEALED`).
 
 use super::{has_format, StoredForm};
+use crate::crypto::{CryptoError, Opener};
 use crate::domain::plan::{
     BackupContact, BackupMethod, Barrier, BarrierKind, Connectivity, ContactPattern, Device,
     DigitalSkills, InitialConversation, Participant, ParticipantRole, Personalisation, Plan,
@@ -176,6 +177,22 @@ impl StoredForm for Plan {
             last_reviewed_on: f.last_reviewed_on.map(CalendarDate::recorded),
             notes: f.notes.map(Notes::recorded),
         })
+    }
+
+    fn open(f: &mut PlanForm, o: &mut Opener<'_>) -> Result<(), CryptoError> {
+        for (i, b) in f.barriers.iter_mut().enumerate() {
+            o.opt(&mut b.note, format_args!("barriers.{i}.note"))?;
+        }
+        for (i, p) in f.personalisation.participants.iter_mut().enumerate() {
+            o.opt(
+                &mut p.name,
+                format_args!("personalisation.participants.{i}.name"),
+            )?;
+        }
+        if let Some(b) = &mut f.backup_contact {
+            o.field(&mut b.number, format_args!("backup_contact.number"))?;
+        }
+        o.opt(&mut f.notes, format_args!("notes"))
     }
 
     fn clear_form(&self) -> serde_json::Value {

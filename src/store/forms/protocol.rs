@@ -5,6 +5,7 @@
 //! - format 2: the same fields, the personal ones sealed (`SEALED`).
 
 use super::{has_format, StoredForm};
+use crate::crypto::{CryptoError, Opener};
 use crate::domain::protocol::{
     CrisisResponse, EmergencyContact, SafetyProtocol, SafetyProtocolInput, UsualLocation,
 };
@@ -123,6 +124,32 @@ impl StoredForm for SafetyProtocol {
             review_interval_days: ReviewInterval::recorded(f.review_interval_days),
             notes: f.notes.map(Notes::recorded),
         })
+    }
+
+    fn open(f: &mut ProtocolForm, o: &mut Opener<'_>) -> Result<(), CryptoError> {
+        for (i, n) in f.call_back_numbers.iter_mut().enumerate() {
+            o.field(n, format_args!("call_back_numbers.{i}"))?;
+        }
+        for (i, l) in f.usual_locations.iter_mut().enumerate() {
+            o.field(&mut l.label, format_args!("usual_locations.{i}.label"))?;
+            o.opt(&mut l.address, format_args!("usual_locations.{i}.address"))?;
+        }
+        for (i, c) in f.emergency_contacts.iter_mut().enumerate() {
+            o.field(&mut c.name, format_args!("emergency_contacts.{i}.name"))?;
+            o.opt(
+                &mut c.relationship,
+                format_args!("emergency_contacts.{i}.relationship"),
+            )?;
+            o.field(&mut c.phone, format_args!("emergency_contacts.{i}.phone"))?;
+        }
+        if let Some(c) = &mut f.crisis_response {
+            o.opt(&mut c.phone, format_args!("crisis_response.phone"))?;
+            o.opt(
+                &mut c.in_person_plan,
+                format_args!("crisis_response.in_person_plan"),
+            )?;
+        }
+        o.opt(&mut f.notes, format_args!("notes"))
     }
 
     fn clear_form(&self) -> serde_json::Value {

@@ -5,6 +5,7 @@
 //! - format 2: the same fields, the free text sealed (`SEALED`).
 
 use super::{has_format, StoredForm};
+use crate::crypto::{CryptoError, Opener};
 use crate::domain::referral::{
     ReferralInput, ReferralReason, ReferralState, ReferralStatus, Transition, Urgency,
 };
@@ -82,6 +83,14 @@ impl StoredForm for ReferralState {
                 })
                 .collect(),
         }
+    }
+
+    fn open(f: &mut ReferralForm, o: &mut Opener<'_>) -> Result<(), CryptoError> {
+        o.opt(&mut f.request.detail, format_args!("request.detail"))?;
+        for (i, t) in f.history.iter_mut().enumerate() {
+            o.opt(&mut t.note, format_args!("history.{i}.note"))?;
+        }
+        Ok(())
     }
 
     fn clear_form(&self) -> serde_json::Value {

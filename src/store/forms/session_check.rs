@@ -6,7 +6,7 @@
 //! - format 2: the same fields, the personal ones sealed (`SEALED`).
 
 use super::{has_format, StoredForm};
-use crate::crypto::{CryptoError, Place};
+use crate::crypto::{CryptoError, Opener, Place};
 use crate::domain::plan::BackupMethod;
 use crate::domain::rules::RuleId;
 use crate::domain::session_check::{
@@ -116,6 +116,24 @@ impl StoredForm for SessionCheck {
         })
     }
 
+    fn open(f: &mut CheckForm, o: &mut Opener<'_>) -> Result<(), CryptoError> {
+        if let Some(l) = &mut f.service_user_location {
+            o.field(
+                &mut l.description,
+                format_args!("service_user_location.description"),
+            )?;
+            o.opt(
+                &mut l.address,
+                format_args!("service_user_location.address"),
+            )?;
+        }
+        o.opt(&mut f.call_back_number, format_args!("call_back_number"))?;
+        for (i, n) in f.others_present.iter_mut().enumerate() {
+            o.field(n, format_args!("others_present.{i}"))?;
+        }
+        Ok(())
+    }
+
     fn clear_form(&self) -> serde_json::Value {
         let form = CheckForm {
             format: Self::FORMAT,
@@ -173,6 +191,13 @@ impl StoredForm for SessionCheckOutcome {
             face_to_face_alternative_required: f.face_to_face_alternative_required,
             effective_risk_level: f.effective_risk_level,
         }
+    }
+
+    fn open(f: &mut OutcomeForm, o: &mut Opener<'_>) -> Result<(), CryptoError> {
+        if let Some(r) = &mut f.on_disconnect {
+            o.field(&mut r.number, format_args!("on_disconnect.number"))?;
+        }
+        Ok(())
     }
 
     fn clear_form(&self) -> serde_json::Value {
