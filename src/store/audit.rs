@@ -293,7 +293,8 @@ impl Store {
                 // to the database (on SQLite, to its worker thread).
                 for chunk in links.chunks(SEAL_CHUNK) {
                     let sql = seal_statement(chunk.len());
-                    let mut q = sqlx::query(&sql);
+                    // Not kept prepared: one text per row count (see the writer).
+                    let mut q = sqlx::query(&sql).persistent(false);
                     for (id, seq, prev, hash) in chunk {
                         q = q.bind(*id).bind(*seq).bind(prev.as_str()).bind(hash.as_str());
                     }

@@ -287,6 +287,10 @@ impl Store {
                 // flushes around checkpoints, as it must for NORMAL to be safe.
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
+                // 1 MiB of page cache per connection rather than SQLite's 2 MiB: current plans
+                // and protocols are served from the record cache, and the operating system
+                // caches the file's pages once for all connections.
+                .pragma("cache_size", "-1024")
                 .busy_timeout(Duration::from_secs(5));
             let file = opts.get_filename().to_path_buf();
             let on_disk = !file.as_os_str().is_empty() && file != std::path::Path::new(":memory:");
