@@ -180,7 +180,7 @@ async fn write(store: &Store, batch: &[Job]) -> Result<Vec<bool>, DbError> {
         let mut tx = p.begin().await?;
         let mut fresh_keys = HashSet::new();
         for chunk in tokens.chunks(ROWS_PER_INSERT) {
-            let sql = seen_tokens_sql(chunk.len());
+            let sql = store.numbered(seen_tokens_sql(chunk.len()));
             let mut q = sqlx::query_as::<_, (String, String)>(&sql).persistent(false);
             for t in chunk {
                 q = q.bind(&t.issuer).bind(&t.jti).bind(t.keep_until);
@@ -198,7 +198,7 @@ async fn write(store: &Store, batch: &[Job]) -> Result<Vec<bool>, DbError> {
             .flat_map(|(j, _)| &j.audit)
             .collect();
         for chunk in entries.chunks(ROWS_PER_INSERT) {
-            let sql = audit_sql(chunk.len());
+            let sql = store.numbered(audit_sql(chunk.len()));
             let mut q = sqlx::query(&sql).persistent(false);
             for e in chunk {
                 q = q
@@ -216,7 +216,7 @@ async fn write(store: &Store, batch: &[Job]) -> Result<Vec<bool>, DbError> {
             q.execute(&mut *tx).await?;
         }
         for chunk in tallies.chunks(ROWS_PER_INSERT / 2) {
-            let sql = tally_sql(chunk.len());
+            let sql = store.numbered(tally_sql(chunk.len()));
             let mut q = sqlx::query(&sql).persistent(false);
             for ((tenant, day, modality, level, first), n) in chunk {
                 q = q
