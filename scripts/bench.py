@@ -348,6 +348,8 @@ FROM n;
 INSERT INTO plan_versions (record_id, tenant, version, body, review_due, recorded_at, recorded_by)
 SELECT id, tenant, 1, body, review_due, created_at, 'bench' FROM plans WHERE subject LIKE 'Patient/s-%';
 COMMIT;
+ANALYZE;
+PRAGMA wal_checkpoint(TRUNCATE);
 """)
     else:
         sql(engine, url, f"""

@@ -292,8 +292,9 @@ impl Store {
                 // One statement per chunk of rows, not one per row: each statement is a trip
                 // to the database (on SQLite, to its worker thread).
                 for chunk in links.chunks(SEAL_CHUNK) {
-                    let sql = seal_statement(chunk.len());
-                    let mut q = sqlx::query(&sql);
+                    let sql = self.numbered(seal_statement(chunk.len()));
+                    // Not kept prepared: one text per row count (see the writer).
+                    let mut q = sqlx::query(&sql).persistent(false);
                     for (id, seq, prev, hash) in chunk {
                         q = q.bind(*id).bind(*seq).bind(prev.as_str()).bind(hash.as_str());
                     }

@@ -296,6 +296,23 @@ fn own_sqlite_file(file: &std::path::Path) -> Result<Option<std::sync::Arc<Sqlit
     Ok(Some(owner))
 }
 
+/// `$1, $2, …` (once each, in order) as bare `?`s.
+fn positional(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' {
+            out.push('?');
+            while chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+                chars.next();
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 impl Store {
     /// Opens a pool for the URL's engine. PostgreSQL pools connect lazily, so a database that is
     /// down at start-up (or later) gives 503s until it returns, never a crash.
@@ -313,6 +330,10 @@ impl Store {
                 // flushes around checkpoints, as it must for NORMAL to be safe.
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
+                // 1 MiB of page cache per connection rather than SQLite's 2 MiB: current plans
+                // and protocols are served from the record cache, and the operating system
+                // caches the file's pages once for all connections.
+                .pragma("cache_size", "-1024")
                 .busy_timeout(Duration::from_secs(5));
             let file = opts.get_filename().to_path_buf();
             let on_disk = !file.as_os_str().is_empty() && file != std::path::Path::new(":memory:");
@@ -392,6 +413,19 @@ impl Store {
 
     /// Returns once every commit this process made before the call is on disk. Call it after
     /// a commit whose request is answered as done (a write, an audit row of a read).
+    /// A generated statement's `$N` parameters as this engine reads them fastest. SQLite takes
+    /// `$N` (and `?N`) as a *name*: preparing finds each one by a linear search of the names
+    /// before it, and binding looks each name up again the same way, so a multi-row statement
+    /// with a thousand parameters costs a million string comparisons. A bare `?` is just the
+    /// next parameter. Only for generated statements that use `$1, $2, …` once each, in
+    /// order, and have no other `$` in them.
+    pub(crate) fn numbered(&self, sql: String) -> String {
+        match self.db {
+            Db::Sqlite(_) => positional(&sql),
+            Db::Postgres(_) => sql,
+        }
+    }
+
     /// This process's turn to write (SQLite): hold it from `BEGIN` to `COMMIT`, and drop it
     /// before waiting for [`Store::durable`], so that others commit during the flush.
     pub(crate) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
@@ -449,6 +483,15 @@ impl Store {
 mod tests {
     use super::*;
     use sqlx::Connection;
+
+    #[test]
+    fn numbered_parameters_become_bare_question_marks_in_order() {
+        assert_eq!(
+            positional("VALUES ($1, $2), ($3, $4) WHERE x < $5 AND y = 'a'"),
+            "VALUES (?, ?), (?, ?) WHERE x < ? AND y = 'a'"
+        );
+        assert_eq!(positional("($9, $10, $11)"), "(?, ?, ?)");
+    }
 
     #[tokio::test]
     async fn a_sqlite_file_that_cannot_be_opened_is_a_connection_fault() {
