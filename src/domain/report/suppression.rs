@@ -26,6 +26,14 @@
 //! range than 1..k−1, or that two reports over different ranges cannot be combined (see the
 //! README's "Equity report" section for how the API limits that).
 
+/// Σ coefficient × value + constant = 0, over positions in a group of cells.
+type LinearEquation = (Vec<(usize, i128)>, i128);
+
+/// Largest group of unknown cells whose every possible value is tried.
+const ENUMERATED_CELLS: usize = 12;
+/// Most steps of that search per group.
+const ENUMERATION_BUDGET: usize = 2_000_000;
+
 /// What a reader sees of one count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shown {
@@ -238,10 +246,110 @@ impl Table {
     fn disclosed(&self, state: &[State], threshold: u64) -> Vec<usize> {
         let unknown: Vec<bool> = state.iter().map(|s| *s != State::Published).collect();
         let fixed = self.determined(&unknown);
-        let pinned = self.pinned(state, threshold);
-        (0..self.cells.len())
+        let bounds = self.bounds(state, threshold);
+        let pinned: Vec<bool> = bounds
+            .iter()
+            .zip(state)
+            .map(|(i, s)| *s == State::Primary && i.is_pinned())
+            .collect();
+        let mut out: Vec<usize> = (0..self.cells.len())
             .filter(|&c| state[c] == State::Primary && (fixed[c] || pinned[c]))
-            .collect()
+            .collect();
+        if out.is_empty() {
+            // Bounds met through several equations at once can still pin a cell (a + b ≤ 4
+            // and c + d ≤ 4 with a + c = 5 leave b + d ≤ 3): where a group of suppressed
+            // counts is small, try every value they can take.
+            let fixed = self.enumerated(state, &bounds);
+            out = (0..self.cells.len())
+                .filter(|&c| state[c] == State::Primary && fixed[c])
+                .collect();
+        }
+        out
+    }
+
+    /// Primary cells that take one value in every solution, found by trying every value
+    /// within `bounds` for each small group of unknown cells (at most [`ENUMERATED_CELLS`]
+    /// cells, [`ENUMERATION_BUDGET`] steps); larger groups are left to the other checks.
+    fn enumerated(&self, state: &[State], bounds: &[Interval]) -> Vec<bool> {
+        let mut fixed = vec![false; self.cells.len()];
+        let unknown: Vec<bool> = state.iter().map(|s| *s != State::Published).collect();
+        for (cells, eqs) in self.components(&unknown) {
+            if cells.len() > ENUMERATED_CELLS || !cells.iter().any(|&c| state[c] == State::Primary)
+            {
+                continue;
+            }
+            let ranges: Option<Vec<(i128, i128)>> = cells
+                .iter()
+                .map(|&c| bounds[c].lo.zip(bounds[c].hi))
+                .collect();
+            let Some(ranges) = ranges else { continue };
+            let pos: std::collections::HashMap<usize, usize> =
+                cells.iter().enumerate().map(|(i, &c)| (c, i)).collect();
+            // Each equation over (position, coefficient), with its shown counts as a constant,
+            // checked once its last unknown cell has a value.
+            let mut due: Vec<Vec<LinearEquation>> = vec![Vec::new(); cells.len()];
+            for &e in &eqs {
+                let mut terms = Vec::new();
+                let mut constant = 0i128;
+                for &(c, k) in &self.equations[e] {
+                    match pos.get(&c) {
+                        Some(&i) => terms.push((i, k as i128)),
+                        None => constant += k as i128 * self.cells[c].value as i128,
+                    }
+                }
+                let last = terms.iter().map(|&(i, _)| i).max().unwrap_or(0);
+                due[last].push((terms, constant));
+            }
+            // Per cell: the value of the first solution, and whether another one differs.
+            let mut first: Vec<Option<i128>> = vec![None; cells.len()];
+            let mut varies = vec![false; cells.len()];
+            let mut vals: Vec<i128> = ranges.iter().map(|r| r.0).collect();
+            let mut depth = 0usize;
+            let mut steps = 0usize;
+            let mut next: Vec<i128> = vec![ranges[0].0; cells.len()];
+            let complete = loop {
+                if steps > ENUMERATION_BUDGET {
+                    break false;
+                }
+                steps += 1;
+                if next[depth] > ranges[depth].1 {
+                    // Every value of this cell tried: back up.
+                    if depth == 0 {
+                        break true;
+                    }
+                    depth -= 1;
+                    continue;
+                }
+                vals[depth] = next[depth];
+                next[depth] += 1;
+                let holds = due[depth].iter().all(|(terms, constant)| {
+                    terms.iter().map(|&(i, k)| k * vals[i]).sum::<i128>() + constant == 0
+                });
+                if !holds {
+                    continue;
+                }
+                if depth + 1 < cells.len() {
+                    depth += 1;
+                    next[depth] = ranges[depth].0;
+                    continue;
+                }
+                for (i, v) in vals.iter().enumerate() {
+                    match first[i] {
+                        None => first[i] = Some(*v),
+                        Some(f) if f != *v => varies[i] = true,
+                        Some(_) => {}
+                    }
+                }
+            };
+            if complete {
+                for (i, &c) in cells.iter().enumerate() {
+                    if state[c] == State::Primary && first[i].is_some() && !varies[i] {
+                        fixed[c] = true;
+                    }
+                }
+            }
+        }
+        fixed
     }
 
     /// Unknown cells whose value the equations fix once the known ones are substituted: a
@@ -324,9 +432,10 @@ impl Table {
         groups.into_values().collect()
     }
 
-    /// Primary cells whose bounds (1..k−1 for primary cells, at least 0 for the others, exact
-    /// for shown ones) narrow to a single value through the equations.
-    fn pinned(&self, state: &[State], threshold: u64) -> Vec<bool> {
+    /// Every cell's bounds (1..k−1 for primary cells, at least 0 for the others, exact for
+    /// shown ones), narrowed through the equations: a primary cell narrowed to one value is
+    /// disclosed.
+    fn bounds(&self, state: &[State], threshold: u64) -> Vec<Interval> {
         let mut iv: Vec<Interval> = self
             .cells
             .iter()
@@ -371,10 +480,7 @@ impl Table {
                 break;
             }
         }
-        iv.iter()
-            .zip(state)
-            .map(|(i, s)| *s == State::Primary && i.is_pinned())
-            .collect()
+        iv
     }
 
     /// Integer Gauss-Jordan elimination of each component's equations over its unknowns,
