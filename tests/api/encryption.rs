@@ -6,7 +6,6 @@
 use crate::helpers::*;
 use crate::on_both_engines;
 use crate::webhooks::{register, spawn_webhook_app, Receiver};
-use reqwest::Method;
 use serde_json::{json, Value};
 use telemental::config::Settings;
 use telemental::crypto::Keyring;
@@ -73,17 +72,6 @@ fn referral(subject: &str) -> Value {
     json!({"subject": subject, "reason": "not_accessible", "urgency": "urgent",
         "appointment_type": "therapy", "detail": "marker-referral-detail",
         "requested_by": "Practitioner/9"})
-}
-
-async fn post_with_key(app: &TestApp, path: &str, body: &Value, key: &str) -> Reply {
-    app.call_with(
-        Method::POST,
-        path,
-        &token("t1", ALL_SCOPES),
-        Some(body),
-        &[("Idempotency-Key", key)],
-    )
-    .await
 }
 
 /// Everything the database holds, as text: the SQLite file and its WAL as bytes, or every
@@ -190,9 +178,13 @@ async fn personal_data_reads_back_but_the_database_holds_none_of_it_in_clear() {
             )
             .await;
         assert_eq!(d.status, 201, "{}", d.body);
-        let r = post_with_key(&app, "/v1/referrals", &referral("Patient/enc"), "enc-1").await;
+        let r = app
+            .post_with_key("/v1/referrals", &referral("Patient/enc"), "enc-1")
+            .await;
         assert_eq!(r.status, 201, "{}", r.body);
-        let replay = post_with_key(&app, "/v1/referrals", &referral("Patient/enc"), "enc-1").await;
+        let replay = app
+            .post_with_key("/v1/referrals", &referral("Patient/enc"), "enc-1")
+            .await;
         assert_eq!(replay.status, 201, "{}", replay.body);
         assert_eq!(replay.body, r.body, "the kept response replays decrypted");
 
@@ -406,7 +398,9 @@ on_both_engines!(
         let c = app
             .post("/v1/session-checks", "t1", &check("Patient/enc"))
             .await;
-        let r = post_with_key(&app, "/v1/referrals", &referral("Patient/enc"), "rot-1").await;
+        let r = app
+            .post_with_key("/v1/referrals", &referral("Patient/enc"), "rot-1")
+            .await;
         assert_eq!(r.status, 201, "{}", r.body);
         let clear = include_str!("../fixtures/stored/plan-v1-full.json");
         let clear_id = uuid::Uuid::now_v7();
@@ -505,7 +499,9 @@ on_both_engines!(
                 .status,
             200
         );
-        let replay = post_with_key(&app, "/v1/referrals", &referral("Patient/enc"), "rot-1").await;
+        let replay = app
+            .post_with_key("/v1/referrals", &referral("Patient/enc"), "rot-1")
+            .await;
         assert_eq!(replay.body, r.body);
     }
 );

@@ -260,6 +260,18 @@ impl TestApp {
         .await
     }
 
+    /// A POST for tenant `t1` with every scope and an `Idempotency-Key`.
+    pub async fn post_with_key(&self, path: &str, body: &Value, key: &str) -> Reply {
+        self.call_with(
+            Method::POST,
+            path,
+            &token("t1", ALL_SCOPES),
+            Some(body),
+            &[("Idempotency-Key", key)],
+        )
+        .await
+    }
+
     pub async fn stop(&self) {
         self.handle.stop(true).await;
     }

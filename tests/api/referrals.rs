@@ -8,17 +8,6 @@ fn referral(subject: &str, urgency: &str) -> Value {
            "detail": "no private space at home", "requested_by": "Practitioner/9"})
 }
 
-async fn post_with_key(app: &TestApp, path: &str, body: &Value, key: &str) -> Reply {
-    app.call_with(
-        Method::POST,
-        path,
-        &token("t1", ALL_SCOPES),
-        Some(body),
-        &[("Idempotency-Key", key)],
-    )
-    .await
-}
-
 on_both_engines!(
     a_referral_is_due_by_its_urgency,
     |app: TestApp| async move {
@@ -54,19 +43,15 @@ on_both_engines!(
     idempotency_keys_replay_and_refuse_other_bodies,
     |app: TestApp| async move {
         let body = referral("Patient/2", "routine");
-        let first = post_with_key(&app, "/v1/referrals", &body, "key-1").await;
+        let first = app.post_with_key("/v1/referrals", &body, "key-1").await;
         assert_eq!(first.status, 201);
-        let again = post_with_key(&app, "/v1/referrals", &body, "key-1").await;
+        let again = app.post_with_key("/v1/referrals", &body, "key-1").await;
         assert_eq!(again.status, 201);
         assert_eq!(again.body, first.body, "the same response again");
         assert_eq!(again.header("idempotent-replayed"), Some("true"));
-        let other = post_with_key(
-            &app,
-            "/v1/referrals",
-            &referral("Patient/2", "urgent"),
-            "key-1",
-        )
-        .await;
+        let other = app
+            .post_with_key("/v1/referrals", &referral("Patient/2", "urgent"), "key-1")
+            .await;
         other.assert_problem(409);
         // Keys belong to a tenant.
         let t2 = app
@@ -234,8 +219,12 @@ on_both_engines!(
             .post("/v1/referrals", "t1", &referral("Patient/4b", "routine"))
             .await;
         let status2 = format!("/v1/referrals/{}/status", r2.body["id"].as_str().unwrap());
-        let c1 = post_with_key(&app, &status2, &json!({"status": "cancelled"}), "cancel-1").await;
-        let c2 = post_with_key(&app, &status2, &json!({"status": "cancelled"}), "cancel-1").await;
+        let c1 = app
+            .post_with_key(&status2, &json!({"status": "cancelled"}), "cancel-1")
+            .await;
+        let c2 = app
+            .post_with_key(&status2, &json!({"status": "cancelled"}), "cancel-1")
+            .await;
         assert_eq!(c1.status, 200);
         assert_eq!(c2.status, 200);
         assert_eq!(c2.body["version"], 2, "replayed, not applied twice");
