@@ -481,16 +481,10 @@ const SEAL_CHUNK: usize = 250;
 
 /// `UPDATE … FROM` a list of `(id, seq, prev_hash, hash)`: the same text on both engines.
 fn seal_statement(rows: usize) -> String {
-    let values: Vec<String> = (0..rows)
-        .map(|i| {
-            let p = 4 * i;
-            format!("(${}, ${}, ${}, ${})", p + 1, p + 2, p + 3, p + 4)
-        })
-        .collect();
     format!(
         "WITH v (id, seq, prev_hash, hash) AS (VALUES {}) \
          UPDATE audit_events SET seq = v.seq, prev_hash = v.prev_hash, hash = v.hash \
          FROM v WHERE audit_events.id = v.id",
-        values.join(", ")
+        super::writer::placeholders(rows, 4)
     )
 }

@@ -246,7 +246,7 @@ async fn write(store: &Store, batch: &[Job]) -> Result<Vec<bool>, DbError> {
 }
 
 /// `$1, $2, …` groups of `width` for `rows` rows, starting at `$1`.
-fn placeholders(rows: usize, width: usize) -> String {
+pub(super) fn placeholders(rows: usize, width: usize) -> String {
     (0..rows)
         .map(|r| {
             let cols: Vec<String> = (1..=width).map(|c| format!("${}", r * width + c)).collect();
