@@ -10,6 +10,7 @@ with 1 000 plans and with 1 000 000 plans seeded in bulk with SQL); and each tar
 """
 
 import argparse
+import contextlib
 import http.client
 import http.server
 import json
@@ -17,6 +18,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -384,6 +386,25 @@ ROWS = [
 ]
 
 
+@contextlib.contextmanager
+def profiled(args, svc, work, engine, kind):
+    """With `--perf` naming this kind: sampled call stacks of the service during the run, to
+    read with `perf report -i <file> --no-children` (needs a binary with symbols, see README)."""
+    note = {}
+    if kind not in args.perf.split(","):
+        yield note
+        return
+    data = work / f"perf-{engine}-{kind}.data"
+    profiler = subprocess.Popen(["perf", "record", "-F", "499", "-g", "-o", str(data), "-p", str(svc.proc.pid)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield note
+    finally:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(timeout=120)
+        note["note"] = f"profile in {data}"
+
+
 def run_engine(engine, args, bench, work, jwks_url, binary):
     pg_admin = args.postgres_url
     if engine == "sqlite":
@@ -415,11 +436,15 @@ def run_engine(engine, args, bench, work, jwks_url, binary):
                 sign_tokens(n_tokens, f"http://{svc.base}/cds-services/telemental-modality", work / "run.txt")
                 print(f"  signed {n_tokens + 6000} ES384 tokens in {time.time() - t0:.0f} s", flush=True)
                 bench.wrk(svc, kind, 3, dict(env, TOKENS=str(work / "warm.txt")), warmup=0)
-                r = bench.wrk(svc, kind, args.duration, dict(env, TOKENS=str(work / "run.txt")), warmup=0)
+                with profiled(args, svc, work, engine, kind) as note:
+                    r = bench.wrk(svc, kind, args.duration, dict(env, TOKENS=str(work / "run.txt")), warmup=0)
+                r.update(note)
                 if r["requests"] > n_tokens:
                     r["note"] = f"{r['requests']} requests for {n_tokens} tokens: replays were refused (raise --cds-rate)"
             else:
-                r = bench.wrk(svc, kind, args.duration, env)
+                with profiled(args, svc, work, engine, kind) as note:
+                    r = bench.wrk(svc, kind, args.duration, env)
+                r.update(note)
             results[kind] = r
             base = results["healthz"]["rps"]
             print(f"  {label:<48} {r['rps']:>9.0f} req/s  p50 {r['p50']:>7.2f} ms  p99 {r['p99']:>7.2f} ms"
@@ -491,6 +516,7 @@ def main():
     p.add_argument("--scale", type=int, default=1_000_000, help="plans for the scaling check (0: skip)")
     p.add_argument("--cds-rate", type=int, default=6000, help="CDS tokens signed per second of the run")
     p.add_argument("--no-cds", action="store_true")
+    p.add_argument("--perf", default="", help="comma-separated kinds to profile with perf (e.g. plan_create)")
     p.add_argument("--keep", action="store_true", help="keep the work folder and the PostgreSQL database")
     p.add_argument("--postgres-url", default=os.environ.get("BENCH_POSTGRES_URL",
                                                             "postgres://postgres@127.0.0.1:5432/postgres"))

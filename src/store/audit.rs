@@ -250,15 +250,7 @@ impl Store {
     /// number sealed; run until 0 to seal everything.
     pub async fn seal_audit(&self, limit: i64) -> DbResult<u64> {
         const TENANTS: &str = "SELECT DISTINCT tenant FROM audit_events WHERE seq IS NULL";
-        const ENSURE_HEAD: &str = "INSERT INTO audit_chain_heads (tenant, seq, hash) \
-            SELECT $1, 0, '' WHERE NOT EXISTS (SELECT 1 FROM audit_chain_heads WHERE tenant = $1) \
-            ON CONFLICT (tenant) DO NOTHING";
-        let head_sql = match self.db {
-            Db::Sqlite(_) => "SELECT seq, hash FROM audit_chain_heads WHERE tenant = $1",
-            Db::Postgres(_) => {
-                "SELECT seq, hash FROM audit_chain_heads WHERE tenant = $1 FOR UPDATE"
-            }
-        };
+        let head_sql = self.chain_head_sql();
         let rows_sql = format!(
             "SELECT {CHAINED_COLUMNS} FROM audit_events WHERE tenant = $1 AND seq IS NULL ORDER BY id LIMIT $2"
         );
@@ -301,7 +293,7 @@ impl Store {
                     q.execute(&mut *tx).await?;
                     sealed += chunk.len() as u64;
                 }
-                sqlx::query("UPDATE audit_chain_heads SET seq = $1, hash = $2 WHERE tenant = $3")
+                sqlx::query(MOVE_HEAD)
                     .bind(seq).bind(&hash).bind(&tenant).execute(&mut *tx).await?;
                 tx.commit().await?;
             });
@@ -386,8 +378,9 @@ impl Store {
         Ok(reports)
     }
 
-    /// Every audit row with `since <= at < until` (either bound optional), by tenant and in
-    /// order, to `sink`; the number written.
+    /// Every audit row with `since <= at < until` (either bound optional), to `sink`, by tenant
+    /// and in chain order: sealed rows by `seq`, then rows not yet sealed by id. The number
+    /// written.
     pub async fn export_audit(
         &self,
         since: Option<Ts>,
@@ -395,16 +388,20 @@ impl Store {
         tenant: Option<&str>,
         mut sink: impl FnMut(&ChainedRow) -> std::io::Result<()>,
     ) -> Result<u64, String> {
+        // Keyset paging on (tenant, unsealed, seq, id).
+        const UNSEALED: &str = "(CASE WHEN seq IS NULL THEN 1 ELSE 0 END)";
         let sql = format!(
             "SELECT {CHAINED_COLUMNS} FROM audit_events WHERE ($1 IS NULL OR tenant = $1) \
              AND ($2 IS NULL OR at >= $2) AND ($3 IS NULL OR at < $3) \
-             AND (tenant > $4 OR (tenant = $4 AND id > $5)) ORDER BY tenant, id LIMIT $6"
+             AND (tenant > $4 OR (tenant = $4 AND ({UNSEALED}, COALESCE(seq, 0), id) > ($5, $6, $7))) \
+             ORDER BY tenant, {UNSEALED}, COALESCE(seq, 0), id LIMIT $8"
         );
-        let (mut after_tenant, mut after_id) = (String::new(), Uuid::nil());
+        let (mut after_tenant, mut after) = (String::new(), (0i32, 0i64, Uuid::nil()));
         let mut n = 0;
         loop {
             let page: Vec<ChainedRow> = on_db!(&self.db, p => sqlx::query_as::<_, ChainedRow>(&sql)
-                .bind(tenant).bind(since).bind(until).bind(&after_tenant).bind(after_id).bind(PAGE)
+                .bind(tenant).bind(since).bind(until).bind(&after_tenant)
+                .bind(after.0).bind(after.1).bind(after.2).bind(PAGE)
                 .fetch_all(p).await)
             .map_err(err)?;
             for row in &page {
@@ -414,7 +411,11 @@ impl Store {
             match page.last() {
                 Some(last) if page.len() as i64 == PAGE => {
                     after_tenant = last.tenant.clone();
-                    after_id = last.id;
+                    after = (
+                        i32::from(last.seq.is_none()),
+                        last.seq.unwrap_or(0),
+                        last.id,
+                    );
                 }
                 _ => return Ok(n),
             }
@@ -476,6 +477,77 @@ impl Store {
     }
 }
 
+/// Creates a tenant's chain head if it has none. Run first in a transaction that links rows:
+/// on SQLite this write takes the database's write lock before the head is read.
+pub(super) const ENSURE_HEAD: &str = "INSERT INTO audit_chain_heads (tenant, seq, hash) \
+    SELECT $1, 0, '' WHERE NOT EXISTS (SELECT 1 FROM audit_chain_heads WHERE tenant = $1) \
+    ON CONFLICT (tenant) DO NOTHING";
+
+/// Moves a tenant's chain head to the last row linked.
+pub(super) const MOVE_HEAD: &str =
+    "UPDATE audit_chain_heads SET seq = $1, hash = $2 WHERE tenant = $3";
+
+impl Store {
+    /// Reads a tenant's chain head (`seq`, `hash`), on PostgreSQL locking it until the end of
+    /// the transaction, so instances link rows one after another.
+    pub(super) fn chain_head_sql(&self) -> &'static str {
+        match self.db {
+            Db::Sqlite(_) => "SELECT seq, hash FROM audit_chain_heads WHERE tenant = $1",
+            Db::Postgres(_) => {
+                "SELECT seq, hash FROM audit_chain_heads WHERE tenant = $1 FOR UPDATE"
+            }
+        }
+    }
+}
+
+/// An audit entry linked into its tenant's chain before it is inserted: written once, sealed.
+pub(super) struct Linked<'a> {
+    pub id: Uuid,
+    pub at: Ts,
+    pub seq: i64,
+    pub prev_hash: String,
+    pub hash: String,
+    pub entry: &'a AuditEntry,
+}
+
+/// Links one tenant's entries after its chain head `(seq, hash)`, in order; the new head is
+/// the last row's `seq` and `hash` (the old head when there are none).
+pub(super) fn link<'a>(
+    head: (i64, String),
+    entries: &[&'a AuditEntry],
+) -> (Vec<Linked<'a>>, (i64, String)) {
+    let (mut seq, mut hash) = head;
+    let mut linked = Vec::with_capacity(entries.len());
+    for entry in entries {
+        seq += 1;
+        let (id, at) = (Uuid::now_v7(), Ts::from(entry.at.0));
+        let prev_hash = std::mem::take(&mut hash);
+        hash = chain_hash(&ChainFields {
+            tenant: &entry.tenant,
+            seq,
+            id,
+            at,
+            actor: &entry.actor,
+            action: entry.action,
+            resource_type: entry.resource_type,
+            resource_id: entry.resource_id,
+            subject: entry.subject.as_deref(),
+            request_id: &entry.request_id,
+            outcome: entry.outcome,
+            prev_hash: &prev_hash,
+        });
+        linked.push(Linked {
+            id,
+            at,
+            seq,
+            prev_hash,
+            hash: hash.clone(),
+            entry,
+        });
+    }
+    (linked, (seq, hash))
+}
+
 /// Rows linked by one statement when sealing (four parameters each).
 const SEAL_CHUNK: usize = 250;
 
@@ -487,4 +559,62 @@ fn seal_statement(rows: usize) -> String {
          FROM v WHERE audit_events.id = v.id",
         super::writer::placeholders(rows, 4)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(tenant: &str, action: &'static str) -> AuditEntry {
+        AuditEntry {
+            tenant: tenant.into(),
+            actor: "clinician-1".into(),
+            action,
+            resource_type: "plan",
+            resource_id: Some(Uuid::now_v7()),
+            subject: Some("Patient/p1".into()),
+            request_id: "req-1".into(),
+            outcome: "success",
+            at: Ts::now(),
+        }
+    }
+
+    #[test]
+    fn linked_rows_verify_as_the_sealer_would_check_them() {
+        let (a, b) = (entry("t1", "read"), entry("t1", "recommend"));
+        let (rows, head) = link((7, "h7".into()), &[&a, &b]);
+        assert_eq!(rows.len(), 2);
+        assert_eq!((rows[0].seq, rows[0].prev_hash.as_str()), (8, "h7"));
+        assert_eq!(
+            (rows[1].seq, rows[1].prev_hash.as_str()),
+            (9, rows[0].hash.as_str())
+        );
+        assert_eq!(head, (9, rows[1].hash.clone()));
+        for r in &rows {
+            // What `telemental audit verify` recomputes from the stored row.
+            let stored = ChainedRow {
+                id: r.id,
+                tenant: r.entry.tenant.clone(),
+                seq: Some(r.seq),
+                at: r.at,
+                actor: r.entry.actor.clone(),
+                action: r.entry.action.into(),
+                resource_type: r.entry.resource_type.into(),
+                resource_id: r.entry.resource_id,
+                subject: r.entry.subject.clone(),
+                request_id: r.entry.request_id.clone(),
+                outcome: r.entry.outcome.into(),
+                prev_hash: Some(r.prev_hash.clone()),
+                hash: Some(r.hash.clone()),
+            };
+            assert_eq!(stored.expected_hash(), stored.hash);
+        }
+    }
+
+    #[test]
+    fn linking_nothing_keeps_the_head() {
+        let (rows, head) = link((3, "h3".into()), &[]);
+        assert!(rows.is_empty());
+        assert_eq!(head, (3, "h3".to_string()));
+    }
 }

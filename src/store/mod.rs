@@ -313,10 +313,31 @@ fn positional(sql: &str) -> String {
     out
 }
 
+/// Log size (pages) at which the service's checkpoint lets the log start again (see
+/// `Store::checkpoint`), as SQLite's own checkpoints do: about 4 MiB of log.
+const RESTART_LOG_AT: i64 = 1000;
+
 impl Store {
     /// Opens a pool for the URL's engine. PostgreSQL pools connect lazily, so a database that is
     /// down at start-up (or later) gives 503s until it returns, never a crash.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Store, StartupError> {
+        Self::open(url, max_connections, true).await
+    }
+
+    /// As [`Store::connect`], for the service: on SQLite, commits never checkpoint the log
+    /// themselves; the service runs [`Store::checkpoint`] in the background instead.
+    pub async fn connect_for_service(
+        url: &str,
+        max_connections: u32,
+    ) -> Result<Store, StartupError> {
+        Self::open(url, max_connections, false).await
+    }
+
+    async fn open(
+        url: &str,
+        max_connections: u32,
+        auto_checkpoint: bool,
+    ) -> Result<Store, StartupError> {
         if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)
                 .map_err(|e| {
@@ -334,6 +355,17 @@ impl Store {
                 // and protocols are served from the record cache, and the operating system
                 // caches the file's pages once for all connections.
                 .pragma("cache_size", "-1024")
+                // A multi-row statement inside a transaction keeps the pages it changes in a
+                // statement journal, to undo itself alone; in memory, not in a temporary file.
+                .pragma("temp_store", "memory")
+                // By default the commit that takes the log past 1 000 pages checkpoints it
+                // (copies its pages to the database and flushes both) before it returns, and
+                // every request queued behind that commit waits. The service checkpoints from
+                // a background task instead (`checkpoint`), beside the writers.
+                .pragma(
+                    "wal_autocheckpoint",
+                    if auto_checkpoint { "1000" } else { "0" },
+                )
                 .busy_timeout(Duration::from_secs(5));
             let file = opts.get_filename().to_path_buf();
             let on_disk = !file.as_os_str().is_empty() && file != std::path::Path::new(":memory:");
@@ -433,6 +465,28 @@ impl Store {
             Some(g) => Some(g.lock().await),
             None => None,
         }
+    }
+
+    /// SQLite: checkpoints the write-ahead log; the log's size in pages before the log starts
+    /// again, and how many of them are in the database. PostgreSQL: nothing to do.
+    ///
+    /// The bulk of the log is copied beside the writers (`PASSIVE`). Once the log holds
+    /// [`RESTART_LOG_AT`] pages, the few frames committed meanwhile are copied with writers
+    /// held off (their turn taken), so the whole log is in the database and the next commit
+    /// starts the log again from its beginning: it stays a few MiB, as with SQLite's own
+    /// checkpoints, without a commit stalling on a full copy and two flushes.
+    pub async fn checkpoint(&self) -> DbResult<Option<(i64, i64)>> {
+        const PASSIVE: &str = "PRAGMA wal_checkpoint(PASSIVE)";
+        let Db::Sqlite(p) = &self.db else {
+            return Ok(None);
+        };
+        let (_busy, log, copied): (i64, i64, i64) = sqlx::query_as(PASSIVE).fetch_one(p).await?;
+        if log < RESTART_LOG_AT {
+            return Ok(Some((log, copied)));
+        }
+        let _turn = self.write_turn().await;
+        let (_busy, log, copied): (i64, i64, i64) = sqlx::query_as(PASSIVE).fetch_one(p).await?;
+        Ok(Some((log, copied)))
     }
 
     pub async fn durable(&self) -> DbResult<()> {

@@ -3,9 +3,11 @@
 //! the equity report. Done one transaction per request, requests queue on the database's
 //! commit (on SQLite, on its single writer lock, whose busy handler sleeps, then on a flush
 //! each). Here one task writes whatever requests are waiting in one transaction, with one
-//! multi-row statement per table, flushes once (`Store::durable`), and answers each.
+//! multi-row statement per table, flushes once (`Store::durable`), and answers each. Audit rows
+//! are linked into their tenants' hash chains as they are written (see migration 0060), so the
+//! background sealer only has the rows of record changes left to link.
 
-use super::{on_db, AuditEntry, DbError, Store, Ts};
+use super::{audit, on_db, AuditEntry, DbError, Store, Ts};
 use crate::domain::report::RecommendationTally;
 use std::collections::{BTreeMap, HashSet};
 use tokio::sync::{mpsc, oneshot};
@@ -197,23 +199,40 @@ async fn write(store: &Store, batch: &[Job]) -> Result<Vec<bool>, DbError> {
             })
             .flat_map(|(j, _)| &j.audit)
             .collect();
-        for chunk in entries.chunks(ROWS_PER_INSERT) {
-            let sql = store.numbered(audit_sql(chunk.len()));
-            let mut q = sqlx::query(&sql).persistent(false);
-            for e in chunk {
-                q = q
-                    .bind(uuid::Uuid::now_v7())
-                    .bind(&e.tenant)
-                    .bind(e.at)
-                    .bind(&e.actor)
-                    .bind(e.action)
-                    .bind(e.resource_type)
-                    .bind(e.resource_id)
-                    .bind(&e.subject)
-                    .bind(&e.request_id)
-                    .bind(e.outcome);
+        // Each tenant's entries are linked into its hash chain here and inserted sealed: one
+        // write per row, where rows inserted unsealed are written again by the sealer.
+        let mut by_tenant: BTreeMap<&str, Vec<&AuditEntry>> = BTreeMap::new();
+        for e in entries {
+            by_tenant.entry(e.tenant.as_str()).or_default().push(e);
+        }
+        for (tenant, entries) in by_tenant {
+            sqlx::query(audit::ENSURE_HEAD).bind(tenant).execute(&mut *tx).await?;
+            let head: (i64, String) = sqlx::query_as(store.chain_head_sql())
+                .bind(tenant).fetch_one(&mut *tx).await?;
+            // Each sealed insert moves the head with it (migration 0060).
+            let (rows, _head) = audit::link(head, &entries);
+            for chunk in rows.chunks(ROWS_PER_INSERT) {
+                let sql = store.numbered(audit_sql(chunk.len()));
+                let mut q = sqlx::query(&sql).persistent(false);
+                for r in chunk {
+                    let e = r.entry;
+                    q = q
+                        .bind(r.id)
+                        .bind(&e.tenant)
+                        .bind(r.at)
+                        .bind(&e.actor)
+                        .bind(e.action)
+                        .bind(e.resource_type)
+                        .bind(e.resource_id)
+                        .bind(&e.subject)
+                        .bind(&e.request_id)
+                        .bind(e.outcome)
+                        .bind(r.seq)
+                        .bind(&r.prev_hash)
+                        .bind(&r.hash);
+                }
+                q.execute(&mut *tx).await?;
             }
-            q.execute(&mut *tx).await?;
         }
         for chunk in tallies.chunks(ROWS_PER_INSERT / 2) {
             let sql = store.numbered(tally_sql(chunk.len()));
@@ -268,12 +287,12 @@ fn seen_tokens_sql(rows: usize) -> String {
     )
 }
 
-/// The columns of `store::audit::INSERT_AUDIT`, for many rows at once.
+/// The columns of `store::audit::INSERT_AUDIT` and the chain fields, for many rows at once.
 fn audit_sql(rows: usize) -> String {
     format!(
         "INSERT INTO audit_events (id, tenant, at, actor, action, resource_type, resource_id, \
-         subject, request_id, outcome) VALUES {}",
-        placeholders(rows, 10)
+         subject, request_id, outcome, seq, prev_hash, hash) VALUES {}",
+        placeholders(rows, 13)
     )
 }
 
@@ -297,6 +316,6 @@ mod tests {
         assert_eq!(placeholders(2, 3), "($1, $2, $3), ($4, $5, $6)");
         assert!(seen_tokens_sql(2).contains("($4, $5, $6) ON CONFLICT"));
         assert!(seen_tokens_sql(2).contains("expires_at < $7 RETURNING"));
-        assert!(audit_sql(1).ends_with("($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"));
+        assert!(audit_sql(1).ends_with("($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"));
     }
 }

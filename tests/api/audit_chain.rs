@@ -285,3 +285,113 @@ on_both_engines!(
         assert!(problems.contains("rows 5..5 are missing"), "{problems}");
     }
 );
+
+/// A number from SQL run directly against the database.
+async fn scalar(app: &TestApp, query: &str) -> i64 {
+    use sqlx::Connection;
+    let url = &app.settings.database_url;
+    if app.engine == Engine::Sqlite {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        sqlx::query_scalar(query).fetch_one(&mut c).await.unwrap()
+    } else {
+        let mut c = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query_scalar(query).fetch_one(&mut c).await.unwrap()
+    }
+}
+
+/// The audit rows of reads (written by the group-commit writer) are linked into the chain as
+/// they are inserted: sealed before the read is answered, with the background sealer idle.
+/// The rows of record changes still wait for it. Only the next link can be inserted sealed.
+async fn reads_are_sealed_as_they_are_written(engine: Engine) {
+    let Some((mut settings, dir)) = fresh_settings(engine).await else {
+        eprintln!("TELEMENTAL_TEST_POSTGRES_URL not set: PostgreSQL case skipped");
+        return;
+    };
+    settings.worker_interval = Duration::from_secs(3600); // the sealer runs at start only
+    let app = spawn_with(settings, dir, engine).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let plan = app.post("/v1/plans", "t1", &plan_body("Patient/s1")).await;
+    assert_eq!(plan.status, 201, "{}", plan.body);
+    let path = format!("/v1/plans/{}", plan.body["id"].as_str().unwrap());
+    for _ in 0..3 {
+        assert_eq!(app.get(&path, "t1").await.status, 200);
+    }
+    let q = |action: &str, sealed: bool| {
+        format!(
+            "SELECT COUNT(*) FROM audit_events WHERE tenant = 't1' AND action = '{action}' AND seq IS {}NULL",
+            if sealed { "NOT " } else { "" }
+        )
+    };
+    assert_eq!(scalar(&app, &q("read", true)).await, 3);
+    assert_eq!(scalar(&app, &q("read", false)).await, 0);
+    assert_eq!(
+        scalar(&app, &q("create", false)).await,
+        1,
+        "record changes are sealed later"
+    );
+    assert_eq!(
+        scalar(
+            &app,
+            "SELECT seq FROM audit_chain_heads WHERE tenant = 't1'"
+        )
+        .await,
+        3
+    );
+
+    // Sealed inserts other than the next link are refused: a wrong previous hash, a gap, a
+    // link in the chain's past.
+    let id = if engine == Engine::Sqlite {
+        "randomblob(16)"
+    } else {
+        "gen_random_uuid()"
+    };
+    let at = if engine == Engine::Sqlite {
+        "'2026-01-01T00:00:00.000000Z'"
+    } else {
+        "now()"
+    };
+    for (seq, prev) in [
+        ("4", "'not-the-last-hash'"),
+        (
+            "5",
+            "(SELECT hash FROM audit_events WHERE tenant = 't1' AND seq = 3)",
+        ),
+        (
+            "3",
+            "(SELECT hash FROM audit_events WHERE tenant = 't1' AND seq = 2)",
+        ),
+    ] {
+        let attempt = format!(
+            "INSERT INTO audit_events (id, tenant, at, actor, action, resource_type, request_id, outcome, seq, prev_hash, hash) \
+             VALUES ({id}, 't1', {at}, 'm', 'read', 'plan', 'r', 'success', {seq}, {prev}, 'x')"
+        );
+        assert!(
+            sql(&app, &[&attempt]).await.is_err(),
+            "{attempt} was allowed"
+        );
+    }
+    // The next link itself is accepted by the database (its hash is checked by verify).
+    let next = format!(
+        "INSERT INTO audit_events (id, tenant, at, actor, action, resource_type, request_id, outcome, seq, prev_hash, hash) \
+         VALUES ({id}, 't1', {at}, 'm', 'read', 'plan', 'r', 'success', 4, \
+         (SELECT hash FROM audit_events WHERE tenant = 't1' AND seq = 3), 'x')"
+    );
+    sql(&app, &[&next]).await.unwrap();
+    let (code, reports) = verify(&app).await; // seals the create's row after the forged one
+    assert_eq!(code, 1);
+    let problems = report(&reports, "t1")["problems"].to_string();
+    assert!(
+        problems.contains("row 4") && problems.contains("altered"),
+        "{problems}"
+    );
+}
+
+#[actix_web::test]
+async fn reads_are_sealed_as_they_are_written_sqlite() {
+    reads_are_sealed_as_they_are_written(Engine::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn reads_are_sealed_as_they_are_written_postgres() {
+    reads_are_sealed_as_they_are_written(Engine::Postgres).await;
+}
