@@ -210,7 +210,7 @@ async fn write(store: &Store, batch: &[Job]) -> Result<Vec<bool>, DbError> {
             let head: (i64, String) = sqlx::query_as(store.chain_head_sql())
                 .bind(tenant).fetch_one(&mut *tx).await?;
             // Each sealed insert moves the head with it (migration 0060).
-            let (rows, _head) = audit::link(head, &entries);
+            let rows = audit::link(head, &entries);
             for chunk in rows.chunks(ROWS_PER_INSERT) {
                 let sql = store.numbered(audit_sql(chunk.len()));
                 let mut q = sqlx::query(&sql).persistent(false);
