@@ -226,14 +226,9 @@ async fn seal_audit_trail(
 /// Checkpoints the SQLite log every 200 ms, beside the writers rather than inside a commit
 /// (see `Store::connect_for_service`), until stopped. Nothing on PostgreSQL.
 async fn checkpoint_log(store: Store, mut stop: tokio::sync::watch::Receiver<bool>) {
-    if store.engine() != "sqlite" {
-        return;
-    }
     loop {
         match store.checkpoint().await {
-            Ok(Some((log, _copied))) => {
-                metrics::gauge!("telemental_sqlite_log_pages").set(log as f64);
-            }
+            Ok(Some(log)) => metrics::gauge!("telemental_sqlite_log_pages").set(log as f64),
             Ok(None) => return,
             Err(e) => tracing::warn!(error = %e, "could not checkpoint the SQLite log; will retry"),
         }

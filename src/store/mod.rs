@@ -467,26 +467,26 @@ impl Store {
         }
     }
 
-    /// SQLite: checkpoints the write-ahead log; the log's size in pages before the log starts
-    /// again, and how many of them are in the database. PostgreSQL: nothing to do.
+    /// SQLite: checkpoints the write-ahead log; the log's size in pages before it starts
+    /// again. PostgreSQL: nothing to do (`None`).
     ///
     /// The bulk of the log is copied beside the writers (`PASSIVE`). Once the log holds
     /// [`RESTART_LOG_AT`] pages, the few frames committed meanwhile are copied with writers
     /// held off (their turn taken), so the whole log is in the database and the next commit
     /// starts the log again from its beginning: it stays a few MiB, as with SQLite's own
     /// checkpoints, without a commit stalling on a full copy and two flushes.
-    pub async fn checkpoint(&self) -> DbResult<Option<(i64, i64)>> {
+    pub async fn checkpoint(&self) -> DbResult<Option<i64>> {
         const PASSIVE: &str = "PRAGMA wal_checkpoint(PASSIVE)";
         let Db::Sqlite(p) = &self.db else {
             return Ok(None);
         };
-        let (_busy, log, copied): (i64, i64, i64) = sqlx::query_as(PASSIVE).fetch_one(p).await?;
+        let (_busy, log, _copied): (i64, i64, i64) = sqlx::query_as(PASSIVE).fetch_one(p).await?;
         if log < RESTART_LOG_AT {
-            return Ok(Some((log, copied)));
+            return Ok(Some(log));
         }
         let _turn = self.write_turn().await;
-        let (_busy, log, copied): (i64, i64, i64) = sqlx::query_as(PASSIVE).fetch_one(p).await?;
-        Ok(Some((log, copied)))
+        let (_busy, log, _copied): (i64, i64, i64) = sqlx::query_as(PASSIVE).fetch_one(p).await?;
+        Ok(Some(log))
     }
 
     pub async fn durable(&self) -> DbResult<()> {
