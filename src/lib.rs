@@ -74,8 +74,13 @@ impl Application {
         auth.warm_up().await;
         let auth = web::Data::new(auth);
         let outbox_wake = Arc::new(tokio::sync::Notify::new());
-        // Group commit of audit rows (reads, denials, EHR calls) and CDS token ids.
-        let writer = store::writer::Writer::start(store.clone());
+        // Group commit of audit rows (reads, denials, EHR calls), CDS token ids and, on
+        // SQLite, record changes.
+        let store = store.with_writer();
+        let writer = store
+            .writer()
+            .cloned()
+            .expect("the writer was just started");
         let state = web::Data::new(AppState {
             store: store.clone(),
             writer: writer.clone(),

@@ -231,6 +231,9 @@ pub struct Store {
     /// The keys personal fields are sealed with (`crate::crypto`); none until
     /// [`Store::with_keys`], and then nothing personal can be written or read back.
     keys: std::sync::Arc<Keyring>,
+    /// The group-commit writer ([`Store::with_writer`]): on SQLite, record changes join its
+    /// batches. Its own task's store has none.
+    writer: Option<writer::Writer>,
 }
 
 /// This process's hold on a SQLite database file: an exclusive lock on `<file>.lock`, so that
@@ -384,6 +387,7 @@ impl Store {
                 _owner: None,
                 file: on_disk.then_some(file),
                 keys: Default::default(),
+                writer: None,
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url).map_err(|e| {
@@ -401,6 +405,7 @@ impl Store {
                 _owner: None,
                 file: None,
                 keys: Default::default(),
+                writer: None,
             })
         } else {
             Err(StartupError::msg(
@@ -421,6 +426,28 @@ impl Store {
             }
         }
         Ok(self)
+    }
+
+    /// Starts the group-commit writer (`writer`) for this store, on the current runtime. It
+    /// stops when the last clone of the returned store (and of its writer) is dropped.
+    pub fn with_writer(mut self) -> Store {
+        self.writer = None;
+        self.writer = Some(writer::Writer::start(self.clone()));
+        self
+    }
+
+    /// The group-commit writer, once started.
+    pub fn writer(&self) -> Option<&writer::Writer> {
+        self.writer.as_ref()
+    }
+
+    /// Where a record change goes: into the writer's batches (SQLite, writer started), or
+    /// `None` for a transaction of its own.
+    pub(crate) fn batched(&self) -> Option<&writer::Writer> {
+        match self.db {
+            Db::Sqlite(_) => self.writer.as_ref(),
+            Db::Postgres(_) => None,
+        }
     }
 
     /// The store with `keys` to seal and open personal fields.

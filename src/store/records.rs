@@ -42,7 +42,7 @@ pub const SAFETY_PROTOCOLS: RecordTable = RecordTable {
 };
 
 /// A domain type kept as a versioned record.
-pub trait RecordKind: StoredForm + Clone {
+pub trait RecordKind: StoredForm + Clone + Send + Sync + 'static {
     const TABLE: RecordTable;
     fn subject(&self) -> &str;
     /// The date the record is next due for review (indexed for `review_due_before`).
@@ -146,6 +146,12 @@ pub enum UpdateError {
     Db(DbError),
 }
 
+impl From<DbError> for UpdateError {
+    fn from(e: DbError) -> Self {
+        UpdateError::Db(e)
+    }
+}
+
 impl From<sqlx::Error> for UpdateError {
     fn from(e: sqlx::Error) -> Self {
         UpdateError::Db(e.into())
@@ -197,31 +203,48 @@ impl Store {
         let body = content.encode(&self.place(tenant, t.sealed_as, &row))?;
         let (subject, review_due) = (content.subject().to_string(), content.review_due());
         let now = audit.at;
-        on_db!(&self.db, p => {
-            let _turn = self.write_turn().await;
-            let mut tx = p.begin().await?;
-            sqlx::query(&insert)
-                .bind(id)
-                .bind(tenant)
-                .bind(&subject)
-                .bind(Json(&body))
-                .bind(review_due)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(&insert_version)
-                .bind(id)
-                .bind(tenant)
-                .bind(Json(&body))
-                .bind(review_due)
-                .bind(now)
-                .bind(&audit.actor)
-                .execute(&mut *tx)
-                .await?;
-            insert_audit!(&mut *tx, audit)?;
-            tx.commit().await?;
-        });
-        self.durable().await?;
+        let (owner, subject_row, actor) =
+            (tenant.to_string(), subject.clone(), audit.actor.clone());
+        macro_rules! insert_rows {
+            ($c:expr) => {{
+                sqlx::query(&insert)
+                    .bind(id)
+                    .bind(&owner)
+                    .bind(&subject_row)
+                    .bind(Json(&body))
+                    .bind(review_due)
+                    .bind(now)
+                    .execute(&mut *$c)
+                    .await?;
+                sqlx::query(&insert_version)
+                    .bind(id)
+                    .bind(&owner)
+                    .bind(Json(&body))
+                    .bind(review_due)
+                    .bind(now)
+                    .bind(&actor)
+                    .execute(&mut *$c)
+                    .await?;
+            }};
+        }
+        if let Some(w) = self.batched() {
+            w.change(vec![audit.clone()], move |c| {
+                Box::pin(async move {
+                    insert_rows!(c);
+                    Ok::<_, DbError>(())
+                })
+            })
+            .await?;
+        } else {
+            on_db!(&self.db, p => {
+                let _turn = self.write_turn().await;
+                let mut tx = p.begin().await?;
+                insert_rows!(tx);
+                insert_audit!(&mut *tx, audit)?;
+                tx.commit().await?;
+            });
+            self.durable().await?;
+        }
         let record = Record {
             meta: RecordMeta {
                 id,
@@ -355,53 +378,71 @@ impl Store {
         );
         let review_due = content.review_due();
         let now = audit.at;
-        let (version, subject, created_at) = on_db!(&self.db, p => {
-            let _turn = self.write_turn().await;
-            let mut tx = p.begin().await?;
-            let row: Option<(i64, String, Ts)> = sqlx::query_as(&update)
-                .bind(review_due)
-                .bind(now)
-                .bind(id)
-                .bind(tenant)
-                .bind(expected)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(row) = row else {
-                let cur: Option<(i64,)> = sqlx::query_as(&current)
+        let (owner, actor, store) = (tenant.to_string(), audit.actor.clone(), self.clone());
+        // The statements of an update, on `$c` (an open transaction); evaluates to the new
+        // version's row and the content back.
+        macro_rules! update_rows {
+            ($c:expr, $content:expr) => {{
+                let content = $content;
+                let row: Option<(i64, String, Ts)> = sqlx::query_as(&update)
+                    .bind(review_due)
+                    .bind(now)
                     .bind(id)
-                    .bind(tenant)
-                    .fetch_optional(&mut *tx)
+                    .bind(&owner)
+                    .bind(expected)
+                    .fetch_optional(&mut *$c)
                     .await?;
-                return Err(match cur {
-                    None => UpdateError::NotFound,
-                    Some((v,)) => UpdateError::VersionMismatch(v),
-                });
-            };
-            let sealed_row = record_row(id, row.0);
-            let body = content
-                .encode(&self.place(tenant, t.sealed_as, &sealed_row))
-                .map_err(|e| UpdateError::Db(e.into()))?;
-            sqlx::query(&set_body)
-                .bind(Json(&body))
-                .bind(id)
-                .bind(tenant)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(&insert_version)
-                .bind(id)
-                .bind(tenant)
-                .bind(row.0)
-                .bind(Json(&body))
-                .bind(review_due)
-                .bind(now)
-                .bind(&audit.actor)
-                .execute(&mut *tx)
-                .await?;
-            insert_audit!(&mut *tx, audit)?;
-            tx.commit().await?;
-            row
-        });
-        self.durable().await.map_err(UpdateError::Db)?;
+                let Some(row) = row else {
+                    let cur: Option<(i64,)> = sqlx::query_as(&current)
+                        .bind(id)
+                        .bind(&owner)
+                        .fetch_optional(&mut *$c)
+                        .await?;
+                    return Err(match cur {
+                        None => UpdateError::NotFound,
+                        Some((v,)) => UpdateError::VersionMismatch(v),
+                    });
+                };
+                let sealed_row = record_row(id, row.0);
+                let body = content
+                    .encode(&store.place(&owner, t.sealed_as, &sealed_row))
+                    .map_err(|e| UpdateError::Db(e.into()))?;
+                sqlx::query(&set_body)
+                    .bind(Json(&body))
+                    .bind(id)
+                    .bind(&owner)
+                    .execute(&mut *$c)
+                    .await?;
+                sqlx::query(&insert_version)
+                    .bind(id)
+                    .bind(&owner)
+                    .bind(row.0)
+                    .bind(Json(&body))
+                    .bind(review_due)
+                    .bind(now)
+                    .bind(&actor)
+                    .execute(&mut *$c)
+                    .await?;
+                (row, content)
+            }};
+        }
+        let ((version, subject, created_at), content) = if let Some(w) = self.batched() {
+            w.change(vec![audit.clone()], move |c| {
+                Box::pin(async move { Ok::<_, UpdateError>(update_rows!(c, content)) })
+            })
+            .await?
+        } else {
+            let done = on_db!(&self.db, p => {
+                let _turn = self.write_turn().await;
+                let mut tx = p.begin().await?;
+                let done = update_rows!(tx, content);
+                insert_audit!(&mut *tx, audit)?;
+                tx.commit().await?;
+                done
+            });
+            self.durable().await.map_err(UpdateError::Db)?;
+            done
+        };
         let record = Record {
             meta: RecordMeta {
                 id,

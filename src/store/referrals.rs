@@ -107,6 +107,25 @@ impl<E> From<sqlx::Error> for ChangeError<E> {
     }
 }
 
+/// Why a referral was not created.
+enum CreateFailed {
+    /// Another request holds the idempotency key (its response, or a 409, is the answer).
+    Claimed,
+    Db(DbError),
+}
+
+impl From<DbError> for CreateFailed {
+    fn from(e: DbError) -> Self {
+        CreateFailed::Db(e)
+    }
+}
+
+impl From<sqlx::Error> for CreateFailed {
+    fn from(e: sqlx::Error) -> Self {
+        CreateFailed::Db(e.into())
+    }
+}
+
 pub(crate) const SELECT: &str = "SELECT r.id, r.subject, r.version, r.body, r.created_at, \
     r.updated_at, v.recorded_by AS updated_by FROM referrals r \
     LEFT JOIN referral_versions v ON v.record_id = r.id AND v.version = r.version";
@@ -220,36 +239,72 @@ impl Store {
             },
             state,
         };
-        let subject = record.meta.subject.as_str();
         let resp = render(&record);
-        let claimed = on_db!(&self.db, p => {
-            let _turn = self.write_turn().await;
-            let mut tx = p.begin().await?;
-            if !claim_key!(tx, tenant, idem, now)? {
-                false
-            } else {
+        let (owner, subject, actor, store) = (
+            tenant.to_string(),
+            record.meta.subject.clone(),
+            audit.actor.clone(),
+            self.clone(),
+        );
+        let key = idem.map(|k| {
+            (
+                k.endpoint.to_string(),
+                k.key.to_string(),
+                k.request_hash.clone(),
+            )
+        });
+        // The statements of a create on `$c` (an open transaction), with the response kept
+        // under the idempotency key; `Err(Claimed)` when another request holds the key.
+        macro_rules! create_rows {
+            ($c:expr, $resp:expr) => {{
+                let idem = key.as_ref().map(|(endpoint, key, hash)| IdemKey {
+                    endpoint,
+                    key,
+                    request_hash: hash.clone(),
+                });
+                let resp: &StoredResponse = $resp;
+                if !claim_key!($c, &owner, idem.as_ref(), now)? {
+                    return Err(CreateFailed::Claimed);
+                }
                 sqlx::query("INSERT INTO referrals (id, tenant, subject, version, body, status, due_by, created_at, updated_at) \
                     VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $7)")
-                    .bind(id).bind(tenant).bind(subject).bind(Json(&body)).bind(status).bind(due_by).bind(now)
-                    .execute(&mut *tx).await?;
+                    .bind(id).bind(&owner).bind(&subject).bind(Json(&body)).bind(status).bind(due_by).bind(now)
+                    .execute(&mut *$c).await?;
                 sqlx::query("INSERT INTO referral_versions (record_id, tenant, version, body, recorded_at, recorded_by) \
                     VALUES ($1, $2, 1, $3, $4, $5)")
-                    .bind(id).bind(tenant).bind(Json(&body)).bind(now).bind(&audit.actor)
-                    .execute(&mut *tx).await?;
-                insert_audit!(&mut *tx, audit)?;
-                emit_event!(self, tx, tenant, WebhookEvent::ReferralCreated, &resp.body, now)?;
-                keep_response!(self, tx, tenant, idem, &resp)?;
-                tx.commit().await?;
-                true
-            }
-        });
-        if claimed {
-            self.durable().await?;
+                    .bind(id).bind(&owner).bind(Json(&body)).bind(now).bind(&actor)
+                    .execute(&mut *$c).await?;
+                emit_event!(&store, $c, &owner, WebhookEvent::ReferralCreated, &resp.body, now)?;
+                keep_response!(&store, $c, &owner, idem.as_ref(), resp)?;
+            }};
         }
-        match (claimed, idem) {
-            (true, _) => Ok(Idempotent::Fresh(record, resp)),
-            (false, Some(k)) => self.stored_response(tenant, k).await,
-            (false, None) => Err(DbError::Conflict),
+        let done: Result<StoredResponse, CreateFailed> = if let Some(w) = self.batched() {
+            w.change(vec![audit.clone()], move |c| {
+                Box::pin(async move {
+                    create_rows!(c, &resp);
+                    Ok(resp)
+                })
+            })
+            .await
+        } else {
+            async {
+                on_db!(&self.db, p => {
+                    let _turn = self.write_turn().await;
+                    let mut tx = p.begin().await?;
+                    create_rows!(tx, &resp);
+                    insert_audit!(&mut *tx, audit)?;
+                    tx.commit().await?;
+                });
+                self.durable().await?;
+                Ok(resp)
+            }
+            .await
+        };
+        match (done, idem) {
+            (Ok(resp), _) => Ok(Idempotent::Fresh(record, resp)),
+            (Err(CreateFailed::Claimed), Some(k)) => self.stored_response(tenant, k).await,
+            (Err(CreateFailed::Claimed), None) => Err(DbError::Conflict),
+            (Err(CreateFailed::Db(e)), _) => Err(e),
         }
     }
 

@@ -75,33 +75,57 @@ impl Store {
             .result
             .encode(&self.place(c.tenant, RESULT_SEALED_AS, &row))?;
         let outcome = c.result.outcome.as_str();
+        let (id, protocol_version, plan_version, at) =
+            (c.id, c.protocol_version, c.plan_version, audit.at);
+        let (tenant, subject, actor, event, store) = (
+            c.tenant.to_string(),
+            c.check.subject.as_str().to_string(),
+            audit.actor.clone(),
+            event.cloned(),
+            self.clone(),
+        );
+        macro_rules! insert_rows {
+            ($c:expr) => {{
+                sqlx::query(SQL)
+                    .bind(id)
+                    .bind(&tenant)
+                    .bind(&subject)
+                    .bind(Json(&body))
+                    .bind(outcome)
+                    .bind(Json(&result))
+                    .bind(protocol_version)
+                    .bind(plan_version)
+                    .bind(at)
+                    .bind(&actor)
+                    .execute(&mut *$c)
+                    .await?;
+                if let Some(data) = &event {
+                    emit_event!(
+                        &store,
+                        $c,
+                        &tenant,
+                        crate::events::WebhookEvent::SessionCheckDoNotProceed,
+                        data,
+                        at
+                    )?;
+                }
+            }};
+        }
+        if let Some(w) = self.batched() {
+            return w
+                .change(vec![audit.clone()], move |c| {
+                    Box::pin(async move {
+                        insert_rows!(c);
+                        Ok::<_, super::DbError>(())
+                    })
+                })
+                .await;
+        }
         on_db!(&self.db, p => {
             let _turn = self.write_turn().await;
             let mut tx = p.begin().await?;
-            sqlx::query(SQL)
-                .bind(c.id)
-                .bind(c.tenant)
-                .bind(c.check.subject.as_str())
-                .bind(Json(&body))
-                .bind(outcome)
-                .bind(Json(&result))
-                .bind(c.protocol_version)
-                .bind(c.plan_version)
-                .bind(audit.at)
-                .bind(&audit.actor)
-                .execute(&mut *tx)
-                .await?;
+            insert_rows!(tx);
             insert_audit!(&mut *tx, audit)?;
-            if let Some(data) = event {
-                emit_event!(
-                    self,
-                    tx,
-                    c.tenant,
-                    crate::events::WebhookEvent::SessionCheckDoNotProceed,
-                    data,
-                    audit.at
-                )?;
-            }
             tx.commit().await?;
         });
         self.durable().await

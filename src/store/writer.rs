@@ -1,15 +1,24 @@
-//! Group commit for what reads must write before they are answered: the audit rows of every
-//! read and denial, a CDS call's token id (refusing a replay), a recommendation's counts for
-//! the equity report. Done one transaction per request, requests queue on the database's
-//! commit (on SQLite, on its single writer lock, whose busy handler sleeps, then on a flush
-//! each). Here one task writes whatever requests are waiting in one transaction, with one
-//! multi-row statement per table, flushes once (`Store::durable`), and answers each. Audit rows
-//! are linked into their tenants' hash chains as they are written (see migration 0060), so the
-//! background sealer only has the rows of record changes left to link.
+//! Group commit. What reads must write before they are answered (the audit rows of every
+//! read and denial, a CDS call's token id refusing a replay, a recommendation's counts for the
+//! equity report) and, on SQLite, the record changes of writes (a plan or protocol created or
+//! updated, a session check, a referral) are written by one task: whatever requests are
+//! waiting go into one transaction, flushed once (`Store::durable`), and each is answered
+//! once that flush is done. Done one transaction per request, requests queue on the
+//! database's commit (on SQLite, on its single writer lock, then on a flush each).
+//!
+//! Each change runs under a savepoint of its own, so one that fails (a conflict, a version
+//! that moved, a constraint) is rolled back alone and answered with its error, and the others
+//! in its batch commit. The reads' rows go in with one multi-row statement per table. Audit
+//! rows, of reads and of changes, are linked into their tenants' hash chains as they are
+//! written (see migration 0060). On PostgreSQL, which groups concurrent commits itself, changes
+//! keep a transaction each (the background sealer links their audit rows).
 
 use super::{audit, on_db, AuditEntry, DbError, Store, Ts};
 use crate::domain::report::RecommendationTally;
+use futures_util::future::BoxFuture;
+use sqlx::SqliteConnection;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 /// Most calls written in one transaction.
@@ -23,18 +32,77 @@ pub struct SeenToken {
     pub keep_until: Ts,
 }
 
-struct Job {
+/// Answers a change once its batch is on disk (`Ok`) or failed (`Err`, why).
+type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// A change's statements, run on the batch's transaction: whether they succeeded, and how to
+/// answer the request.
+type Work =
+    Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, (bool, Deliver)> + Send>;
+
+enum Reply {
+    /// What reads write: answered with whether the token (if any) was fresh.
+    Read(oneshot::Sender<Result<bool, String>>),
+    /// A change not yet run.
+    Change(Work),
+    /// A change that ran; `ok`: it is kept (and its audit rows written).
+    Ran { ok: bool, deliver: Deliver },
+    /// A change dropped unrun (its caller hears that the writer failed).
+    Gone,
+}
+
+/// What a request writes besides its change.
+struct Writes {
     token: Option<SeenToken>,
     audit: Vec<AuditEntry>,
     /// A recommendation to count for the equity report: (tenant, what it adds).
     tally: Option<(String, RecommendationTally)>,
-    done: oneshot::Sender<Result<bool, String>>,
+}
+
+struct Job {
+    writes: Writes,
+    reply: Reply,
+}
+
+impl Reply {
+    /// Whether the job's audit rows are written: a change that succeeded, a read whose token
+    /// (if any) is fresh (`fresh`).
+    fn keeps_audit(&self, fresh: bool) -> bool {
+        match self {
+            Reply::Ran { ok, .. } => *ok,
+            Reply::Read(_) => fresh,
+            Reply::Change(_) | Reply::Gone => false,
+        }
+    }
+
+    /// Answers the job: `Ok(fresh)` once its batch is durable, or why it failed.
+    fn answer(self, outcome: Result<bool, String>) {
+        match self {
+            Reply::Read(done) => {
+                let _ = done.send(outcome);
+            }
+            Reply::Ran { deliver, .. } => deliver(outcome.map(|_| ())),
+            Reply::Change(_) | Reply::Gone => {}
+        }
+    }
 }
 
 /// Hands writes to the group-commit task.
 #[derive(Clone, Debug)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    stats: std::sync::Arc<WriteStats>,
+}
+
+/// What the writer has done since it started (also exported as metrics).
+#[derive(Debug, Default)]
+pub struct WriteStats {
+    /// Transactions that carried at least one change.
+    pub change_batches: AtomicU64,
+    /// Changes run in those transactions, kept or not.
+    pub changes: AtomicU64,
+    /// Changes undone alone (their savepoint rolled back) while their batch went on.
+    pub changes_undone: AtomicU64,
 }
 
 impl std::fmt::Debug for Job {
@@ -47,8 +115,14 @@ impl Writer {
     /// Starts the task on the current runtime; it ends when every `Writer` is dropped.
     pub fn start(store: Store) -> Writer {
         let (jobs, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(store, rx));
-        Writer { jobs }
+        let stats = std::sync::Arc::<WriteStats>::default();
+        tokio::spawn(run(store, rx, stats.clone()));
+        Writer { jobs, stats }
+    }
+
+    /// What the writer has done so far.
+    pub fn stats(&self) -> std::sync::Arc<WriteStats> {
+        self.stats.clone()
     }
 
     /// Records the token (when given) and, unless it is a replay, the audit entries, both
@@ -62,6 +136,45 @@ impl Writer {
             return Ok(true);
         }
         self.send(token, audit, None).await
+    }
+
+    /// Runs a change (SQLite) in the next batch's transaction, under a savepoint of its own,
+    /// and writes `audit` with it if it succeeds; returns once the batch is on disk. `work`
+    /// must not wait for anything that waits for the writer.
+    pub async fn change<T, E, F>(&self, audit: Vec<AuditEntry>, work: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
+    {
+        let (done, answer) = oneshot::channel::<Result<T, E>>();
+        let work: Work = erase(move |c| {
+            Box::pin(async move {
+                let outcome = work(c).await;
+                let ok = outcome.is_ok();
+                let deliver: Deliver = Box::new(move |flushed| {
+                    let _ = done.send(match (outcome, flushed) {
+                        (Ok(_), Err(why)) => Err(DbError::Unavailable(why).into()),
+                        (outcome, _) => outcome,
+                    });
+                });
+                (ok, deliver)
+            })
+        });
+        let job = Job {
+            writes: Writes {
+                token: None,
+                audit,
+                tally: None,
+            },
+            reply: Reply::Change(work),
+        };
+        if self.jobs.send(job).await.is_err() {
+            return Err(DbError::Unavailable("the writer has stopped".into()).into());
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(DbError::Unavailable("the write batch failed before this change ran".into()).into())
+        })
     }
 
     /// Records a recommendation's audit entries and counts it for the equity report.
@@ -85,10 +198,12 @@ impl Writer {
         let (done, answer) = oneshot::channel();
         self.jobs
             .send(Job {
-                token,
-                audit,
-                tally,
-                done,
+                writes: Writes {
+                    token,
+                    audit,
+                    tally,
+                },
+                reply: Reply::Read(done),
             })
             .await
             .map_err(|_| DbError::Unavailable("the audit writer has stopped".into()))?;
@@ -99,7 +214,15 @@ impl Writer {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
+/// Pins down the higher-ranked signature of a change's closure.
+fn erase<F>(f: F) -> Work
+where
+    F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, (bool, Deliver)> + Send + 'static,
+{
+    Box::new(f)
+}
+
+async fn run(store: Store, mut rx: mpsc::Receiver<Job>, stats: std::sync::Arc<WriteStats>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -110,8 +233,27 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
         }
         // The same order in every instance, so concurrent batches on PostgreSQL lock token
         // rows in one order and cannot deadlock each other.
-        batch.sort_by(|a, b| a.token.cmp(&b.token));
-        match write(&store, &batch).await {
+        batch.sort_by(|a, b| a.writes.token.cmp(&b.writes.token));
+        let (writes, mut replies): (Vec<Writes>, Vec<Reply>) =
+            batch.into_iter().map(|j| (j.writes, j.reply)).unzip();
+        let changes = replies
+            .iter()
+            .filter(|r| matches!(r, Reply::Change(_)))
+            .count() as u64;
+        let outcome = write(&store, &writes, &mut replies).await;
+        if changes > 0 {
+            let undone = replies
+                .iter()
+                .filter(|r| matches!(r, Reply::Ran { ok: false, .. }))
+                .count() as u64;
+            stats.change_batches.fetch_add(1, Ordering::Relaxed);
+            stats.changes.fetch_add(changes, Ordering::Relaxed);
+            stats.changes_undone.fetch_add(undone, Ordering::Relaxed);
+            metrics::counter!("telemental_change_batches_total").increment(1);
+            metrics::counter!("telemental_changes_total").increment(changes);
+            metrics::counter!("telemental_changes_undone_total").increment(undone);
+        }
+        match outcome {
             // Committed: the batch is answered once its commit is on disk. That wait runs
             // apart, so the next batch is written while this one's flush is under way (a
             // flush covers every commit made before it began, so each batch still waits
@@ -120,16 +262,16 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
                 let store = store.clone();
                 tokio::spawn(async move {
                     let flushed = store.durable().await.map_err(|e| e.to_string());
-                    for (job, f) in batch.into_iter().zip(fresh) {
-                        let _ = job.done.send(flushed.clone().map(|()| f));
+                    for (reply, f) in replies.into_iter().zip(fresh) {
+                        reply.answer(flushed.clone().map(|()| f));
                     }
                 });
             }
             Err(e) => {
                 let msg = e.to_string();
-                tracing::warn!(error = %msg, calls = batch.len(), "CDS batch write failed");
-                for job in batch {
-                    let _ = job.done.send(Err(msg.clone()));
+                tracing::warn!(error = %msg, calls = replies.len(), "batch write failed");
+                for reply in replies {
+                    reply.answer(Err(msg.clone()));
                 }
             }
         }
@@ -141,11 +283,59 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>) {
 /// every pooled connection, held tens of MiB for a saving of a few microseconds a batch.
 const ROWS_PER_INSERT: usize = 100;
 
-/// One transaction for the batch, with one statement per table and chunk rather than per row
-/// (on SQLite every statement is a hand-off to its worker thread), committed but not yet
-/// known to be durable; per job, whether its token was fresh. A token twice in one batch is
-/// fresh only the first time.
-async fn write(store: &Store, batch: &[Job]) -> Result<Vec<bool>, DbError> {
+/// The connection changes run on: SQLite's (PostgreSQL does not batch changes).
+trait ChangeConnection {
+    fn for_changes(&mut self) -> Option<&mut SqliteConnection>;
+}
+
+impl ChangeConnection for SqliteConnection {
+    fn for_changes(&mut self) -> Option<&mut SqliteConnection> {
+        Some(self)
+    }
+}
+
+impl ChangeConnection for sqlx::PgConnection {
+    fn for_changes(&mut self) -> Option<&mut SqliteConnection> {
+        None
+    }
+}
+
+/// Runs the batch's changes in order, each under a savepoint: one that fails is undone alone.
+/// Each job's reply becomes `Ran` (or `Gone` on PostgreSQL, where none are sent).
+async fn run_changes(
+    conn: &mut impl ChangeConnection,
+    replies: &mut [Reply],
+) -> Result<(), DbError> {
+    for reply in replies.iter_mut() {
+        if !matches!(reply, Reply::Change(_)) {
+            continue;
+        }
+        let Reply::Change(work) = std::mem::replace(reply, Reply::Gone) else {
+            continue;
+        };
+        let Some(c) = conn.for_changes() else {
+            continue;
+        };
+        sqlx::query("SAVEPOINT change").execute(&mut *c).await?;
+        let (ok, deliver) = work(&mut *c).await;
+        *reply = Reply::Ran { ok, deliver };
+        if !ok {
+            sqlx::query("ROLLBACK TO change").execute(&mut *c).await?;
+        }
+        sqlx::query("RELEASE change").execute(&mut *c).await?;
+    }
+    Ok(())
+}
+
+/// One transaction for the batch: the changes first, then one statement per table and chunk
+/// rather than per row for the rest (on SQLite every statement is a hand-off to its worker
+/// thread), committed but not yet known to be durable; per job, whether its token was fresh.
+/// A token twice in one batch is fresh only the first time.
+async fn write(
+    store: &Store,
+    batch: &[Writes],
+    replies: &mut [Reply],
+) -> Result<Vec<bool>, DbError> {
     let mut seen = HashSet::new();
     let first: Vec<bool> = batch
         .iter()
@@ -180,6 +370,7 @@ async fn write(store: &Store, batch: &[Job]) -> Result<Vec<bool>, DbError> {
     let fresh_keys: HashSet<(String, String)> = on_db!(&store.db, p => {
         let _turn = store.write_turn().await;
         let mut tx = p.begin().await?;
+        run_changes(&mut *tx, replies).await?;
         let mut fresh_keys = HashSet::new();
         for chunk in tokens.chunks(ROWS_PER_INSERT) {
             let sql = store.numbered(seen_tokens_sql(chunk.len()));
@@ -192,12 +383,13 @@ async fn write(store: &Store, batch: &[Job]) -> Result<Vec<bool>, DbError> {
         let entries: Vec<&AuditEntry> = batch
             .iter()
             .zip(&first)
-            .filter(|(j, f)| {
-                **f && j.token.as_ref().is_none_or(|t| {
+            .zip(replies.iter())
+            .filter(|((j, f), reply)| {
+                reply.keeps_audit(**f && j.token.as_ref().is_none_or(|t| {
                     fresh_keys.contains(&(t.issuer.clone(), t.jti.clone()))
-                })
+                }))
             })
-            .flat_map(|(j, _)| &j.audit)
+            .flat_map(|((j, _), _)| &j.audit)
             .collect();
         // Each tenant's entries are linked into its hash chain here and inserted sealed: one
         // write per row, where rows inserted unsealed are written again by the sealer.

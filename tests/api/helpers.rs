@@ -27,6 +27,8 @@ pub struct TestApp {
     pub engine: Engine,
     /// Keeps the SQLite file alive for the test's duration.
     pub _dir: Option<tempfile::TempDir>,
+    /// The group-commit writer's counts.
+    pub writes: std::sync::Arc<telemental::store::writer::WriteStats>,
 }
 
 /// `TELEMENTAL_TEST_POSTGRES_URL`, e.g. `postgres://postgres@127.0.0.1:5432/postgres`.
@@ -87,6 +89,11 @@ pub async fn spawn_with(
         .expect("app builds");
     let port = app.port();
     let handle = app.handle();
+    let writes = app
+        .store
+        .writer()
+        .expect("the app starts its writer")
+        .stats();
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         base: format!("http://127.0.0.1:{port}"),
@@ -98,6 +105,7 @@ pub async fn spawn_with(
         handle,
         engine,
         _dir: dir,
+        writes,
     }
 }
 

@@ -15,6 +15,7 @@ mod diagnostics;
 mod encryption;
 mod fhir;
 mod freshness;
+mod group_commit;
 mod hardening;
 mod healing;
 mod helpers;
