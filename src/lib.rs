@@ -76,11 +76,12 @@ impl Application {
         let outbox_wake = Arc::new(tokio::sync::Notify::new());
         // Group commit of audit rows (reads, denials, EHR calls), CDS token ids and, on
         // SQLite, record changes.
-        let store = store.with_writer();
-        let writer = store
-            .writer()
-            .cloned()
-            .expect("the writer was just started");
+        let store = store
+            .with_writer()
+            .map_err(|e| StartupError::new("cannot start the writer's thread", e))?;
+        let Some(writer) = store.writer().cloned() else {
+            return Err(StartupError::msg("the writer did not start"));
+        };
         let state = web::Data::new(AppState {
             store: store.clone(),
             writer: writer.clone(),

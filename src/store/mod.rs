@@ -428,12 +428,12 @@ impl Store {
         Ok(self)
     }
 
-    /// Starts the group-commit writer (`writer`) for this store, on the current runtime. It
+    /// Starts the group-commit writer (`writer`) for this store, on a thread of its own. It
     /// stops when the last clone of the returned store (and of its writer) is dropped.
-    pub fn with_writer(mut self) -> Store {
+    pub fn with_writer(mut self) -> std::io::Result<Store> {
         self.writer = None;
-        self.writer = Some(writer::Writer::start(self.clone()));
-        self
+        self.writer = Some(writer::Writer::start(self.clone())?);
+        Ok(self)
     }
 
     /// The group-commit writer, once started.

@@ -228,9 +228,25 @@ impl Store {
             }};
         }
         if let Some(w) = self.batched() {
+            // Both rows in one statement list (SQLite numbers `$N` across them): one round
+            // trip to its worker thread, the body bound once.
+            let both = format!(
+                "{insert}; INSERT INTO {} (record_id, tenant, version, body, review_due, \
+                 recorded_at, recorded_by) VALUES ($1, $2, 1, $4, $5, $6, $7)",
+                t.versions
+            );
             w.change(vec![audit.clone()], move |c| {
                 Box::pin(async move {
-                    insert_rows!(c);
+                    sqlx::query(&both)
+                        .bind(id)
+                        .bind(&owner)
+                        .bind(&subject_row)
+                        .bind(Json(&body))
+                        .bind(review_due)
+                        .bind(now)
+                        .bind(&actor)
+                        .execute(&mut *c)
+                        .await?;
                     Ok::<_, DbError>(())
                 })
             })

@@ -112,12 +112,23 @@ impl std::fmt::Debug for Job {
 }
 
 impl Writer {
-    /// Starts the task on the current runtime; it ends when every `Writer` is dropped.
-    pub fn start(store: Store) -> Writer {
+    /// Starts the task on a thread of its own; it ends when every `Writer` is dropped.
+    ///
+    /// Its own thread, not a task among the requests': a batch is a series of round trips to
+    /// the database (on SQLite, to its worker thread), and the batch in progress holds the
+    /// write lock. On a request thread each round trip would wait its turn behind every
+    /// request ready there; on this thread it goes on as soon as the answer is back.
+    pub fn start(store: Store) -> std::io::Result<Writer> {
         let (jobs, rx) = mpsc::channel(4 * MAX_BATCH);
         let stats = std::sync::Arc::<WriteStats>::default();
-        tokio::spawn(run(store, rx, stats.clone()));
-        Writer { jobs, stats }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let counts = stats.clone();
+        std::thread::Builder::new()
+            .name("telemental-writer".into())
+            .spawn(move || runtime.block_on(run(store, rx, counts)))?;
+        Ok(Writer { jobs, stats })
     }
 
     /// What the writer has done so far.
@@ -301,11 +312,15 @@ impl ChangeConnection for sqlx::PgConnection {
 }
 
 /// Runs the batch's changes in order, each under a savepoint: one that fails is undone alone.
-/// Each job's reply becomes `Ran` (or `Gone` on PostgreSQL, where none are sent).
+/// Each job's reply becomes `Ran` (or `Gone` on PostgreSQL, where none are sent). The end of
+/// one change's savepoint and the start of the next are one round trip to SQLite's worker
+/// thread; the last savepoint is ended by the batch's commit.
 async fn run_changes(
     conn: &mut impl ChangeConnection,
     replies: &mut [Reply],
 ) -> Result<(), DbError> {
+    // Whether a savepoint named `change` is open (kept, or rolled back to).
+    let mut open = false;
     for reply in replies.iter_mut() {
         if !matches!(reply, Reply::Change(_)) {
             continue;
@@ -316,13 +331,19 @@ async fn run_changes(
         let Some(c) = conn.for_changes() else {
             continue;
         };
-        sqlx::query("SAVEPOINT change").execute(&mut *c).await?;
+        let start = if open {
+            "RELEASE change; SAVEPOINT change"
+        } else {
+            "SAVEPOINT change"
+        };
+        sqlx::query(start).execute(&mut *c).await?;
+        open = true;
         let (ok, deliver) = work(&mut *c).await;
         *reply = Reply::Ran { ok, deliver };
         if !ok {
+            // Undoes the change; the savepoint stays open, empty.
             sqlx::query("ROLLBACK TO change").execute(&mut *c).await?;
         }
-        sqlx::query("RELEASE change").execute(&mut *c).await?;
     }
     Ok(())
 }
