@@ -674,7 +674,7 @@ async fn expired_token_ids_are_pruned() {
         };
         let store = Store::connect(&settings.database_url, 2).await.unwrap();
         store.migrate().await.unwrap();
-        let writer = Writer::start(store.clone());
+        let writer = Writer::start(store.clone()).unwrap();
         let past = Ts::from(chrono::Utc::now() - chrono::Duration::minutes(5));
         let future = Ts::from(chrono::Utc::now() + chrono::Duration::minutes(5));
         let seen = |iss: &str, jti: &str, keep_until: Ts| {
