@@ -44,6 +44,42 @@ macro_rules! on_db {
 }
 pub(crate) use on_db;
 
+/// Runs a record change: `$body`, with `$c` bound to an open transaction's connection,
+/// evaluates to `Result<T, E>` (`E: From<DbError> + From<sqlx::Error>`), may `return Err(…)`
+/// early, and owns what it uses (it may run on the writer's thread). On SQLite with the
+/// writer started, it joins the writer's next batch under a savepoint of its own, with
+/// `$audit` linked into the chain as it is inserted; otherwise it is a transaction of its own
+/// with `$audit` inserted unsealed (the sealer links it). Either way the result is returned
+/// once the change is durable.
+macro_rules! change {
+    ($store:expr, $audit:expr, $c:ident => $body:expr) => {{
+        let store: &$crate::store::Store = $store;
+        let audit: &$crate::store::AuditEntry = $audit;
+        if let Some(w) = store.batched() {
+            w.change(vec![audit.clone()], move |$c| Box::pin(async move { $body }))
+                .await
+        } else {
+            async {
+                let done = $crate::store::on_db!(&store.db, p => {
+                    let _turn = store.write_turn().await;
+                    let mut tx = p.begin().await?;
+                    let done = {
+                        let $c = &mut *tx;
+                        $body?
+                    };
+                    $crate::store::audit::insert_audit!(&mut *tx, audit)?;
+                    tx.commit().await?;
+                    done
+                });
+                store.durable().await?;
+                Ok(done)
+            }
+            .await
+        }
+    }};
+}
+pub(crate) use change;
+
 #[derive(Clone, Debug)]
 pub enum Db {
     Sqlite(SqlitePool),

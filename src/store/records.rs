@@ -4,10 +4,10 @@
 //! the JSON column is the record's stored form (`super::forms`), written at its newest format
 //! and read back from any format it has had.
 
-use super::audit::insert_audit;
 use super::cache::{Known, RecordCache, Shelf};
+use super::change;
 use super::forms::StoredForm;
-use super::{on_db, record_row, AuditEntry, DbError, DbResult, Store, Ts};
+use super::{on_db, record_row, AuditEntry, Db, DbError, DbResult, Store, Ts};
 use crate::domain::plan::Plan;
 use crate::domain::protocol::SafetyProtocol;
 use chrono::NaiveDate;
@@ -189,6 +189,9 @@ impl Store {
         audit: &AuditEntry,
     ) -> DbResult<Record<T>> {
         let t = T::TABLE;
+        // Both rows in one statement, the body bound once: on SQLite a statement list
+        // (parameters are numbered across it), one round trip to its worker thread; on
+        // PostgreSQL a data-modifying WITH.
         let insert = format!(
             "INSERT INTO {} (id, tenant, subject, version, body, review_due, created_at, updated_at) \
              VALUES ($1, $2, $3, 1, $4, $5, $6, $6)",
@@ -196,71 +199,32 @@ impl Store {
         );
         let insert_version = format!(
             "INSERT INTO {} (record_id, tenant, version, body, review_due, recorded_at, recorded_by) \
-             VALUES ($1, $2, 1, $3, $4, $5, $6)",
+             VALUES ($1, $2, 1, $4, $5, $6, $7)",
             t.versions
         );
+        let both = match self.db {
+            Db::Sqlite(_) => format!("{insert}; {insert_version}"),
+            Db::Postgres(_) => format!("WITH created AS ({insert}) {insert_version}"),
+        };
         let row = record_row(id, 1);
         let body = content.encode(&self.place(tenant, t.sealed_as, &row))?;
         let (subject, review_due) = (content.subject().to_string(), content.review_due());
         let now = audit.at;
         let (owner, subject_row, actor) =
             (tenant.to_string(), subject.clone(), audit.actor.clone());
-        macro_rules! insert_rows {
-            ($c:expr) => {{
-                sqlx::query(&insert)
-                    .bind(id)
-                    .bind(&owner)
-                    .bind(&subject_row)
-                    .bind(Json(&body))
-                    .bind(review_due)
-                    .bind(now)
-                    .execute(&mut *$c)
-                    .await?;
-                sqlx::query(&insert_version)
-                    .bind(id)
-                    .bind(&owner)
-                    .bind(Json(&body))
-                    .bind(review_due)
-                    .bind(now)
-                    .bind(&actor)
-                    .execute(&mut *$c)
-                    .await?;
-            }};
-        }
-        if let Some(w) = self.batched() {
-            // Both rows in one statement list (SQLite numbers `$N` across them): one round
-            // trip to its worker thread, the body bound once.
-            let both = format!(
-                "{insert}; INSERT INTO {} (record_id, tenant, version, body, review_due, \
-                 recorded_at, recorded_by) VALUES ($1, $2, 1, $4, $5, $6, $7)",
-                t.versions
-            );
-            w.change(vec![audit.clone()], move |c| {
-                Box::pin(async move {
-                    sqlx::query(&both)
-                        .bind(id)
-                        .bind(&owner)
-                        .bind(&subject_row)
-                        .bind(Json(&body))
-                        .bind(review_due)
-                        .bind(now)
-                        .bind(&actor)
-                        .execute(&mut *c)
-                        .await?;
-                    Ok::<_, DbError>(())
-                })
-            })
-            .await?;
-        } else {
-            on_db!(&self.db, p => {
-                let _turn = self.write_turn().await;
-                let mut tx = p.begin().await?;
-                insert_rows!(tx);
-                insert_audit!(&mut *tx, audit)?;
-                tx.commit().await?;
-            });
-            self.durable().await?;
-        }
+        change!(self, audit, c => {
+            sqlx::query(&both)
+                .bind(id)
+                .bind(&owner)
+                .bind(&subject_row)
+                .bind(Json(&body))
+                .bind(review_due)
+                .bind(now)
+                .bind(&actor)
+                .execute(&mut *c)
+                .await?;
+            Ok::<_, DbError>(())
+        })?;
         let record = Record {
             meta: RecordMeta {
                 id,
@@ -442,23 +406,8 @@ impl Store {
                 (row, content)
             }};
         }
-        let ((version, subject, created_at), content) = if let Some(w) = self.batched() {
-            w.change(vec![audit.clone()], move |c| {
-                Box::pin(async move { Ok::<_, UpdateError>(update_rows!(c, content)) })
-            })
-            .await?
-        } else {
-            let done = on_db!(&self.db, p => {
-                let _turn = self.write_turn().await;
-                let mut tx = p.begin().await?;
-                let done = update_rows!(tx, content);
-                insert_audit!(&mut *tx, audit)?;
-                tx.commit().await?;
-                done
-            });
-            self.durable().await.map_err(UpdateError::Db)?;
-            done
-        };
+        let ((version, subject, created_at), content) =
+            change!(self, audit, c => Ok::<_, UpdateError>(update_rows!(c, content)))?;
         let record = Record {
             meta: RecordMeta {
                 id,

@@ -5,7 +5,7 @@
 use super::audit::insert_audit;
 use super::forms::StoredForm;
 use super::outbox::emit_event;
-use super::{on_db, record_row, AuditEntry, DbError, DbResult, RecordMeta, Store, Ts};
+use super::{change, on_db, record_row, AuditEntry, DbError, DbResult, RecordMeta, Store, Ts};
 use crate::domain::referral::ReferralState;
 use crate::events::WebhookEvent;
 use serde::{Deserialize, Serialize};
@@ -253,53 +253,29 @@ impl Store {
                 k.request_hash.clone(),
             )
         });
-        // The statements of a create on `$c` (an open transaction), with the response kept
-        // under the idempotency key; `Err(Claimed)` when another request holds the key.
-        macro_rules! create_rows {
-            ($c:expr, $resp:expr) => {{
-                let idem = key.as_ref().map(|(endpoint, key, hash)| IdemKey {
-                    endpoint,
-                    key,
-                    request_hash: hash.clone(),
-                });
-                let resp: &StoredResponse = $resp;
-                if !claim_key!($c, &owner, idem.as_ref(), now)? {
-                    return Err(CreateFailed::Claimed);
-                }
-                sqlx::query("INSERT INTO referrals (id, tenant, subject, version, body, status, due_by, created_at, updated_at) \
-                    VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $7)")
-                    .bind(id).bind(&owner).bind(&subject).bind(Json(&body)).bind(status).bind(due_by).bind(now)
-                    .execute(&mut *$c).await?;
-                sqlx::query("INSERT INTO referral_versions (record_id, tenant, version, body, recorded_at, recorded_by) \
-                    VALUES ($1, $2, 1, $3, $4, $5)")
-                    .bind(id).bind(&owner).bind(Json(&body)).bind(now).bind(&actor)
-                    .execute(&mut *$c).await?;
-                emit_event!(&store, $c, &owner, WebhookEvent::ReferralCreated, &resp.body, now)?;
-                keep_response!(&store, $c, &owner, idem.as_ref(), resp)?;
-            }};
-        }
-        let done: Result<StoredResponse, CreateFailed> = if let Some(w) = self.batched() {
-            w.change(vec![audit.clone()], move |c| {
-                Box::pin(async move {
-                    create_rows!(c, &resp);
-                    Ok(resp)
-                })
-            })
-            .await
-        } else {
-            async {
-                on_db!(&self.db, p => {
-                    let _turn = self.write_turn().await;
-                    let mut tx = p.begin().await?;
-                    create_rows!(tx, &resp);
-                    insert_audit!(&mut *tx, audit)?;
-                    tx.commit().await?;
-                });
-                self.durable().await?;
-                Ok(resp)
+        // With the response kept under the idempotency key; `Err(Claimed)` when another
+        // request holds the key.
+        let done: Result<StoredResponse, CreateFailed> = change!(self, audit, c => {
+            let idem = key.as_ref().map(|(endpoint, key, hash)| IdemKey {
+                endpoint,
+                key,
+                request_hash: hash.clone(),
+            });
+            if !claim_key!(c, &owner, idem.as_ref(), now)? {
+                return Err(CreateFailed::Claimed);
             }
-            .await
-        };
+            sqlx::query("INSERT INTO referrals (id, tenant, subject, version, body, status, due_by, created_at, updated_at) \
+                VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $7)")
+                .bind(id).bind(&owner).bind(&subject).bind(Json(&body)).bind(status).bind(due_by).bind(now)
+                .execute(&mut *c).await?;
+            sqlx::query("INSERT INTO referral_versions (record_id, tenant, version, body, recorded_at, recorded_by) \
+                VALUES ($1, $2, 1, $3, $4, $5)")
+                .bind(id).bind(&owner).bind(Json(&body)).bind(now).bind(&actor)
+                .execute(&mut *c).await?;
+            emit_event!(&store, c, &owner, WebhookEvent::ReferralCreated, &resp.body, now)?;
+            keep_response!(&store, c, &owner, idem.as_ref(), &resp)?;
+            Ok::<_, CreateFailed>(resp)
+        });
         match (done, idem) {
             (Ok(resp), _) => Ok(Idempotent::Fresh(record, resp)),
             (Err(CreateFailed::Claimed), Some(k)) => self.stored_response(tenant, k).await,

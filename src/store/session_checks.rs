@@ -4,7 +4,7 @@ use super::audit::insert_audit;
 use super::forms::session_check::DisconnectionForm;
 use super::forms::StoredForm;
 use super::outbox::emit_event;
-use super::{on_db, AuditEntry, DbResult, Store, Ts};
+use super::{change, on_db, AuditEntry, DbResult, Store, Ts};
 use crate::domain::session_check::{SessionCheck, SessionCheckOutcome};
 use crate::domain::types::ShortNote;
 use serde_json::value::RawValue;
@@ -84,51 +84,32 @@ impl Store {
             event.cloned(),
             self.clone(),
         );
-        macro_rules! insert_rows {
-            ($c:expr) => {{
-                sqlx::query(SQL)
-                    .bind(id)
-                    .bind(&tenant)
-                    .bind(&subject)
-                    .bind(Json(&body))
-                    .bind(outcome)
-                    .bind(Json(&result))
-                    .bind(protocol_version)
-                    .bind(plan_version)
-                    .bind(at)
-                    .bind(&actor)
-                    .execute(&mut *$c)
-                    .await?;
-                if let Some(data) = &event {
-                    emit_event!(
-                        &store,
-                        $c,
-                        &tenant,
-                        crate::events::WebhookEvent::SessionCheckDoNotProceed,
-                        data,
-                        at
-                    )?;
-                }
-            }};
-        }
-        if let Some(w) = self.batched() {
-            return w
-                .change(vec![audit.clone()], move |c| {
-                    Box::pin(async move {
-                        insert_rows!(c);
-                        Ok::<_, super::DbError>(())
-                    })
-                })
-                .await;
-        }
-        on_db!(&self.db, p => {
-            let _turn = self.write_turn().await;
-            let mut tx = p.begin().await?;
-            insert_rows!(tx);
-            insert_audit!(&mut *tx, audit)?;
-            tx.commit().await?;
-        });
-        self.durable().await
+        change!(self, audit, c => {
+            sqlx::query(SQL)
+                .bind(id)
+                .bind(&tenant)
+                .bind(&subject)
+                .bind(Json(&body))
+                .bind(outcome)
+                .bind(Json(&result))
+                .bind(protocol_version)
+                .bind(plan_version)
+                .bind(at)
+                .bind(&actor)
+                .execute(&mut *c)
+                .await?;
+            if let Some(data) = &event {
+                emit_event!(
+                    &store,
+                    c,
+                    &tenant,
+                    crate::events::WebhookEvent::SessionCheckDoNotProceed,
+                    data,
+                    at
+                )?;
+            }
+            Ok::<_, super::DbError>(())
+        })
     }
 
     pub async fn get_session_check(&self, tenant: &str, id: Uuid) -> DbResult<Option<CheckRecord>> {

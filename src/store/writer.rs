@@ -15,9 +15,10 @@
 
 use super::{audit, on_db, AuditEntry, DbError, Store, Ts};
 use crate::domain::report::RecommendationTally;
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, FutureExt};
 use sqlx::SqliteConnection;
 use std::collections::{BTreeMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
@@ -338,8 +339,19 @@ async fn run_changes(
         };
         sqlx::query(start).execute(&mut *c).await?;
         open = true;
-        let (ok, deliver) = work(&mut *c).await;
-        *reply = Reply::Ran { ok, deliver };
+        // A change that panics is undone like one that failed; its caller hears that the
+        // batch failed (its answer was dropped), and the writer goes on.
+        let ran = AssertUnwindSafe(work(&mut *c)).catch_unwind().await;
+        let ok = match ran {
+            Ok((ok, deliver)) => {
+                *reply = Reply::Ran { ok, deliver };
+                ok
+            }
+            Err(_) => {
+                tracing::error!("a change panicked in the writer; it is undone");
+                false
+            }
+        };
         if !ok {
             // Undoes the change; the savepoint stays open, empty.
             sqlx::query("ROLLBACK TO change").execute(&mut *c).await?;

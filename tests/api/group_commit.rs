@@ -55,7 +55,7 @@ async fn changes_queued_together_commit_together(engine: Engine) {
     let first_key = app.post_with_key("/v1/referrals", &keyed, "same-key");
     let second_key = app.post_with_key("/v1/referrals", &keyed, "same-key");
     let release = async {
-        tokio::time::sleep(Duration::from_millis(700)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         if let Some(mut c) = lock {
             sqlx::query("COMMIT").execute(&mut c).await.unwrap();
         }
