@@ -256,7 +256,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, stats: std::sync::Arc<Wr
         if changes > 0 {
             let undone = replies
                 .iter()
-                .filter(|r| matches!(r, Reply::Ran { ok: false, .. }))
+                .filter(|r| matches!(r, Reply::Ran { ok: false, .. } | Reply::Gone))
                 .count() as u64;
             stats.change_batches.fetch_add(1, Ordering::Relaxed);
             stats.changes.fetch_add(changes, Ordering::Relaxed);
