@@ -44,20 +44,23 @@ macro_rules! on_db {
 }
 pub(crate) use on_db;
 
-/// Runs a record change: `$body`, with `$c` bound to an open transaction's connection,
-/// evaluates to `Result<T, E>` (`E: From<DbError> + From<sqlx::Error>`), may `return Err(…)`
-/// early, and owns what it uses (it may run on the writer's thread). On SQLite with the
-/// writer started, it joins the writer's next batch under a savepoint of its own, with
-/// `$audit` linked into the chain as it is inserted; otherwise it is a transaction of its own
-/// with `$audit` inserted unsealed (the sealer links it). Either way the result is returned
-/// once the change is durable.
+/// Runs a record change: `$body`, with `$c` bound to an open transaction's connection and
+/// `$sp` to the change's [`writer::Savepoint`] (every statement's text goes through
+/// `$sp.sql(…)`), evaluates to `Result<T, E>` (`E: From<DbError> + From<sqlx::Error>`), may
+/// `return Err(…)` early, and owns what it uses (it may run on the writer's thread). On SQLite
+/// with the writer started, it joins the writer's next batch under a savepoint of its own,
+/// with `$audit` linked into the chain as it is inserted; otherwise it is a transaction of its
+/// own with `$audit` inserted unsealed (the sealer links it). Either way the result is
+/// returned once the change is durable.
 macro_rules! change {
-    ($store:expr, $audit:expr, $c:ident => $body:expr) => {{
+    ($store:expr, $audit:expr, $c:ident, $sp:ident => $body:expr) => {{
         let store: &$crate::store::Store = $store;
         let audit: &$crate::store::AuditEntry = $audit;
         if let Some(w) = store.batched() {
-            w.change(vec![audit.clone()], move |$c| Box::pin(async move { $body }))
-                .await
+            w.change(vec![audit.clone()], move |$c, $sp| {
+                Box::pin(async move { $body })
+            })
+            .await
         } else {
             async {
                 let done = $crate::store::on_db!(&store.db, p => {
@@ -65,6 +68,7 @@ macro_rules! change {
                     let mut tx = p.begin().await?;
                     let done = {
                         let $c = &mut *tx;
+                        let $sp = &mut $crate::store::writer::Savepoint::none();
                         $body?
                     };
                     $crate::store::audit::insert_audit!(&mut *tx, audit)?;

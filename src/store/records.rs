@@ -212,8 +212,8 @@ impl Store {
         let now = audit.at;
         let (owner, subject_row, actor) =
             (tenant.to_string(), subject.clone(), audit.actor.clone());
-        change!(self, audit, c => {
-            sqlx::query(&both)
+        change!(self, audit, c, sp => {
+            sqlx::query(&sp.sql(&both))
                 .bind(id)
                 .bind(&owner)
                 .bind(&subject_row)
@@ -362,9 +362,9 @@ impl Store {
         // The statements of an update, on `$c` (an open transaction); evaluates to the new
         // version's row and the content back.
         macro_rules! update_rows {
-            ($c:expr, $content:expr) => {{
+            ($c:expr, $sp:expr, $content:expr) => {{
                 let content = $content;
-                let row: Option<(i64, String, Ts)> = sqlx::query_as(&update)
+                let row: Option<(i64, String, Ts)> = sqlx::query_as(&$sp.sql(&update))
                     .bind(review_due)
                     .bind(now)
                     .bind(id)
@@ -407,7 +407,7 @@ impl Store {
             }};
         }
         let ((version, subject, created_at), content) =
-            change!(self, audit, c => Ok::<_, UpdateError>(update_rows!(c, content)))?;
+            change!(self, audit, c, sp => Ok::<_, UpdateError>(update_rows!(c, sp, content)))?;
         let record = Record {
             meta: RecordMeta {
                 id,

@@ -134,25 +134,37 @@ pub(crate) const SELECT: &str = "SELECT r.id, r.subject, r.version, r.body, r.cr
 /// to a `Result<bool, sqlx::Error>`: `Ok(true)` when this request owns the key (or has none).
 /// The primary key, not a check-then-insert, decides between concurrent retries.
 macro_rules! claim_key {
-    ($tx:expr, $tenant:expr, $idem:expr, $at:expr) => {{
+    ($tx:expr, $tenant:expr, $idem:expr, $at:expr) => {
+        claim_key!(
+            $tx,
+            &mut super::writer::Savepoint::none(),
+            $tenant,
+            $idem,
+            $at
+        )
+    };
+    ($tx:expr, $sp:expr, $tenant:expr, $idem:expr, $at:expr) => {{
         let conn = &mut *$tx;
+        let sp: &mut super::writer::Savepoint = $sp;
         let (tenant, idem, at): (&str, Option<&IdemKey<'_>>, Ts) = ($tenant, $idem, $at);
         async move {
             let Some(k) = idem else {
                 return Ok::<bool, sqlx::Error>(true);
             };
-            let done = sqlx::query(
+            // RETURNING rather than the count of changed rows: SQLite reports the previous
+            // insert's count for the savepoint statements that may precede this one.
+            let claimed: Option<(String,)> = sqlx::query_as(&sp.sql(
                 "INSERT INTO idempotency_keys (tenant, endpoint, key, request_hash, created_at) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            )
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING key",
+            ))
             .bind(tenant)
             .bind(k.endpoint)
             .bind(k.key)
             .bind(&k.request_hash)
             .bind(at)
-            .execute(&mut *conn)
+            .fetch_optional(&mut *conn)
             .await?;
-            Ok(done.rows_affected() == 1)
+            Ok(claimed.is_some())
         }
         .await
     }};
@@ -255,17 +267,17 @@ impl Store {
         });
         // With the response kept under the idempotency key; `Err(Claimed)` when another
         // request holds the key.
-        let done: Result<StoredResponse, CreateFailed> = change!(self, audit, c => {
+        let done: Result<StoredResponse, CreateFailed> = change!(self, audit, c, sp => {
             let idem = key.as_ref().map(|(endpoint, key, hash)| IdemKey {
                 endpoint,
                 key,
                 request_hash: hash.clone(),
             });
-            if !claim_key!(c, &owner, idem.as_ref(), now)? {
+            if !claim_key!(c, sp, &owner, idem.as_ref(), now)? {
                 return Err(CreateFailed::Claimed);
             }
-            sqlx::query("INSERT INTO referrals (id, tenant, subject, version, body, status, due_by, created_at, updated_at) \
-                VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $7)")
+            sqlx::query(&sp.sql("INSERT INTO referrals (id, tenant, subject, version, body, status, due_by, created_at, updated_at) \
+                VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $7)"))
                 .bind(id).bind(&owner).bind(&subject).bind(Json(&body)).bind(status).bind(due_by).bind(now)
                 .execute(&mut *c).await?;
             sqlx::query("INSERT INTO referral_versions (record_id, tenant, version, body, recorded_at, recorded_by) \

@@ -84,8 +84,8 @@ impl Store {
             event.cloned(),
             self.clone(),
         );
-        change!(self, audit, c => {
-            sqlx::query(SQL)
+        change!(self, audit, c, sp => {
+            sqlx::query(&sp.sql(SQL))
                 .bind(id)
                 .bind(&tenant)
                 .bind(&subject)

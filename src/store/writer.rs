@@ -36,10 +36,12 @@ pub struct SeenToken {
 /// Answers a change once its batch is on disk (`Ok`) or failed (`Err`, why).
 type Deliver = Box<dyn FnOnce(Result<(), String>) + Send>;
 
-/// A change's statements, run on the batch's transaction: whether they succeeded, and how to
-/// answer the request.
-type Work =
-    Box<dyn for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, (bool, Deliver)> + Send>;
+/// A change's statements, run on the batch's transaction under `Savepoint`: whether they
+/// succeeded, whether the savepoint began, and how to answer the request.
+type Work = Box<
+    dyn for<'c> FnOnce(&'c mut SqliteConnection, Savepoint) -> BoxFuture<'c, (bool, bool, Deliver)>
+        + Send,
+>;
 
 enum Reply {
     /// What reads write: answered with whether the token (if any) was fresh.
@@ -157,12 +159,17 @@ impl Writer {
     where
         T: Send + 'static,
         E: From<DbError> + Send + 'static,
-        F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, Result<T, E>> + Send + 'static,
+        F: for<'c> FnOnce(
+                &'c mut SqliteConnection,
+                &'c mut Savepoint,
+            ) -> BoxFuture<'c, Result<T, E>>
+            + Send
+            + 'static,
     {
         let (done, answer) = oneshot::channel::<Result<T, E>>();
-        let work: Work = erase(move |c| {
+        let work: Work = erase(move |c, mut savepoint| {
             Box::pin(async move {
-                let outcome = work(c).await;
+                let outcome = work(c, &mut savepoint).await;
                 let ok = outcome.is_ok();
                 let deliver: Deliver = Box::new(move |flushed| {
                     let _ = done.send(match (outcome, flushed) {
@@ -170,7 +177,7 @@ impl Writer {
                         (outcome, _) => outcome,
                     });
                 });
-                (ok, deliver)
+                (ok, savepoint.began, deliver)
             })
         });
         let job = Job {
@@ -229,7 +236,9 @@ impl Writer {
 /// Pins down the higher-ranked signature of a change's closure.
 fn erase<F>(f: F) -> Work
 where
-    F: for<'c> FnOnce(&'c mut SqliteConnection) -> BoxFuture<'c, (bool, Deliver)> + Send + 'static,
+    F: for<'c> FnOnce(&'c mut SqliteConnection, Savepoint) -> BoxFuture<'c, (bool, bool, Deliver)>
+        + Send
+        + 'static,
 {
     Box::new(f)
 }
@@ -312,16 +321,61 @@ impl ChangeConnection for sqlx::PgConnection {
     }
 }
 
-/// Runs the batch's changes in order, each under a savepoint: one that fails is undone alone.
-/// Each job's reply becomes `Ran` (or `Gone` on PostgreSQL, where none are sent). The end of
-/// one change's savepoint and the start of the next are one round trip to SQLite's worker
-/// thread; the last savepoint is ended by the batch's commit.
+/// The savepoint a change runs under, started by the change's first statement: the statements
+/// that end the previous change's savepoint and start this one travel in front of it, so a
+/// create is one round trip to SQLite's worker thread. Outside the writer (a change in a
+/// transaction of its own) there is none and statements go as they are.
+#[derive(Debug, Default)]
+pub struct Savepoint {
+    prefix: Option<&'static str>,
+    began: bool,
+}
+
+impl Savepoint {
+    /// No savepoint: a change in a transaction of its own.
+    pub fn none() -> Savepoint {
+        Savepoint::default()
+    }
+
+    /// `sql`, for the change's next statement: the first one carries the savepoint's start.
+    /// Every statement of a change goes through here.
+    pub fn sql<'a>(&mut self, sql: &'a str) -> std::borrow::Cow<'a, str> {
+        match self.prefix.take() {
+            Some(p) => {
+                self.began = true;
+                format!("{p}{sql}").into()
+            }
+            None => sql.into(),
+        }
+    }
+}
+
+/// The two savepoint names, used in turn, and what starts each one after the other (or
+/// first).
+fn start_of(open: Option<char>) -> (char, &'static str) {
+    match open {
+        None => ('a', "SAVEPOINT a; "),
+        Some('a') => ('b', "RELEASE a; SAVEPOINT b; "),
+        Some(_) => ('a', "RELEASE b; SAVEPOINT a; "),
+    }
+}
+
+/// Runs the batch's changes in order, each under a savepoint of its own: one that fails is
+/// undone alone. Each job's reply becomes `Ran` (or `Gone` on PostgreSQL, where none are
+/// sent). The last savepoint is ended by the batch's commit.
+///
+/// Why this is safe although the change starts its own savepoint: two names are used in turn,
+/// so a change that failed is undone with `ROLLBACK TO` its own name, which only exists if
+/// its savepoint began, and can never reach back into the previous change. A change that
+/// failed before its savepoint began, or whose savepoint cannot be rolled back to, fails the
+/// whole batch (every request in it is answered 503, nothing of it is kept). A change that
+/// succeeded without a statement of its own has its savepoint started here.
 async fn run_changes(
     conn: &mut impl ChangeConnection,
     replies: &mut [Reply],
 ) -> Result<(), DbError> {
-    // Whether a savepoint named `change` is open (kept, or rolled back to).
-    let mut open = false;
+    // The savepoint open now (kept, or rolled back to), if any.
+    let mut open: Option<char> = None;
     for reply in replies.iter_mut() {
         if !matches!(reply, Reply::Change(_)) {
             continue;
@@ -332,30 +386,46 @@ async fn run_changes(
         let Some(c) = conn.for_changes() else {
             continue;
         };
-        let start = if open {
-            "RELEASE change; SAVEPOINT change"
-        } else {
-            "SAVEPOINT change"
+        let (name, start) = start_of(open);
+        let savepoint = Savepoint {
+            prefix: Some(start),
+            began: false,
         };
-        sqlx::query(start).execute(&mut *c).await?;
-        open = true;
-        // A change that panics is undone like one that failed; its caller hears that the
-        // batch failed (its answer was dropped), and the writer goes on.
-        let ran = AssertUnwindSafe(work(&mut *c)).catch_unwind().await;
-        let ok = match ran {
-            Ok((ok, deliver)) => {
+        // A change that panics fails the batch (whether its savepoint began is not known); its
+        // caller and the others hear that the batch failed, and the writer goes on.
+        let ran = AssertUnwindSafe(work(&mut *c, savepoint))
+            .catch_unwind()
+            .await;
+        let (ok, began) = match ran {
+            Ok((ok, began, deliver)) => {
                 *reply = Reply::Ran { ok, deliver };
-                ok
+                (ok, began)
             }
             Err(_) => {
-                tracing::error!("a change panicked in the writer; it is undone");
-                false
+                tracing::error!("a change panicked in the writer");
+                (false, false)
             }
         };
-        if !ok {
-            // Undoes the change; the savepoint stays open, empty.
-            sqlx::query("ROLLBACK TO change").execute(&mut *c).await?;
+        match (ok, began) {
+            (true, true) => {}
+            (true, false) => {
+                sqlx::query(start.trim_end_matches("; "))
+                    .execute(&mut *c)
+                    .await?;
+            }
+            (false, true) => {
+                // Undoes the change; its savepoint stays open, empty.
+                sqlx::query(&format!("ROLLBACK TO {name}"))
+                    .execute(&mut *c)
+                    .await?;
+            }
+            (false, false) => {
+                return Err(DbError::Unavailable(
+                    "a change failed before its savepoint began".into(),
+                ))
+            }
         }
+        open = Some(name);
     }
     Ok(())
 }
@@ -535,6 +605,28 @@ fn tally_sql(rows: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_savepoint_begins_with_the_first_statement_only() {
+        let mut sp = Savepoint {
+            prefix: Some("SAVEPOINT a; "),
+            began: false,
+        };
+        assert!(!sp.began);
+        assert_eq!(sp.sql("INSERT 1"), "SAVEPOINT a; INSERT 1");
+        assert!(sp.began);
+        assert_eq!(sp.sql("INSERT 2"), "INSERT 2");
+        let mut none = Savepoint::none();
+        assert_eq!(none.sql("INSERT 1"), "INSERT 1");
+        assert!(!none.began);
+    }
+
+    #[test]
+    fn savepoint_names_alternate_and_each_start_ends_the_other() {
+        assert_eq!(start_of(None), ('a', "SAVEPOINT a; "));
+        assert_eq!(start_of(Some('a')), ('b', "RELEASE a; SAVEPOINT b; "));
+        assert_eq!(start_of(Some('b')), ('a', "RELEASE b; SAVEPOINT a; "));
+    }
 
     #[test]
     fn multi_row_statements_number_their_parameters_in_order() {
