@@ -23,15 +23,14 @@ pub(crate) const INSERT_AUDIT: &str = "INSERT INTO audit_events \
     (id, tenant, at, actor, action, resource_type, resource_id, subject, request_id, outcome) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
 
-/// Inserts an [`AuditEntry`] with any executor (a pool or an open transaction). The row
-/// arrives unsealed; [`Store::seal_audit`] links it into its tenant's hash chain shortly after.
-macro_rules! insert_audit {
-    ($exec:expr, $e:expr) => {{
+/// Binds an audit row's own columns, in `INSERT_AUDIT`'s order (id, tenant, at, actor,
+/// action, resource_type, resource_id, subject, request_id, outcome), to the query `$q`.
+macro_rules! bind_audit_row {
+    ($q:expr, $id:expr, $at:expr, $e:expr) => {{
         let e: &$crate::store::AuditEntry = $e;
-        sqlx::query($crate::store::audit::INSERT_AUDIT)
-            .bind(uuid::Uuid::now_v7())
+        $q.bind($id)
             .bind(&e.tenant)
-            .bind(e.at)
+            .bind($at)
             .bind(&e.actor)
             .bind(e.action)
             .bind(e.resource_type)
@@ -39,8 +38,23 @@ macro_rules! insert_audit {
             .bind(&e.subject)
             .bind(&e.request_id)
             .bind(e.outcome)
-            .execute($exec)
-            .await
+    }};
+}
+pub(crate) use bind_audit_row;
+
+/// Inserts an [`AuditEntry`] with any executor (a pool or an open transaction). The row
+/// arrives unsealed; [`Store::seal_audit`] links it into its tenant's hash chain shortly after.
+macro_rules! insert_audit {
+    ($exec:expr, $e:expr) => {{
+        let e: &$crate::store::AuditEntry = $e;
+        $crate::store::audit::bind_audit_row!(
+            sqlx::query($crate::store::audit::INSERT_AUDIT),
+            uuid::Uuid::now_v7(),
+            e.at,
+            e
+        )
+        .execute($exec)
+        .await
     }};
 }
 pub(crate) use insert_audit;

@@ -510,18 +510,7 @@ async fn write(
                 let sql = store.numbered(audit_sql(chunk.len()));
                 let mut q = sqlx::query(&sql).persistent(false);
                 for r in chunk {
-                    let e = r.entry;
-                    q = q
-                        .bind(r.id)
-                        .bind(&e.tenant)
-                        .bind(r.at)
-                        .bind(&e.actor)
-                        .bind(e.action)
-                        .bind(e.resource_type)
-                        .bind(e.resource_id)
-                        .bind(&e.subject)
-                        .bind(&e.request_id)
-                        .bind(e.outcome)
+                    q = audit::bind_audit_row!(q, r.id, r.at, r.entry)
                         .bind(r.seq)
                         .bind(&r.prev_hash)
                         .bind(&r.hash);
