@@ -359,55 +359,49 @@ impl Store {
         let review_due = content.review_due();
         let now = audit.at;
         let (owner, actor, store) = (tenant.to_string(), audit.actor.clone(), self.clone());
-        // The statements of an update, on `$c` (an open transaction); evaluates to the new
-        // version's row and the content back.
-        macro_rules! update_rows {
-            ($c:expr, $sp:expr, $content:expr) => {{
-                let content = $content;
-                let row: Option<(i64, String, Ts)> = sqlx::query_as(&$sp.sql(&update))
-                    .bind(review_due)
-                    .bind(now)
+        // Evaluates to the new version's row, and the content back.
+        let ((version, subject, created_at), content) = change!(self, audit, c, sp => {
+            let row: Option<(i64, String, Ts)> = sqlx::query_as(&sp.sql(&update))
+                .bind(review_due)
+                .bind(now)
+                .bind(id)
+                .bind(&owner)
+                .bind(expected)
+                .fetch_optional(&mut *c)
+                .await?;
+            let Some(row) = row else {
+                let cur: Option<(i64,)> = sqlx::query_as(&current)
                     .bind(id)
                     .bind(&owner)
-                    .bind(expected)
-                    .fetch_optional(&mut *$c)
+                    .fetch_optional(&mut *c)
                     .await?;
-                let Some(row) = row else {
-                    let cur: Option<(i64,)> = sqlx::query_as(&current)
-                        .bind(id)
-                        .bind(&owner)
-                        .fetch_optional(&mut *$c)
-                        .await?;
-                    return Err(match cur {
-                        None => UpdateError::NotFound,
-                        Some((v,)) => UpdateError::VersionMismatch(v),
-                    });
-                };
-                let sealed_row = record_row(id, row.0);
-                let body = content
-                    .encode(&store.place(&owner, t.sealed_as, &sealed_row))
-                    .map_err(|e| UpdateError::Db(e.into()))?;
-                sqlx::query(&set_body)
-                    .bind(Json(&body))
-                    .bind(id)
-                    .bind(&owner)
-                    .execute(&mut *$c)
-                    .await?;
-                sqlx::query(&insert_version)
-                    .bind(id)
-                    .bind(&owner)
-                    .bind(row.0)
-                    .bind(Json(&body))
-                    .bind(review_due)
-                    .bind(now)
-                    .bind(&actor)
-                    .execute(&mut *$c)
-                    .await?;
-                (row, content)
-            }};
-        }
-        let ((version, subject, created_at), content) =
-            change!(self, audit, c, sp => Ok::<_, UpdateError>(update_rows!(c, sp, content)))?;
+                return Err(match cur {
+                    None => UpdateError::NotFound,
+                    Some((v,)) => UpdateError::VersionMismatch(v),
+                });
+            };
+            let sealed_row = record_row(id, row.0);
+            let body = content
+                .encode(&store.place(&owner, t.sealed_as, &sealed_row))
+                .map_err(|e| UpdateError::Db(e.into()))?;
+            sqlx::query(&set_body)
+                .bind(Json(&body))
+                .bind(id)
+                .bind(&owner)
+                .execute(&mut *c)
+                .await?;
+            sqlx::query(&insert_version)
+                .bind(id)
+                .bind(&owner)
+                .bind(row.0)
+                .bind(Json(&body))
+                .bind(review_due)
+                .bind(now)
+                .bind(&actor)
+                .execute(&mut *c)
+                .await?;
+            Ok::<_, UpdateError>((row, content))
+        })?;
         let record = Record {
             meta: RecordMeta {
                 id,
