@@ -8,6 +8,8 @@
 #        CDS_TOKENS=N sets how many single-use tokens are signed for the timed CDS run (default
 #        80000; a run faster than N/duration req/s would replay tokens and get 401s, reported as
 #        non-2xx).
+#        BENCH_BINARY=path runs that build instead of building this checkout (to compare two
+#        commits in one sitting: build the other in a `git worktree`, run both in turn).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A port nobody listens on (other benchmarks may run on this machine).
@@ -28,7 +30,12 @@ esac
 TARGET="${CARGO_TARGET_DIR:-target}"
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-cargo build --release --locked --quiet
+if [ -n "${BENCH_BINARY:-}" ]; then
+  SERVICE="$BENCH_BINARY"
+else
+  cargo build --release --locked --quiet
+  SERVICE="$TARGET/release/telemental"
+fi
 # A small venv to sign the EHR's tokens (ES384) before the timed runs.
 [ -x "$TARGET/bench-venv/bin/python" ] || python3 -m venv "$TARGET/bench-venv"
 "$TARGET/bench-venv/bin/pip" install -q --disable-pip-version-check 'pyjwt[crypto]==2.10.1'
@@ -54,12 +61,12 @@ export TELEMENTAL_BIND="127.0.0.1:$PORT"
 export TELEMENTAL_PUBLIC_URL="$BASE"
 export TELEMENTAL_JWKS_URL="http://127.0.0.1:$JWKS_PORT/jwks.json"
 export TELEMENTAL_CDS_ISSUERS="https://ehr.example"
-"$TARGET/release/telemental" serve >"$WORK/out.log" 2>"$WORK/err.log" &
+"$SERVICE" serve >"$WORK/out.log" 2>"$WORK/err.log" &
 SERVER=$!
 PIDS+=($SERVER)
 for _ in $(seq 1 100); do curl -sf "$BASE/readyz" >/dev/null && break; sleep 0.1; done
 
-TOKEN=$("$TARGET/release/telemental" token --tenant bench --scope "plans:read plans:write protocols:read protocols:write" --ttl 3600)
+TOKEN=$("$SERVICE" token --tenant bench --scope "plans:read plans:write protocols:read protocols:write" --ttl 3600)
 export TOKEN
 TODAY=$(date -u +%F)
 # 100 service users, each with a plan (video first; a hearing barrier rules out telephone) and
@@ -176,7 +183,7 @@ timed() { # name label wrk-args...
     'BEGIN { printf "%-40s %10.3f ms of server CPU per request\n", "", 1000 * t / hz / n }'
 }
 
-echo "telemental interop benchmark: $CONNECTIONS connections, $THREADS wrk threads, ${DURATION}s, $(nproc) cores, SQLite, load average $(cut -d' ' -f1 /proc/loadavg)"
+echo "telemental interop benchmark ($SERVICE): $CONNECTIONS connections, $THREADS wrk threads, ${DURATION}s, $(nproc) cores, SQLite, load average $(cut -d' ' -f1 /proc/loadavg)"
 wrk -t"$THREADS" -c"$CONNECTIONS" -d3s "$BASE/healthz" >/dev/null 2>&1
 timed healthz "GET /healthz (baseline)" "$BASE/healthz"
 wrk -t"$THREADS" -c"$CONNECTIONS" -d3s -s "$WORK/careplan.lua" "$BASE" >/dev/null 2>&1

@@ -24,7 +24,7 @@ impl Ts {
         Ts(dt.trunc_subsecs(6))
     }
 
-    fn to_sqlite_text(self) -> String {
+    pub(crate) fn to_sqlite_text(self) -> String {
         self.0.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
     }
 }

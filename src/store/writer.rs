@@ -13,7 +13,7 @@
 //! written (see migration 0060). On PostgreSQL, which groups concurrent commits itself, changes
 //! keep a transaction each (the background sealer links their audit rows).
 
-use super::{audit, on_db, AuditEntry, DbError, Store, Ts};
+use super::{audit, on_db, positional, AuditEntry, DbError, Store, Ts};
 use crate::domain::report::RecommendationTally;
 use futures_util::future::{BoxFuture, FutureExt};
 use sqlx::SqliteConnection;
@@ -244,6 +244,8 @@ where
 }
 
 async fn run(store: Store, mut rx: mpsc::Receiver<Job>, stats: std::sync::Arc<WriteStats>) {
+    // The writer's own connection to an SQLite file, opened at the first batch.
+    let mut direct: Option<Direct> = None;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -261,7 +263,11 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, stats: std::sync::Arc<Wr
             .iter()
             .filter(|r| matches!(r, Reply::Change(_)))
             .count() as u64;
-        let outcome = write(&store, &writes, &mut replies).await;
+        let outcome = if store.file.is_some() {
+            write_direct(&store, &mut direct, &writes, &mut replies).await
+        } else {
+            write(&store, &writes, &mut replies).await
+        };
         if changes > 0 {
             let undone = replies
                 .iter()
@@ -296,6 +302,9 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, stats: std::sync::Arc<Wr
                 }
             }
         }
+    }
+    if let Some(d) = direct {
+        d.close().await;
     }
 }
 
@@ -439,37 +448,13 @@ async fn write(
     batch: &[Writes],
     replies: &mut [Reply],
 ) -> Result<Vec<bool>, DbError> {
-    let mut seen = HashSet::new();
-    let first: Vec<bool> = batch
-        .iter()
-        .map(|j| {
-            j.token
-                .as_ref()
-                .is_none_or(|t| seen.insert((t.issuer.as_str(), t.jti.as_str())))
-        })
-        .collect();
-    let tokens: Vec<&SeenToken> = batch
-        .iter()
-        .zip(&first)
-        .filter_map(|(j, f)| j.token.as_ref().filter(|_| *f))
-        .collect();
-    let now = Ts::now();
-    // The batch's recommendations, summed per counter row (a random shard per batch, so that
-    // instances on one PostgreSQL rarely update the same row at once).
-    let mut sums: BTreeMap<(&str, chrono::NaiveDate, &str, &str, &str), i64> = BTreeMap::new();
-    for (tenant, t) in batch.iter().filter_map(|j| j.tally.as_ref()) {
-        *sums
-            .entry((
-                tenant.as_str(),
-                t.day,
-                t.modality,
-                t.exclusion_level,
-                t.first_preference,
-            ))
-            .or_default() += 1;
-    }
-    let tallies: Vec<_> = sums.into_iter().collect();
-    let shard: i32 = rand::random_range(0..16);
+    let Rows {
+        first,
+        tokens,
+        tallies,
+        shard,
+        now,
+    } = Rows::of(batch);
     let fresh_keys: HashSet<(String, String)> = on_db!(&store.db, p => {
         let _turn = store.write_turn().await;
         let mut tx = p.begin().await?;
@@ -483,24 +468,9 @@ async fn write(
             }
             fresh_keys.extend(q.bind(now).fetch_all(&mut *tx).await?);
         }
-        let entries: Vec<&AuditEntry> = batch
-            .iter()
-            .zip(&first)
-            .zip(replies.iter())
-            .filter(|((j, f), reply)| {
-                reply.keeps_audit(**f && j.token.as_ref().is_none_or(|t| {
-                    fresh_keys.contains(&(t.issuer.clone(), t.jti.clone()))
-                }))
-            })
-            .flat_map(|((j, _), _)| &j.audit)
-            .collect();
         // Each tenant's entries are linked into its hash chain here and inserted sealed: one
         // write per row, where rows inserted unsealed are written again by the sealer.
-        let mut by_tenant: BTreeMap<&str, Vec<&AuditEntry>> = BTreeMap::new();
-        for e in entries {
-            by_tenant.entry(e.tenant.as_str()).or_default().push(e);
-        }
-        for (tenant, entries) in by_tenant {
+        for (tenant, entries) in kept_audit(batch, &first, replies, &fresh_keys) {
             sqlx::query(audit::ENSURE_HEAD).bind(tenant).execute(&mut *tx).await?;
             let head: (i64, String) = sqlx::query_as(store.chain_head_sql())
                 .bind(tenant).fetch_one(&mut *tx).await?;
@@ -536,16 +506,251 @@ async fn write(
         tx.commit().await?;
         fresh_keys
     });
-    Ok(batch
+    Ok(freshness(batch, &first, &fresh_keys))
+}
+
+/// What a batch writes besides its changes, worked out before its transaction.
+struct Rows<'b> {
+    /// Per job: whether its token (if any) is the first use of that token in the batch.
+    first: Vec<bool>,
+    /// The tokens to record (each once).
+    tokens: Vec<&'b SeenToken>,
+    /// The batch's recommendations, summed per counter row.
+    tallies: Vec<(Tally<'b>, i64)>,
+    /// A random shard per batch, so that instances on one PostgreSQL rarely update the same
+    /// counter row at once.
+    shard: i32,
+    now: Ts,
+}
+
+/// A recommendation counter row: tenant, day, modality, exclusion level, first preference.
+type Tally<'b> = (&'b str, chrono::NaiveDate, &'b str, &'b str, &'b str);
+
+impl<'b> Rows<'b> {
+    fn of(batch: &'b [Writes]) -> Rows<'b> {
+        let mut seen = HashSet::new();
+        let first: Vec<bool> = batch
+            .iter()
+            .map(|j| {
+                j.token
+                    .as_ref()
+                    .is_none_or(|t| seen.insert((t.issuer.as_str(), t.jti.as_str())))
+            })
+            .collect();
+        let tokens = batch
+            .iter()
+            .zip(&first)
+            .filter_map(|(j, f)| j.token.as_ref().filter(|_| *f))
+            .collect();
+        let mut sums: BTreeMap<Tally<'b>, i64> = BTreeMap::new();
+        for (tenant, t) in batch.iter().filter_map(|j| j.tally.as_ref()) {
+            *sums
+                .entry((
+                    tenant.as_str(),
+                    t.day,
+                    t.modality,
+                    t.exclusion_level,
+                    t.first_preference,
+                ))
+                .or_default() += 1;
+        }
+        Rows {
+            first,
+            tokens,
+            tallies: sums.into_iter().collect(),
+            shard: rand::random_range(0..16),
+            now: Ts::now(),
+        }
+    }
+}
+
+/// Whether a job's token is fresh: the first use in its batch, and recorded now.
+fn fresh(j: &Writes, first: bool, fresh_keys: &HashSet<(String, String)>) -> bool {
+    first
+        && j.token
+            .as_ref()
+            .is_none_or(|t| fresh_keys.contains(&(t.issuer.clone(), t.jti.clone())))
+}
+
+/// Per job, whether its token (if any) was fresh.
+fn freshness(
+    batch: &[Writes],
+    first: &[bool],
+    fresh_keys: &HashSet<(String, String)>,
+) -> Vec<bool> {
+    batch
         .iter()
         .zip(first)
-        .map(|(j, f)| {
-            f && j
-                .token
-                .as_ref()
-                .is_none_or(|t| fresh_keys.contains(&(t.issuer.clone(), t.jti.clone())))
-        })
-        .collect())
+        .map(|(j, f)| fresh(j, *f, fresh_keys))
+        .collect()
+}
+
+/// The audit entries the batch keeps (of changes that succeeded, of reads whose token was
+/// fresh), per tenant, in order.
+fn kept_audit<'b>(
+    batch: &'b [Writes],
+    first: &[bool],
+    replies: &[Reply],
+    fresh_keys: &HashSet<(String, String)>,
+) -> BTreeMap<&'b str, Vec<&'b AuditEntry>> {
+    let mut by_tenant: BTreeMap<&str, Vec<&AuditEntry>> = BTreeMap::new();
+    for ((j, f), reply) in batch.iter().zip(first).zip(replies) {
+        if reply.keeps_audit(fresh(j, *f, fresh_keys)) {
+            for e in &j.audit {
+                by_tenant.entry(e.tenant.as_str()).or_default().push(e);
+            }
+        }
+    }
+    by_tenant
+}
+
+/// The writer's own connection to the SQLite file, and the same connection's handle for
+/// statements made directly on the writer's thread.
+///
+/// Through sqlx every statement is a hand-off to the connection's worker thread and back; a
+/// batch was half a dozen of them, and under load each hand-off waits for a core. Here a batch
+/// takes the handle once (`lock_handle`, one hand-off) and runs its statements on this thread,
+/// prepared once and kept. Changes still run through sqlx (they are written against it), on
+/// the same connection and transaction. A connection of its own also keeps its page cache
+/// warm: pooled connections lose theirs each time another one writes.
+struct Direct {
+    // Declared first, so dropped before the connection its handle belongs to.
+    raw: rusqlite::Connection,
+    conn: SqliteConnection,
+}
+
+impl Direct {
+    async fn open(store: &Store) -> Result<Direct, DbError> {
+        let super::Db::Sqlite(pool) = &store.db else {
+            return Err(DbError::Unavailable(
+                "the direct writer needs an SQLite database".into(),
+            ));
+        };
+        let mut conn = pool.acquire().await?.detach();
+        let handle = conn.lock_handle().await?.as_raw_handle();
+        // SAFETY: the handle belongs to `conn`, which nobody else uses and which outlives
+        // `raw` (field order, and `close`). `raw` is used only while `conn`'s handle is locked
+        // (`lock_handle`), so sqlx's worker thread makes no call on it meanwhile; and
+        // `from_handle` leaves the handle open when `raw` is dropped.
+        let raw =
+            unsafe { rusqlite::Connection::from_handle(handle.as_ptr()) }.map_err(direct_err)?;
+        Ok(Direct { raw, conn })
+    }
+
+    /// Finalizes the kept statements under the handle's lock, then closes the connection.
+    async fn close(mut self) {
+        if let Ok(_handle) = self.conn.lock_handle().await {
+            self.raw.flush_prepared_statement_cache();
+        }
+        drop(self.raw);
+        let _ = sqlx::Connection::close(self.conn).await;
+    }
+}
+
+fn direct_err(e: rusqlite::Error) -> DbError {
+    DbError::Unavailable(format!("the batch write failed: {e}"))
+}
+
+/// [`write`] on the writer's own SQLite connection: changes through sqlx in the batch's
+/// transaction as before, everything else in one hand-off ([`Direct`]).
+async fn write_direct(
+    store: &Store,
+    direct: &mut Option<Direct>,
+    batch: &[Writes],
+    replies: &mut [Reply],
+) -> Result<Vec<bool>, DbError> {
+    let d = match direct {
+        Some(d) => d,
+        None => direct.insert(Direct::open(store).await?),
+    };
+    let Direct { raw, conn } = d;
+    let rows = Rows::of(batch);
+    let _turn = store.write_turn().await;
+    let fresh_keys = if replies.iter().any(|r| matches!(r, Reply::Change(_))) {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        run_changes(&mut *tx, replies).await?;
+        let fresh_keys = {
+            let _handle = tx.lock_handle().await?;
+            write_rows(raw, &rows, batch, replies).map_err(direct_err)?
+        };
+        tx.commit().await?;
+        fresh_keys
+    } else {
+        let _handle = conn.lock_handle().await?;
+        let written = raw
+            .execute_batch("BEGIN IMMEDIATE")
+            .and_then(|()| write_rows(raw, &rows, batch, replies))
+            .and_then(|keys| raw.execute_batch("COMMIT").map(|()| keys));
+        if written.is_err() && !raw.is_autocommit() {
+            // Nothing of a failed batch is kept.
+            let _ = raw.execute_batch("ROLLBACK");
+        }
+        written.map_err(direct_err)?
+    };
+    Ok(freshness(batch, &rows.first, &fresh_keys))
+}
+
+/// The batch's token ids, audit rows and recommendation counts, one kept statement each, in
+/// the open transaction; returns the tokens recorded now. The rows are bound as sqlx binds
+/// them (UUIDs as 16-byte blobs, times as `Ts` text, days as `YYYY-MM-DD`).
+fn write_rows(
+    c: &rusqlite::Connection,
+    rows: &Rows<'_>,
+    batch: &[Writes],
+    replies: &[Reply],
+) -> rusqlite::Result<HashSet<(String, String)>> {
+    use rusqlite::OptionalExtension;
+    let now = rows.now.to_sqlite_text();
+    let mut fresh_keys = HashSet::new();
+    let mut seen = c.prepare_cached(&positional(&seen_tokens_sql(1)))?;
+    for t in &rows.tokens {
+        let recorded = seen
+            .query_row(
+                rusqlite::params![t.issuer, t.jti, t.keep_until.to_sqlite_text(), now],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        fresh_keys.extend(recorded);
+    }
+    for (tenant, entries) in kept_audit(batch, &rows.first, replies, &fresh_keys) {
+        c.prepare_cached(audit::ENSURE_HEAD)?.execute([tenant])?;
+        let head: (i64, String) = c
+            .prepare_cached("SELECT seq, hash FROM audit_chain_heads WHERE tenant = $1")?
+            .query_row([tenant], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let mut insert = c.prepare_cached(&positional(&audit_sql(1)))?;
+        // Each sealed insert moves the head with it (migration 0060).
+        for r in audit::link(head, &entries) {
+            let e = r.entry;
+            insert.execute(rusqlite::params![
+                r.id.as_bytes().as_slice(),
+                e.tenant,
+                r.at.to_sqlite_text(),
+                e.actor,
+                e.action,
+                e.resource_type,
+                e.resource_id.as_ref().map(|u| u.as_bytes().as_slice()),
+                e.subject,
+                e.request_id,
+                e.outcome,
+                r.seq,
+                r.prev_hash,
+                r.hash,
+            ])?;
+        }
+    }
+    let mut tally = c.prepare_cached(&positional(&tally_sql(1)))?;
+    for ((tenant, day, modality, level, first), n) in &rows.tallies {
+        tally.execute(rusqlite::params![
+            tenant,
+            day.format("%F").to_string(),
+            modality,
+            level,
+            first,
+            rows.shard,
+            n,
+        ])?;
+    }
+    Ok(fresh_keys)
 }
 
 /// `$1, $2, …` groups of `width` for `rows` rows, starting at `$1`.
