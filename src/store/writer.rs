@@ -8,8 +8,9 @@
 //!
 //! Each change runs under a savepoint of its own, so one that fails (a conflict, a version
 //! that moved, a constraint) is rolled back alone and answered with its error, and the others
-//! in its batch commit. The reads' rows go in with one multi-row statement per table. Audit
-//! rows, of reads and of changes, are linked into their tenants' hash chains as they are
+//! in its batch commit. On an SQLite file the writer steps the reads' rows itself, on a
+//! connection of its own ([`Direct`]); elsewhere they go in with one multi-row statement per
+//! table ([`write`]). Audit rows, of reads and of changes, are linked into their tenants' hash chains as they are
 //! written (see migration 0060). On PostgreSQL, which groups concurrent commits itself, changes
 //! keep a transaction each (the background sealer links their audit rows).
 
@@ -439,10 +440,10 @@ async fn run_changes(
     Ok(())
 }
 
-/// One transaction for the batch: the changes first, then one statement per table and chunk
-/// rather than per row for the rest (on SQLite every statement is a hand-off to its worker
-/// thread), committed but not yet known to be durable; per job, whether its token was fresh.
-/// A token twice in one batch is fresh only the first time.
+/// One transaction for the batch (PostgreSQL, and an SQLite database in memory): the changes
+/// first, then one statement per table and chunk rather than per row for the rest (each
+/// statement is a round trip), committed but not yet known to be durable; per job, whether its
+/// token was fresh. A token twice in one batch is fresh only the first time.
 async fn write(
     store: &Store,
     batch: &[Writes],
