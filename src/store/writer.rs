@@ -8,11 +8,12 @@
 //!
 //! Each change runs under a savepoint of its own, so one that fails (a conflict, a version
 //! that moved, a constraint) is rolled back alone and answered with its error, and the others
-//! in its batch commit. On an SQLite file the writer steps the reads' rows itself, on a
-//! connection of its own (`Direct`); elsewhere they go in with one multi-row statement per
-//! table (`write`). Audit rows, of reads and of changes, are linked into their tenants' hash
-//! chains as they are written (see migration 0060). On PostgreSQL, which groups concurrent commits itself, changes
-//! keep a transaction each (the background sealer links their audit rows).
+//! in its batch commit. On an SQLite file, a batch without changes is stepped by the writer
+//! itself on a connection of its own (`Direct`); otherwise the reads' rows go in with one
+//! multi-row statement per table (`write`). Audit rows, of reads and of changes, are linked
+//! into their tenants' hash chains as they are written (see migration 0060). On PostgreSQL,
+//! which groups concurrent commits itself, changes keep a transaction each (the background
+//! sealer links their audit rows).
 
 use super::{audit, on_db, positional, AuditEntry, DbError, Store, Ts};
 use crate::domain::report::RecommendationTally;
