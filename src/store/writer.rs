@@ -621,6 +621,16 @@ struct Direct {
     // Declared first, so dropped before the connection its handle belongs to.
     raw: rusqlite::Connection,
     conn: SqliteConnection,
+    sql: RowSql,
+}
+
+/// The texts of the one-row statements the writer keeps prepared (also their keys in the
+/// statement cache), made once.
+struct RowSql {
+    seen_token: String,
+    chain_head: &'static str,
+    audit_row: String,
+    tally: String,
 }
 
 impl Direct {
@@ -638,7 +648,13 @@ impl Direct {
         // `from_handle` leaves the handle open when `raw` is dropped.
         let raw =
             unsafe { rusqlite::Connection::from_handle(handle.as_ptr()) }.map_err(direct_err)?;
-        Ok(Direct { raw, conn })
+        let sql = RowSql {
+            seen_token: positional(&seen_tokens_sql(1)),
+            chain_head: store.chain_head_sql(),
+            audit_row: positional(&audit_sql(1)),
+            tally: positional(&tally_sql(1)),
+        };
+        Ok(Direct { raw, conn, sql })
     }
 
     /// Finalizes the kept statements under the handle's lock, then closes the connection.
@@ -667,13 +683,13 @@ async fn write_direct(
         Some(d) => d,
         None => direct.insert(Direct::open(store).await?),
     };
-    let Direct { raw, conn } = d;
+    let Direct { raw, conn, sql } = d;
     let rows = Rows::of(batch);
     let _turn = store.write_turn().await;
     let _handle = conn.lock_handle().await?;
     let written = raw
         .execute_batch("BEGIN IMMEDIATE")
-        .and_then(|()| write_rows(raw, &rows, batch, replies))
+        .and_then(|()| write_rows(raw, sql, &rows, batch, replies))
         .and_then(|keys| raw.execute_batch("COMMIT").map(|()| keys));
     if written.is_err() && !raw.is_autocommit() {
         // Nothing of a failed batch is kept.
@@ -688,6 +704,7 @@ async fn write_direct(
 /// them (UUIDs as 16-byte blobs, times as `Ts` text, days as `YYYY-MM-DD`).
 fn write_rows(
     c: &rusqlite::Connection,
+    sql: &RowSql,
     rows: &Rows<'_>,
     batch: &[Writes],
     replies: &[Reply],
@@ -695,7 +712,7 @@ fn write_rows(
     use rusqlite::OptionalExtension;
     let now = rows.now.to_sqlite_text();
     let mut fresh_keys = HashSet::new();
-    let mut seen = c.prepare_cached(&positional(&seen_tokens_sql(1)))?;
+    let mut seen = c.prepare_cached(&sql.seen_token)?;
     for t in &rows.tokens {
         let recorded = seen
             .query_row(
@@ -708,9 +725,9 @@ fn write_rows(
     for (tenant, entries) in kept_audit(batch, &rows.first, replies, &fresh_keys) {
         c.prepare_cached(audit::ENSURE_HEAD)?.execute([tenant])?;
         let head: (i64, String) = c
-            .prepare_cached("SELECT seq, hash FROM audit_chain_heads WHERE tenant = $1")?
+            .prepare_cached(sql.chain_head)?
             .query_row([tenant], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        let mut insert = c.prepare_cached(&positional(&audit_sql(1)))?;
+        let mut insert = c.prepare_cached(&sql.audit_row)?;
         // Each sealed insert moves the head with it (migration 0060).
         for r in audit::link(head, &entries) {
             let e = r.entry;
@@ -731,7 +748,7 @@ fn write_rows(
             ])?;
         }
     }
-    let mut tally = c.prepare_cached(&positional(&tally_sql(1)))?;
+    let mut tally = c.prepare_cached(&sql.tally)?;
     for ((tenant, day, modality, level, first), n) in &rows.tallies {
         tally.execute(rusqlite::params![
             tenant,
