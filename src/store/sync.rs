@@ -110,15 +110,20 @@ impl Syncer {
     }
 
     fn log_file(&self) -> PathBuf {
-        let mut p = self.database.clone().into_os_string();
-        p.push("-wal");
-        PathBuf::from(p)
+        log_of(&self.database)
     }
+}
+
+/// The write-ahead log of the SQLite database file `database`: `<file>-wal`.
+pub(crate) fn log_of(database: &std::path::Path) -> PathBuf {
+    let mut p = database.to_path_buf().into_os_string();
+    p.push("-wal");
+    PathBuf::from(p)
 }
 
 /// Flushes the log; when there is none (every frame was checkpointed and the log removed,
 /// which SQLite follows with a flush of the database file), flushes the database file.
-fn flush(log: &std::path::Path, database: &std::path::Path) -> Result<(), String> {
+pub(crate) fn flush(log: &std::path::Path, database: &std::path::Path) -> Result<(), String> {
     let file = match std::fs::File::open(log) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::File::open(database)

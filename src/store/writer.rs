@@ -2,18 +2,19 @@
 //! read and denial, a CDS call's token id refusing a replay, a recommendation's counts for the
 //! equity report) and, on SQLite, the record changes of writes (a plan or protocol created or
 //! updated, a session check, a referral) are written by one task: whatever requests are
-//! waiting go into one transaction, flushed once (`Store::durable`), and each is answered
-//! once that flush is done. Done one transaction per request, requests queue on the
-//! database's commit (on SQLite, on its single writer lock, then on a flush each).
+//! waiting go into one transaction, flushed once, and each is answered once that flush is
+//! done. Done one transaction per request, requests queue on the database's commit (on SQLite,
+//! on its single writer lock, then on a flush each).
 //!
 //! Each change runs under a savepoint of its own, so one that fails (a conflict, a version
 //! that moved, a constraint) is rolled back alone and answered with its error, and the others
 //! in its batch commit. On an SQLite file, a batch without changes is stepped by the writer
-//! itself on a connection of its own (`Direct`); otherwise the reads' rows go in with one
-//! multi-row statement per table (`write`). Audit rows, of reads and of changes, are linked
-//! into their tenants' hash chains as they are written (see migration 0060). On PostgreSQL,
-//! which groups concurrent commits itself, changes keep a transaction each (the background
-//! sealer links their audit rows).
+//! itself on a connection of its own (`Direct`), which flushes the log itself before the batch
+//! is answered; otherwise the reads' rows go in with one multi-row statement per table
+//! (`write`), and the batch waits for the shared flush (`Store::durable`). Audit rows, of
+//! reads and of changes, are linked into their tenants' hash chains as they are written (see
+//! migration 0060). On PostgreSQL, which groups concurrent commits itself, changes keep a
+//! transaction each (the background sealer links their audit rows).
 
 use super::{audit, on_db, positional, AuditEntry, DbError, Store, Ts};
 use crate::domain::report::RecommendationTally;
@@ -267,7 +268,8 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, stats: std::sync::Arc<Wr
             .count() as u64;
         // Batches of changes keep sqlx's path: their statements are written against it, and
         // measured, the direct path did not make them faster (README, Benchmarks).
-        let outcome = if store.file.is_some() && changes == 0 {
+        let direct_batch = store.file.is_some() && changes == 0;
+        let outcome = if direct_batch {
             write_direct(&store, &mut direct, &writes, &replies).await
         } else {
             write(&store, &writes, &mut replies).await
@@ -285,6 +287,13 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, stats: std::sync::Arc<Wr
             metrics::counter!("telemental_changes_undone_total").increment(undone);
         }
         match outcome {
+            // Written on the writer's own connection and the log flushed (`write_direct`):
+            // on disk already.
+            Ok(fresh) if direct_batch => {
+                for (reply, f) in replies.into_iter().zip(fresh) {
+                    reply.answer(Ok(f));
+                }
+            }
             // Committed: the batch is answered once its commit is on disk. That wait runs
             // apart, so the next batch is written while this one's flush is under way (a
             // flush covers every commit made before it began, so each batch still waits
@@ -308,7 +317,7 @@ async fn run(store: Store, mut rx: mpsc::Receiver<Job>, stats: std::sync::Arc<Wr
         }
     }
     if let Some(d) = direct {
-        d.close().await;
+        d.close();
     }
 }
 
@@ -608,20 +617,22 @@ fn kept_audit<'b>(
     by_tenant
 }
 
-/// The writer's own connection to the SQLite file, and the same connection's handle for
-/// statements made directly on the writer's thread.
+/// The writer's own connection to the SQLite file, opened and stepped on the writer's thread.
 ///
 /// Through sqlx every statement is a hand-off to the connection's worker thread and back; a
-/// batch was half a dozen of them, and under load each hand-off waits for a core. Here a batch
-/// takes the handle once (`lock_handle`, one hand-off) and runs its statements on this thread,
-/// prepared once and kept. Batches with changes go through sqlx on a pooled connection (their
-/// statements are written against it). A connection of its own also keeps its page cache warm
-/// between batches without changes.
+/// batch was half a dozen of them, and under load each hand-off waits for a core (taking an
+/// sqlx connection's handle for the batch, `lock_handle`, is still three wake-ups between the
+/// two threads). Here a batch runs its statements on this thread, prepared once and kept.
+/// Batches with changes go through sqlx on a pooled connection (their statements are written
+/// against it). A connection of its own also keeps its page cache warm between batches
+/// without changes.
 struct Direct {
-    // Declared first, so dropped before the connection its handle belongs to.
     raw: rusqlite::Connection,
-    conn: SqliteConnection,
     sql: RowSql,
+    /// The log file, flushed after each commit, and the database file (flushed instead when
+    /// there is no log), as the shared flusher does (`sync.rs`).
+    log: std::path::PathBuf,
+    database: std::path::PathBuf,
 }
 
 /// The texts of the one-row statements the writer keeps prepared (also their keys in the
@@ -633,37 +644,58 @@ struct RowSql {
     tally: String,
 }
 
+/// The settings a pooled connection has (`Store::open`) that the writer's connection takes
+/// over, read from the pool so the two cannot drift apart.
+const SHARED_PRAGMAS: [&str; 6] = [
+    "synchronous",
+    "foreign_keys",
+    "busy_timeout",
+    "cache_size",
+    "temp_store",
+    "wal_autocheckpoint",
+];
+
 impl Direct {
     async fn open(store: &Store) -> Result<Direct, DbError> {
-        let super::Db::Sqlite(pool) = &store.db else {
+        let (super::Db::Sqlite(pool), Some(file)) = (&store.db, &store.file) else {
             return Err(DbError::Unavailable(
-                "the direct writer needs an SQLite database".into(),
+                "the direct writer needs an SQLite database file".into(),
             ));
         };
-        let mut conn = pool.acquire().await?.detach();
-        let handle = conn.lock_handle().await?.as_raw_handle();
-        // SAFETY: the handle belongs to `conn`, which nobody else uses and which outlives
-        // `raw` (field order, and `close`). `raw` is used only while `conn`'s handle is locked
-        // (`lock_handle`), so sqlx's worker thread makes no call on it meanwhile; and
-        // `from_handle` leaves the handle open when `raw` is dropped.
-        let raw =
-            unsafe { rusqlite::Connection::from_handle(handle.as_ptr()) }.map_err(direct_err)?;
+        let mut settings = Vec::with_capacity(SHARED_PRAGMAS.len());
+        {
+            let mut pooled = pool.acquire().await?;
+            for name in SHARED_PRAGMAS {
+                let value: i64 = sqlx::query_scalar(&format!("PRAGMA {name}"))
+                    .fetch_one(&mut *pooled)
+                    .await?;
+                settings.push((name, value));
+            }
+        }
+        let raw = rusqlite::Connection::open(file).map_err(direct_err)?;
+        for (name, value) in settings {
+            raw.pragma_update(None, name, value).map_err(direct_err)?;
+        }
         let sql = RowSql {
             seen_token: positional(&seen_tokens_sql(1)),
             chain_head: store.chain_head_sql(),
             audit_row: positional(&audit_sql(1)),
             tally: positional(&tally_sql(1)),
         };
-        Ok(Direct { raw, conn, sql })
+        Ok(Direct {
+            raw,
+            sql,
+            log: super::sync::log_of(file),
+            database: file.clone(),
+        })
     }
 
-    /// Finalizes the kept statements under the handle's lock, then closes the connection.
-    async fn close(mut self) {
-        if let Ok(_handle) = self.conn.lock_handle().await {
-            self.raw.flush_prepared_statement_cache();
+    /// Finalizes the kept statements and closes the connection.
+    fn close(self) {
+        self.raw.flush_prepared_statement_cache();
+        if let Err((_, e)) = self.raw.close() {
+            tracing::warn!(error = %e, "could not close the writer's SQLite connection");
         }
-        drop(self.raw);
-        let _ = sqlx::Connection::close(self.conn).await;
     }
 }
 
@@ -671,8 +703,8 @@ fn direct_err(e: rusqlite::Error) -> DbError {
     DbError::Unavailable(format!("the batch write failed: {e}"))
 }
 
-/// [`write`] for a batch without changes, on the writer's own SQLite connection: the whole
-/// transaction in one hand-off ([`Direct`]).
+/// [`write`] for a batch without changes, on the writer's own SQLite connection ([`Direct`]):
+/// the whole transaction on this thread, then the log flushed.
 async fn write_direct(
     store: &Store,
     direct: &mut Option<Direct>,
@@ -683,19 +715,31 @@ async fn write_direct(
         Some(d) => d,
         None => direct.insert(Direct::open(store).await?),
     };
-    let Direct { raw, conn, sql } = d;
+    let Direct {
+        raw,
+        sql,
+        log,
+        database,
+    } = d;
     let rows = Rows::of(batch);
-    let _turn = store.write_turn().await;
-    let _handle = conn.lock_handle().await?;
-    let written = raw
-        .execute_batch("BEGIN IMMEDIATE")
-        .and_then(|()| write_rows(raw, sql, &rows, batch, replies))
-        .and_then(|keys| raw.execute_batch("COMMIT").map(|()| keys));
-    if written.is_err() && !raw.is_autocommit() {
-        // Nothing of a failed batch is kept.
-        let _ = raw.execute_batch("ROLLBACK");
-    }
+    let written = {
+        let _turn = store.write_turn().await;
+        let written = raw
+            .execute_batch("BEGIN IMMEDIATE")
+            .and_then(|()| write_rows(raw, sql, &rows, batch, replies))
+            .and_then(|keys| raw.execute_batch("COMMIT").map(|()| keys));
+        if written.is_err() && !raw.is_autocommit() {
+            // Nothing of a failed batch is kept.
+            let _ = raw.execute_batch("ROLLBACK");
+        }
+        written
+    };
     let fresh_keys = written.map_err(direct_err)?;
+    // On disk before it is answered: the log flushed here, on the writer's thread, rather
+    // than by the shared flusher (a wake-up of its task, of a blocking thread, and back). The
+    // flush covers every frame in the log, whichever connection wrote it. It runs after the
+    // writers' turn is given back, so a change can commit meanwhile.
+    super::sync::flush(log, database).map_err(DbError::Unavailable)?;
     Ok(freshness(batch, &rows.first, &fresh_keys))
 }
 
@@ -830,6 +874,68 @@ mod tests {
         assert_eq!(start_of(None), ('a', "SAVEPOINT a; "));
         assert_eq!(start_of(Some('a')), ('b', "RELEASE a; SAVEPOINT b; "));
         assert_eq!(start_of(Some('b')), ('a', "RELEASE b; SAVEPOINT a; "));
+    }
+
+    #[tokio::test]
+    async fn the_writers_connection_has_the_pools_settings_and_its_batches_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("w.db");
+        let url = format!("sqlite://{}", file.display());
+        // The service's settings: no checkpoint by commits (0, not SQLite's 1000), a smaller
+        // page cache than SQLite's, a busy timeout, NORMAL: copied, none is left at SQLite's
+        // default.
+        let store = Store::connect_for_service(&url, 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let mut direct = None;
+        let super::super::Db::Sqlite(pool) = &store.db else {
+            unreachable!("an SQLite store")
+        };
+        let token = SeenToken {
+            issuer: "https://ehr.example".into(),
+            jti: "j-1".into(),
+            keep_until: Ts::from(Ts::now().0 + chrono::Duration::minutes(5)),
+        };
+        let writes = |token: &SeenToken| Writes {
+            token: Some(token.clone()),
+            audit: vec![],
+            tally: None,
+        };
+        let read = || Reply::Read(oneshot::channel().0);
+        let fresh = write_direct(&store, &mut direct, &[writes(&token)], &[read()])
+            .await
+            .unwrap();
+        assert_eq!(fresh, vec![true], "a new token id is fresh");
+        let again = write_direct(&store, &mut direct, &[writes(&token)], &[read()])
+            .await
+            .unwrap();
+        assert_eq!(again, vec![false], "the same token id again is a replay");
+        let d = direct.unwrap();
+        for name in SHARED_PRAGMAS {
+            let pooled: i64 = sqlx::query_scalar(&format!("PRAGMA {name}"))
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            let own: i64 = d.raw.pragma_query_value(None, name, |r| r.get(0)).unwrap();
+            assert_eq!(own, pooled, "PRAGMA {name}");
+        }
+        let journal: String = d
+            .raw
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(journal, "wal");
+        assert_eq!(d.log, dir.path().join("w.db-wal"));
+        assert!(
+            d.log.exists(),
+            "the log flushed after each batch is SQLite's"
+        );
+        // What the writer committed, another connection reads.
+        let kept: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM cds_seen_tokens WHERE jti = 'j-1'")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+        assert_eq!(kept, 1);
+        d.close();
     }
 
     #[test]
