@@ -468,7 +468,7 @@ async fn write(
         shard,
         now,
     } = Rows::of(batch);
-    let fresh_keys: HashSet<(String, String)> = on_db!(&store.db, p => {
+    let fresh: Vec<bool> = on_db!(&store.db, p => {
         let _turn = store.write_turn().await;
         let mut tx = p.begin().await?;
         run_changes(&mut *tx, replies).await?;
@@ -481,9 +481,10 @@ async fn write(
             }
             fresh_keys.extend(q.bind(now).fetch_all(&mut *tx).await?);
         }
+        let fresh = freshness(batch, &first, &fresh_keys);
         // Each tenant's entries are linked into its hash chain here and inserted sealed: one
         // write per row, where rows inserted unsealed are written again by the sealer.
-        for (tenant, entries) in kept_audit(batch, &first, replies, &fresh_keys) {
+        for (tenant, entries) in kept_audit(batch, &fresh, replies) {
             sqlx::query(audit::ENSURE_HEAD).bind(tenant).execute(&mut *tx).await?;
             let head: (i64, String) = sqlx::query_as(store.chain_head_sql())
                 .bind(tenant).fetch_one(&mut *tx).await?;
@@ -517,9 +518,9 @@ async fn write(
             q.execute(&mut *tx).await?;
         }
         tx.commit().await?;
-        fresh_keys
+        fresh
     });
-    Ok(freshness(batch, &first, &fresh_keys))
+    Ok(fresh)
 }
 
 /// What a batch writes besides its changes, worked out before its transaction.
@@ -577,15 +578,7 @@ impl<'b> Rows<'b> {
     }
 }
 
-/// Whether a job's token is fresh: the first use in its batch, and recorded now.
-fn fresh(j: &Writes, first: bool, fresh_keys: &HashSet<(String, String)>) -> bool {
-    first
-        && j.token
-            .as_ref()
-            .is_none_or(|t| fresh_keys.contains(&(t.issuer.clone(), t.jti.clone())))
-}
-
-/// Per job, whether its token (if any) was fresh.
+/// Per job, whether its token (if any) is fresh: the first use in its batch, and recorded now.
 fn freshness(
     batch: &[Writes],
     first: &[bool],
@@ -594,7 +587,12 @@ fn freshness(
     batch
         .iter()
         .zip(first)
-        .map(|(j, f)| fresh(j, *f, fresh_keys))
+        .map(|(j, f)| {
+            *f && j
+                .token
+                .as_ref()
+                .is_none_or(|t| fresh_keys.contains(&(t.issuer.clone(), t.jti.clone())))
+        })
         .collect()
 }
 
@@ -602,13 +600,12 @@ fn freshness(
 /// fresh), per tenant, in order.
 fn kept_audit<'b>(
     batch: &'b [Writes],
-    first: &[bool],
+    fresh: &[bool],
     replies: &[Reply],
-    fresh_keys: &HashSet<(String, String)>,
 ) -> BTreeMap<&'b str, Vec<&'b AuditEntry>> {
     let mut by_tenant: BTreeMap<&str, Vec<&AuditEntry>> = BTreeMap::new();
-    for ((j, f), reply) in batch.iter().zip(first).zip(replies) {
-        if reply.keeps_audit(fresh(j, *f, fresh_keys)) {
+    for ((j, f), reply) in batch.iter().zip(fresh).zip(replies) {
+        if reply.keeps_audit(*f) {
             for e in &j.audit {
                 by_tenant.entry(e.tenant.as_str()).or_default().push(e);
             }
@@ -734,25 +731,25 @@ async fn write_direct(
         }
         written
     };
-    let fresh_keys = written.map_err(direct_err)?;
+    let fresh = written.map_err(direct_err)?;
     // On disk before it is answered: the log flushed here, on the writer's thread, rather
     // than by the shared flusher (a wake-up of its task, of a blocking thread, and back). The
     // flush covers every frame in the log, whichever connection wrote it. It runs after the
     // writers' turn is given back, so a change can commit meanwhile.
     super::sync::flush(log, database).map_err(DbError::Unavailable)?;
-    Ok(freshness(batch, &rows.first, &fresh_keys))
+    Ok(fresh)
 }
 
 /// The batch's token ids, audit rows and recommendation counts, one kept statement each, in
-/// the open transaction; returns the tokens recorded now. The rows are bound as sqlx binds
-/// them (UUIDs as 16-byte blobs, times as `Ts` text, days as `YYYY-MM-DD`).
+/// the open transaction; returns, per job, whether its token was fresh. The rows are bound as
+/// sqlx binds them (UUIDs as 16-byte blobs, times as `Ts` text, days as `YYYY-MM-DD`).
 fn write_rows(
     c: &rusqlite::Connection,
     sql: &RowSql,
     rows: &Rows<'_>,
     batch: &[Writes],
     replies: &[Reply],
-) -> rusqlite::Result<HashSet<(String, String)>> {
+) -> rusqlite::Result<Vec<bool>> {
     use rusqlite::OptionalExtension;
     let now = rows.now.to_sqlite_text();
     let mut fresh_keys = HashSet::new();
@@ -766,7 +763,8 @@ fn write_rows(
             .optional()?;
         fresh_keys.extend(recorded);
     }
-    for (tenant, entries) in kept_audit(batch, &rows.first, replies, &fresh_keys) {
+    let fresh = freshness(batch, &rows.first, &fresh_keys);
+    for (tenant, entries) in kept_audit(batch, &fresh, replies) {
         c.prepare_cached(audit::ENSURE_HEAD)?.execute([tenant])?;
         let head: (i64, String) = c
             .prepare_cached(sql.chain_head)?
@@ -804,7 +802,7 @@ fn write_rows(
             n,
         ])?;
     }
-    Ok(fresh_keys)
+    Ok(fresh)
 }
 
 /// `$1, $2, …` groups of `width` for `rows` rows, starting at `$1`.
