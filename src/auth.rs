@@ -529,22 +529,34 @@ impl Authenticator {
             v.set_issuer(issuers);
         }
         v.set_required_spec_claims(&["exp", "aud", "iss"]);
-        let data =
+        let decode = move |token: &str| {
             jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key, &v)
-                .map_err(|e| {
-                    use jsonwebtoken::errors::ErrorKind as K;
-                    unauthorized(match e.kind() {
-                        K::ExpiredSignature => "the token has expired",
-                        K::ImmatureSignature => "the token is not valid yet (nbf)",
-                        K::InvalidAudience => "the token's audience (aud) is not accepted",
-                        K::InvalidIssuer => "the token's issuer (iss) is not accepted",
-                        K::InvalidSignature => "the token's signature does not verify",
-                        K::MissingRequiredClaim(_) => {
-                            "the token lacks a required claim (exp, aud, iss)"
-                        }
-                        _ => "the token is invalid",
-                    })
-                })?;
+        };
+        // An ECDSA check (two scalar multiplications: 0.05 ms for P-256, 0.18 for P-384) runs
+        // on the signature pool (`sig_pool`), not on this worker. An RSA check (exponent
+        // 65537) is cheaper than the hand-off to the pool and back, and runs here.
+        let checked = if matches!(key_alg, Algorithm::ES256 | Algorithm::ES384) {
+            let token = token.to_owned();
+            crate::sig_pool::run(move || decode(&token))
+                .await
+                .ok_or_else(|| {
+                    ApiError::internal("checking an EHR token's signature", "the check panicked")
+                })?
+        } else {
+            decode(token)
+        };
+        let data = checked.map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            unauthorized(match e.kind() {
+                K::ExpiredSignature => "the token has expired",
+                K::ImmatureSignature => "the token is not valid yet (nbf)",
+                K::InvalidAudience => "the token's audience (aud) is not accepted",
+                K::InvalidIssuer => "the token's issuer (iss) is not accepted",
+                K::InvalidSignature => "the token's signature does not verify",
+                K::MissingRequiredClaim(_) => "the token lacks a required claim (exp, aud, iss)",
+                _ => "the token is invalid",
+            })
+        })?;
         Ok(data.claims)
     }
 }

@@ -11,6 +11,7 @@ pub mod fhir;
 pub mod http;
 pub mod jwt_crypto;
 pub mod outbox;
+pub mod sig_pool;
 pub mod store;
 
 use crate::auth::Authenticator;

@@ -500,6 +500,39 @@ cds_on_both_engines!(
                 "{what}"
             );
         }
+        // A signature that is not the token's own is refused, whichever the algorithm (ECDSA
+        // signatures are checked on the signature pool, RSA ones on the worker): each token's
+        // signature replaced by that of another token from the same key.
+        let signers: [(&str, fn(&Value) -> String); 3] =
+            [("ES384", es384), ("ES256", es256), ("RS384", rs384)];
+        for (alg, sign) in signers {
+            let genuine = sign(&ehr_claims("t1", HOOK_PATH));
+            let other = sign(&ehr_claims("t1", HOOK_PATH));
+            let (signed, _) = genuine.rsplit_once('.').unwrap();
+            let (_, signature) = other.rsplit_once('.').unwrap();
+            let r = call(
+                &app,
+                HOOK_PATH,
+                &format!("{signed}.{signature}"),
+                Some(&body),
+            )
+            .await;
+            r.assert_problem(401);
+            assert!(
+                r.body["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("signature does not verify"),
+                "{alg}: {}",
+                r.body
+            );
+            // The genuine token still works: the refused call did not use up its jti.
+            assert_eq!(
+                call(&app, HOOK_PATH, &genuine, Some(&body)).await.status,
+                200,
+                "{alg}"
+            );
+        }
         // The tenant claim is the tenant: nothing of t1 is visible to a t2 token (no plan: FLEX-1).
         app.post("/v1/plans", "t1", &plan_body("Patient/123")).await;
         let r = hook(
