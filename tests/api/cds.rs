@@ -88,6 +88,9 @@ pub fn ehr_claims(tenant: &str, path: &str) -> Value {
            "tenant": tenant})
 }
 
+/// Signs an EHR's claims with one of the test keys.
+type Signer = fn(&Value) -> String;
+
 pub fn es384(claims: &Value) -> String {
     let mut h = Header::new(Algorithm::ES384);
     h.kid = Some("test-es384".into());
@@ -503,8 +506,7 @@ cds_on_both_engines!(
         // A signature that is not the token's own is refused, whichever the algorithm (ECDSA
         // signatures are checked on the signature pool, RSA ones on the worker): each token's
         // signature replaced by that of another token from the same key.
-        let signers: [(&str, fn(&Value) -> String); 3] =
-            [("ES384", es384), ("ES256", es256), ("RS384", rs384)];
+        let signers: [(&str, Signer); 3] = [("ES384", es384), ("ES256", es256), ("RS384", rs384)];
         for (alg, sign) in signers {
             let genuine = sign(&ehr_claims("t1", HOOK_PATH));
             let other = sign(&ehr_claims("t1", HOOK_PATH));
