@@ -315,21 +315,8 @@ impl Authenticator {
             required.push("iss");
         }
         v.set_required_spec_claims(&required);
-        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind as K;
-            unauthorized(match e.kind() {
-                K::ExpiredSignature => "the token has expired",
-                K::ImmatureSignature => "the token is not valid yet (nbf)",
-                K::InvalidAudience => "the token's audience (aud) is not accepted",
-                K::InvalidIssuer => "the token's issuer (iss) is not accepted",
-                K::InvalidSignature => "the token's signature does not verify",
-                K::MissingRequiredClaim(_) => {
-                    "the token lacks a required claim (exp, aud, sub, iss)"
-                }
-                K::InvalidAlgorithm => "the token's algorithm does not match its key",
-                _ => "the token is invalid",
-            })
-        })?;
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
+            .map_err(|e| refused(&e, "exp, aud, sub, iss"))?;
         let c = data.claims;
         let text = |name: &str| c.get(name).and_then(|v| v.as_str()).map(str::to_owned);
         // Control characters (NUL above all: PostgreSQL cannot store it) have no place in an
@@ -545,18 +532,23 @@ impl Authenticator {
         } else {
             decode(token)
         };
-        let data = checked.map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind as K;
-            unauthorized(match e.kind() {
-                K::ExpiredSignature => "the token has expired",
-                K::ImmatureSignature => "the token is not valid yet (nbf)",
-                K::InvalidAudience => "the token's audience (aud) is not accepted",
-                K::InvalidIssuer => "the token's issuer (iss) is not accepted",
-                K::InvalidSignature => "the token's signature does not verify",
-                K::MissingRequiredClaim(_) => "the token lacks a required claim (exp, aud, iss)",
-                _ => "the token is invalid",
-            })
-        })?;
+        let data = checked.map_err(|e| refused(&e, "exp, aud, iss"))?;
         Ok(data.claims)
     }
+}
+
+/// The 401 for a token jsonwebtoken refused, saying why; `required` lists the claims the check
+/// required.
+fn refused(e: &jsonwebtoken::errors::Error, required: &str) -> ApiError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    ApiError::Unauthorized(match e.kind() {
+        K::ExpiredSignature => "the token has expired".into(),
+        K::ImmatureSignature => "the token is not valid yet (nbf)".into(),
+        K::InvalidAudience => "the token's audience (aud) is not accepted".into(),
+        K::InvalidIssuer => "the token's issuer (iss) is not accepted".into(),
+        K::InvalidSignature => "the token's signature does not verify".into(),
+        K::MissingRequiredClaim(_) => format!("the token lacks a required claim ({required})"),
+        K::InvalidAlgorithm => "the token's algorithm does not match its key".into(),
+        _ => "the token is invalid".into(),
+    })
 }
