@@ -584,6 +584,11 @@ fn freshness(
     first: &[bool],
     fresh_keys: &HashSet<(String, String)>,
 ) -> Vec<bool> {
+    // Looked up by borrowed pairs: no copy of each token's issuer and jti per job.
+    let recorded: HashSet<(&str, &str)> = fresh_keys
+        .iter()
+        .map(|(issuer, jti)| (issuer.as_str(), jti.as_str()))
+        .collect();
     batch
         .iter()
         .zip(first)
@@ -591,7 +596,7 @@ fn freshness(
             *f && j
                 .token
                 .as_ref()
-                .is_none_or(|t| fresh_keys.contains(&(t.issuer.clone(), t.jti.clone())))
+                .is_none_or(|t| recorded.contains(&(t.issuer.as_str(), t.jti.as_str())))
         })
         .collect()
 }
