@@ -885,8 +885,8 @@ mod tests {
         let file = dir.path().join("w.db");
         let url = format!("sqlite://{}", file.display());
         // The service's settings: no checkpoint by commits (0, not SQLite's 1000), a smaller
-        // page cache than SQLite's, a busy timeout, NORMAL: copied, none is left at SQLite's
-        // default.
+        // page cache than SQLite's, statement journals in memory, NORMAL; a busy timeout and
+        // foreign keys on.
         let store = Store::connect_for_service(&url, 2).await.unwrap();
         store.migrate().await.unwrap();
         let mut direct = None;
@@ -913,14 +913,25 @@ mod tests {
             .unwrap();
         assert_eq!(again, vec![false], "the same token id again is a replay");
         let d = direct.unwrap();
+        // A connection opened as `Direct::open` opens one, without the copy: to show the
+        // settings were copied rather than found equal.
+        let plain = rusqlite::Connection::open(&file).unwrap();
         for name in SHARED_PRAGMAS {
             let pooled: i64 = sqlx::query_scalar(&format!("PRAGMA {name}"))
                 .fetch_one(pool)
                 .await
                 .unwrap();
             let own: i64 = d.raw.pragma_query_value(None, name, |r| r.get(0)).unwrap();
+            let default: i64 = plain.pragma_query_value(None, name, |r| r.get(0)).unwrap();
             assert_eq!(own, pooled, "PRAGMA {name}");
+            // Without the copy, a connection rusqlite opens already has foreign keys on (the
+            // bundled SQLite's build) and a 5 s busy timeout (rusqlite's), as the pool has; the
+            // other four differ, so they are seen to be copied.
+            if !matches!(name, "foreign_keys" | "busy_timeout") {
+                assert_ne!(own, default, "PRAGMA {name} is what rusqlite opens with");
+            }
         }
+        drop(plain);
         let journal: String = d
             .raw
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
