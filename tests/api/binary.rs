@@ -331,3 +331,23 @@ async fn the_token_and_migrate_commands_work() {
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
 }
+
+/// The allocator option compiled into the binary (`_rjem_malloc_conf`, src/main.rs) is the one
+/// jemalloc applies: if that symbol's name changed with a jemalloc update, the option would be
+/// dropped without a word and freed pages kept ten times longer. Asked through the environment,
+/// jemalloc prints its options to stderr at exit.
+#[cfg(not(target_env = "msvc"))]
+#[test]
+fn the_binary_allocates_with_jemalloc_and_its_compiled_option() {
+    let out = Command::new(BIN)
+        .arg("--help")
+        .env("_RJEM_MALLOC_CONF", "stats_print:true")
+        .output()
+        .expect("the binary runs");
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("opt.dirty_decay_ms: 1000 "),
+        "jemalloc's options at exit: {err}"
+    );
+}
