@@ -235,7 +235,7 @@ async fn seal_audit_trail(
 async fn checkpoint_log(store: Store, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
         match store.checkpoint().await {
-            Ok(Some(log)) => metrics::gauge!("telemental_sqlite_log_pages").set(log as f64),
+            Ok(Some(c)) => metrics::gauge!("telemental_sqlite_log_pages").set(c.log as f64),
             Ok(None) => return,
             Err(e) => tracing::warn!(error = %e, "could not checkpoint the SQLite log; will retry"),
         }
