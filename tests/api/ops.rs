@@ -240,3 +240,52 @@ on_both_engines!(
         }
     }
 );
+
+/// The background checkpoint (every 200 ms on SQLite) lets a log of 1 000 pages or more start
+/// again, copying the last frames with writers held off; how many it copied so is exported.
+#[actix_web::test]
+async fn a_log_restart_reports_the_frames_copied_with_writers_held_off() {
+    let app = spawn_app(Engine::Sqlite).await.unwrap();
+    let metrics = || async {
+        app.client
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    // Each create commits several pages of log on its own (one request at a time).
+    let mut creates = 0;
+    for i in 0..400 {
+        let r = app
+            .post("/v1/plans", "t1", &plan_body(&format!("Patient/ckpt-{i}")))
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        if i % 50 == 49 {
+            let text = metrics().await;
+            if text.contains("telemental_sqlite_checkpoint_held_pages_count") {
+                break;
+            }
+        }
+        creates += 1;
+    }
+    let mut text = metrics().await;
+    for _ in 0..50 {
+        if text.contains("telemental_sqlite_checkpoint_held_pages_count") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        text = metrics().await;
+    }
+    let count = text
+        .lines()
+        .find(|l| l.starts_with("telemental_sqlite_checkpoint_held_pages_count"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|n| n.parse::<f64>().ok());
+    assert!(
+        count.is_some_and(|n| n >= 1.0),
+        "no log restart reported after {creates} creates: {text}"
+    );
+}
