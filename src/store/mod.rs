@@ -360,8 +360,9 @@ fn positional(sql: &str) -> String {
 /// `Store::checkpoint`), as SQLite's own checkpoints do: about 4 MiB of log.
 const RESTART_LOG_AT: i64 = 1000;
 
-/// At most this many frames committed during a checkpoint's last pass beside the writers are
-/// left for the pass with writers held off (about 2 ms of copying and flushing here).
+/// A checkpoint holds the writers off once a pass beside them found at most this many frames
+/// new since the pass before: that pass was short, so few frames came in during it, and the
+/// held pass has little to copy and flush (about 2 ms here).
 const HELD_PASS_AT_MOST: i64 = 64;
 
 /// Passes beside the writers a checkpoint makes at most before holding them off, however

@@ -22,15 +22,7 @@ async fn made_up_methods_and_paths_do_not_make_new_metric_series() {
         let path = format!("/no-such-{suffix}-{i}");
         app.client.get(app.url(&path)).send().await.unwrap();
     }
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     assert!(
         !text.contains(&suffix),
         "a raw method or path became a label"

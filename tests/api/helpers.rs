@@ -212,6 +212,18 @@ impl Reply {
 }
 
 impl TestApp {
+    /// The Prometheus text of `GET /metrics` (no token needed).
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

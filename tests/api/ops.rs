@@ -135,15 +135,7 @@ on_both_engines!(
         app.get(&format!("/v1/plans/{id}"), "t1").await;
         app.get("/v1/plans?subject=Patient/metrics-secret-99", "t1")
             .await;
-        let text = app
-            .client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = app.metrics().await;
         assert!(text.contains("http_requests_total"), "{text}");
         assert!(text.contains("http_request_duration_seconds_bucket"));
         assert!(text.contains("route=\"/v1/plans/{id}\""));
@@ -246,16 +238,6 @@ on_both_engines!(
 #[actix_web::test]
 async fn a_log_restart_reports_the_frames_copied_with_writers_held_off() {
     let app = spawn_app(Engine::Sqlite).await.unwrap();
-    let metrics = || async {
-        app.client
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
     // Each create commits several pages of log on its own (one request at a time).
     let mut creates = 0;
     for i in 0..400 {
@@ -264,20 +246,20 @@ async fn a_log_restart_reports_the_frames_copied_with_writers_held_off() {
             .await;
         assert_eq!(r.status, 201, "{:?}", r.body);
         if i % 50 == 49 {
-            let text = metrics().await;
+            let text = app.metrics().await;
             if text.contains("telemental_sqlite_checkpoint_held_pages_count") {
                 break;
             }
         }
         creates += 1;
     }
-    let mut text = metrics().await;
+    let mut text = app.metrics().await;
     for _ in 0..50 {
         if text.contains("telemental_sqlite_checkpoint_held_pages_count") {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        text = metrics().await;
+        text = app.metrics().await;
     }
     let count = text
         .lines()
