@@ -724,7 +724,7 @@ mod tests {
     }
 
     async fn log_frames(pool: &SqlitePool) -> i64 {
-        // A checkpoint of nothing new reports the log's size (and copies nothing).
+        // The log's size, from a pass over it (which also copies what is new in it).
         let (_, log, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
             .fetch_one(pool)
             .await
