@@ -372,7 +372,6 @@ pub fn parse_value<T: Input>(mut value: Value) -> Result<T, ApiError> {
     if !value.is_object() {
         return Err(ApiError::invalid("$", "the body must be a JSON object"));
     }
-    let template = T::template();
     let mut errors: Vec<FieldError> = Vec::new();
     if let Value::Object(fields) = &mut value {
         for name in T::NOT_NULL {
@@ -385,6 +384,14 @@ pub fn parse_value<T: Input>(mut value: Value) -> Result<T, ApiError> {
             }
         }
     }
+    // The usual case, a valid body: read from the value as it is, without the copy each pass
+    // of the repairs below takes.
+    if errors.is_empty() {
+        if let Ok(v) = T::deserialize(&value) {
+            return Ok(v);
+        }
+    }
+    let template = T::template();
     for _ in 0..64 {
         let err = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
             Ok(v) if errors.is_empty() => return Ok(v),
