@@ -37,6 +37,7 @@ esac
 TARGET="${CARGO_TARGET_DIR:-target}"
 
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+[ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
 if [ -n "${BENCH_BINARY:-}" ]; then
   SERVICE="$BENCH_BINARY"
 else
@@ -189,13 +190,16 @@ timed() { # name label wrk-args...
   local name=$1 label=$2; shift 2
   local before after requests
   before=$(cpu_ticks)
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" >"$WORK/$name.txt"
+  # The load generator's own CPU time (user + system) as well: it shares the cores.
+  /usr/bin/time -f '%U %S' -o "$WORK/$name.time" \
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --latency "$@" >"$WORK/$name.txt"
   after=$(cpu_ticks)
   report "$WORK/$name.txt" "$label"
   # The server's own CPU time per request: comparable across runs even on a busy machine.
   requests=$(awk '/requests in/ {print $1}' "$WORK/$name.txt")
   awk -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" -v n="$requests" \
     'BEGIN { printf "%-40s %10.3f ms of server CPU per request\n", "", 1000 * t / hz / n }'
+  awk -v n="$requests" '{ printf "%-40s %10.3f ms of load-generator CPU per request\n", "", 1000 * ($1 + $2) / n }' "$WORK/$name.time"
 }
 
 echo "telemental interop benchmark ($SERVICE): $CONNECTIONS connections, $THREADS wrk threads, ${DURATION}s, $(nproc) cores, SQLite, load average $(cut -d' ' -f1 /proc/loadavg)"
