@@ -36,8 +36,11 @@ case "$CDS_ALG" in
 esac
 TARGET="${CARGO_TARGET_DIR:-target}"
 
-command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
-[ -x /usr/bin/time ] || { apt-get update -qq && apt-get install -y -qq time >/dev/null; }
+# wrk, and /usr/bin/time for the load generator's own CPU time: installed if missing.
+missing=()
+command -v wrk >/dev/null || missing+=(wrk)
+[ -x /usr/bin/time ] || missing+=(time)
+[ ${#missing[@]} -eq 0 ] || { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; }
 if [ -n "${BENCH_BINARY:-}" ]; then
   SERVICE="$BENCH_BINARY"
 else
