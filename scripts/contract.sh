@@ -5,12 +5,15 @@
 #   3. schemathesis over every operation, all phases, seven checks, zero failures
 #   4. a Python client (openapi-python-client) and TypeScript types (openapi-typescript,
 #      tsc --strict) generated from the document, each driving a short program
-#   5. the README's walk-through (scripts/walkthrough.sh), commands as printed
+#   5. an EHR's clients (scripts/ehr): fhir-kit-client reading the FHIR views, and a CDS Hooks
+#      client whose keys and JWTs come from Node's crypto
+#   6. the README's walk-through (scripts/walkthrough.sh), commands as printed
 #
 # Tools are installed pinned (openapi/clients/requirements.txt, package-lock.json) into
-# target/contract/; generated code goes there too. Steps 1-5 run in a private network
-# namespace with only loopback: nothing the binary does (webhook deliveries to whatever URL
-# a fuzzer registers, DNS lookups) can leave the machine.
+# target/contract/ (scripts/ehr's into scripts/ehr/node_modules); generated code goes to
+# target/contract/ too. Steps 1-6 run in a private network namespace with only loopback:
+# nothing the binary does (webhook deliveries to whatever URL a fuzzer registers, DNS
+# lookups) can leave the machine.
 #
 # Usage: scripts/contract.sh            (from .ci/run, after the release build)
 #        ST_MAX_EXAMPLES=100 scripts/contract.sh   (a deeper schemathesis search)
@@ -36,6 +39,7 @@ if [ "${1:-}" != "--offline" ]; then
     cp openapi/clients/package.json openapi/clients/package-lock.json "$WORK/npm/"
     (cd "$WORK/npm" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
   fi
+  [ -d scripts/ehr/node_modules ] || npm ci --prefix scripts/ehr --no-audit --no-fund --loglevel=error >/dev/null
   # Everything else without a network: a fresh namespace with loopback only.
   exec unshare --net -- bash -c 'ip link set lo up && exec "$0" --offline' "$0"
 fi
@@ -156,6 +160,14 @@ cp openapi/clients/typescript/walk.ts openapi/clients/typescript/tsconfig.json "
 start_server ts
 TELEMENTAL_URL=$BASE TELEMENTAL_TOKEN=$TOKEN node "$WORK/ts/out/walk.js"
 stop_server
+
+step "an EHR app's FHIR client (fhir-kit-client)"
+start_server fhir
+TELEMENTAL_URL=$BASE TELEMENTAL_TOKEN=$TOKEN node scripts/ehr/fhir-client.mjs
+stop_server
+
+step "an EHR's CDS Hooks client (keys and JWTs from Node's crypto, its own JWKS)"
+TELEMENTAL_BIN=$BIN node scripts/ehr/cds-client.mjs
 
 step "README walk-through"
 # Started as the section says.
