@@ -2,7 +2,9 @@
 # Benchmark of the EHR-facing endpoints at 64 connections against the release binary on SQLite:
 # the CDS Hooks call (POST /cds-services/telemental-modality, each request with its own
 # ES384-signed token, as an EHR sends) and a FHIR CarePlan read, next to GET /healthz of the
-# same binary in the same run (baseline). Prints req/s and p50/p99 latency.
+# same binary in the same run (baseline). Prints req/s and p50/p99 latency, the server's and
+# the load generator's CPU per request, and first a gauge of the host's speed (OpenSSL's P-384
+# verify time on one core).
 # Usage: scripts/interop-bench.sh [duration-seconds]   (default 15)
 #        CDS_ALG=RS384 signs the EHR's tokens with the RSA test key instead of ES384.
 #        CDS_TOKENS=N sets how many single-use tokens are signed for the timed CDS run (default
@@ -206,6 +208,12 @@ timed() { # name label wrk-args...
 }
 
 echo "telemental interop benchmark ($SERVICE): $CONNECTIONS connections, $THREADS wrk threads, ${DURATION}s, $(nproc) cores, SQLite, load average $(cut -d' ' -f1 /proc/loadavg)"
+# The host's speed apart from the service, before the runs: one core verifying P-384
+# signatures with the system's OpenSSL (the same hardware has differed by half between days).
+if command -v openssl >/dev/null; then
+  openssl speed -seconds 2 ecdsap384 2>/dev/null |
+    awk '/nistp384/ { printf "machine gauge: OpenSSL verifies a P-384 signature in %.2f ms on one core\n", 1000 / $NF }'
+fi
 if [ -z "$CDS_ONLY" ]; then
   wrk -t"$THREADS" -c"$CONNECTIONS" -d3s "$BASE/healthz" >/dev/null 2>&1
   timed healthz "GET /healthz (baseline)" "$BASE/healthz"
