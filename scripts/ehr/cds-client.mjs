@@ -3,7 +3,7 @@
 // Node's crypto (not the Rust library the service checks them with). It starts the release
 // binary against that JWKS on a fresh SQLite file, records a plan and a safety protocol
 // through /v1, then calls CDS Hooks as an EHR booking appointments would: discovery, the
-// appointment-book hook (ES384 and RS384 tokens), feedback, a browser's CORS preflight, and
+// appointment-book hook (ES384, ES256, RS384 and RS256 tokens), feedback, a browser's CORS preflight, and
 // tokens that must be refused. Every card is checked against the CDS Hooks 2.0 rules for cards
 // and every FHIR resource in a suggestion with FHIR.js.
 //
@@ -22,13 +22,16 @@ const fhir = new Fhir();
 const bin = process.env.TELEMENTAL_BIN;
 assert.ok(bin, 'TELEMENTAL_BIN must name the release binary');
 
-// The EHR's keys and its JWKS, served on a port of its own.
-const es384 = generateKeyPairSync('ec', { namedCurve: 'P-384' });
-const rs384 = generateKeyPairSync('rsa', { modulusLength: 2048 });
-const jwks = { keys: [
-  { ...es384.publicKey.export({ format: 'jwk' }), kid: 'ehr-es384', alg: 'ES384', use: 'sig' },
-  { ...rs384.publicKey.export({ format: 'jwk' }), kid: 'ehr-rs384', alg: 'RS384', use: 'sig' },
-] };
+// The EHR's keys, one per algorithm CDS Hooks names, and its JWKS, served on a port of its own.
+const keys = {
+  ES384: generateKeyPairSync('ec', { namedCurve: 'P-384' }),
+  ES256: generateKeyPairSync('ec', { namedCurve: 'P-256' }),
+  RS384: generateKeyPairSync('rsa', { modulusLength: 2048 }),
+  RS256: generateKeyPairSync('rsa', { modulusLength: 2048 }),
+};
+const kid = (alg) => `ehr-${alg.toLowerCase()}`;
+const jwks = { keys: Object.entries(keys).map(([alg, pair]) => (
+  { ...pair.publicKey.export({ format: 'jwk' }), kid: kid(alg), alg, use: 'sig' })) };
 const jwksServer = http.createServer((_req, res) => {
   res.writeHead(200, { 'Content-Type': 'application/json' });
   res.end(JSON.stringify(jwks));
@@ -100,19 +103,21 @@ await v1('/v1/safety-protocols', {
   agreed_with_service_user_on: new Date().toISOString().slice(0, 10),
 });
 
-// JWTs as the EHR signs them: ES384 signatures in JOSE's r||s form, RS384 PKCS#1 v1.5.
+// JWTs as the EHR signs them: ECDSA signatures in JOSE's r||s form, RSA PKCS#1 v1.5.
 const b64url = (data) => Buffer.from(data).toString('base64url');
 function jwt(alg, claims = {}, header = {}) {
   const now = Math.floor(Date.now() / 1000);
-  const head = { alg, typ: 'JWT', kid: alg === 'ES384' ? 'ehr-es384' : 'ehr-rs384', ...header };
+  const head = { alg, typ: 'JWT', kid: kid(alg), ...header };
   const body = {
     iss: issuer, sub: 'ehr-cds-client', tenant, aud: `${base}/cds-services/telemental-modality`,
     iat: now, exp: now + 300, jti: randomUUID(), ...claims,
   };
   const input = `${b64url(JSON.stringify(head))}.${b64url(JSON.stringify(body))}`;
-  const signature = alg === 'ES384'
-    ? sign('sha384', Buffer.from(input), { key: es384.privateKey, dsaEncoding: 'ieee-p1363' })
-    : sign('sha384', Buffer.from(input), rs384.privateKey);
+  const hash = `sha${alg.slice(2)}`;
+  const { privateKey } = keys[alg];
+  const signature = alg.startsWith('ES')
+    ? sign(hash, Buffer.from(input), { key: privateKey, dsaEncoding: 'ieee-p1363' })
+    : sign(hash, Buffer.from(input), privateKey);
   return `${input}.${b64url(signature)}`;
 }
 async function call(pathname, token, body, headers = {}) {
@@ -187,7 +192,7 @@ noEmpty(r.body, 'discovery');
 
 // A telephone booking for a service user with a hearing barrier: a warning, video suggested.
 let cards = [];
-for (const alg of ['ES384', 'RS384']) {
+for (const alg of Object.keys(keys)) {
   r = await call(HOOK, jwt(alg), hook('PHONE'));
   assert.equal(r.status, 200, `${alg}: ${JSON.stringify(r.body)}`);
   cards = r.body.cards;
@@ -221,7 +226,8 @@ const refusals = {
   'an expired token': jwt('ES384', { exp: Math.floor(Date.now() / 1000) - 120 }),
   'no tenant': jwt('ES384', { tenant: undefined }),
   'an unknown key': jwt('ES384', {}, { kid: 'not-in-the-jwks' }),
-  'the RSA key named for an ES384 signature': jwt('ES384', {}, { kid: 'ehr-rs384' }),
+  'the RSA key named for an ES384 signature': jwt('ES384', {}, { kid: kid('RS384') }),
+  'the ES256 key named for an ES384 signature': jwt('ES384', {}, { kid: kid('ES256') }),
   'a tampered payload': (() => { const [h, , s] = jwt('ES384').split('.'); return `${h}.${b64url(JSON.stringify({ iss: issuer, tenant, aud: `${base}${HOOK}`, exp: 9999999999, jti: randomUUID() }))}.${s}`; })(),
 };
 for (const [what, token] of Object.entries(refusals)) {
@@ -249,6 +255,6 @@ r = await call(HOOK, jwt('ES384'), hook('PHONE'), { Origin: origin });
 assert.equal(r.status, 200);
 assert.equal(r.headers.get('access-control-allow-origin'), origin);
 
-console.log(`CDS Hooks client (Node's crypto): discovery, hook calls with ES384 and RS384 tokens, feedback, ${Object.keys(refusals).length} refused tokens, CORS; ${resources} suggested FHIR resources valid for FHIR.js`);
+console.log(`CDS Hooks client (Node's crypto): discovery, hook calls with ${Object.keys(keys).join(', ')} tokens, feedback, ${Object.keys(refusals).length} refused tokens, CORS; ${resources} suggested FHIR resources valid for FHIR.js`);
 stop();
 fs.rmSync(dir, { recursive: true, force: true });
