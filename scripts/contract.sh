@@ -161,9 +161,13 @@ start_server ts
 TELEMENTAL_URL=$BASE TELEMENTAL_TOKEN=$TOKEN node "$WORK/ts/out/walk.js"
 stop_server
 
-step "an EHR app's FHIR client (fhir-kit-client)"
+step "an EHR app's FHIR client (fhir-kit-client, SMART scopes)"
+# Reads with SMART v2 scopes, as an EHR's authorization server grants a backend service; the
+# /v1 write scopes are only for the records the program makes first.
+EHR_TOKEN=$("$BIN" token --tenant contract-ehr --ttl 3600 \
+  --scope "plans:write protocols:write referrals:write system/CarePlan.rs system/ServiceRequest.rs")
 start_server fhir
-TELEMENTAL_URL=$BASE TELEMENTAL_TOKEN=$TOKEN node scripts/ehr/fhir-client.mjs
+TELEMENTAL_URL=$BASE TELEMENTAL_TOKEN=$EHR_TOKEN node scripts/ehr/fhir-client.mjs
 stop_server
 
 step "an EHR's CDS Hooks client (keys and JWTs from Node's crypto, its own JWKS)"

@@ -82,6 +82,12 @@ impl Caller {
         self.scopes.iter().any(|s| s == scope.as_str())
     }
 
+    /// The token's scopes as it gave them, known to the service or not (SMART scopes, for the
+    /// FHIR views: `fhir::scopes`).
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.scopes.iter().map(String::as_str)
+    }
+
     /// 403 unless the token carries `scope`.
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
         if self.has(scope) {

@@ -29,7 +29,8 @@ pub enum Command {
     Token {
         #[arg(long)]
         tenant: String,
-        /// Space-separated scopes, e.g. "plans:read plans:write".
+        /// Space-separated scopes, e.g. "plans:read plans:write"; SMART scopes the FHIR views
+        /// honour (e.g. "system/CarePlan.rs") are accepted too.
         #[arg(long)]
         scope: String,
         /// Lifetime in seconds.

@@ -89,10 +89,16 @@ async fn main() -> ExitCode {
             }
             let unknown: Vec<&str> = scope
                 .split_whitespace()
-                .filter(|s| !Scope::ALL.iter().any(|k| k.as_str() == *s))
+                .filter(|s| {
+                    !Scope::ALL.iter().any(|k| k.as_str() == *s)
+                        && !telemental::fhir::scopes::is_honoured_smart(s)
+                })
                 .collect();
             if !unknown.is_empty() {
-                return fail(format!("unknown scope(s): {}", unknown.join(" ")));
+                return fail(format!(
+                    "unknown scope(s): {} (neither the service's own nor SMART scopes the FHIR views honour)",
+                    unknown.join(" ")
+                ));
             }
             if ttl > settings.jwt_max_lifetime.as_secs() {
                 return fail(format!(

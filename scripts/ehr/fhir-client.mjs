@@ -4,8 +4,10 @@
 // statement, read, type search, next-page links, reference resolution), and every resource
 // the client receives is checked with FHIR.js as in fhir-validate.mjs.
 //
-// Usage: TELEMENTAL_URL=http://127.0.0.1:8080 TELEMENTAL_TOKEN=<token with the read and write
-//        scopes of plans, protocols and referrals> node scripts/ehr/fhir-client.mjs
+// Usage: TELEMENTAL_URL=http://127.0.0.1:8080 TELEMENTAL_TOKEN=<token> node scripts/ehr/fhir-client.mjs
+//   The token needs the write scopes of plans, protocols and referrals (for the records it
+//   makes first) and read access to the FHIR views: the service's read scopes, or SMART scopes
+//   such as system/CarePlan.rs system/ServiceRequest.rs (scripts/contract.sh uses these).
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { Client, CapabilityTool } from 'fhir-kit-client';

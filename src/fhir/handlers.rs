@@ -4,8 +4,9 @@
 
 use super::mapping::{self, CarePlanKind};
 use super::outcome::{FhirError, FHIR_JSON};
+use super::scopes::{self, Interaction, Kind};
 use super::{stored, FhirSettings};
-use crate::auth::{Caller, Scope};
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::AppState;
 use crate::store::referrals::ReferralRecord;
@@ -220,22 +221,34 @@ fn window<T>(items: Vec<T>, count: usize, offset: usize) -> Vec<T> {
     items.into_iter().skip(offset).take(count).collect()
 }
 
-/// 403 (audited) unless the caller holds one of `scopes`.
+/// Whether the caller's scopes allow `interaction` on `kind` (its own or SMART scopes).
+fn may(caller: &Caller, kind: Kind, interaction: Interaction) -> bool {
+    scopes::allows(caller.scopes(), kind, interaction)
+}
+
+/// 403 (audited) unless the caller's scopes allow `interaction` on one of `kinds`.
 async fn require_any(
     st: &AppState,
     caller: &Caller,
-    scopes: &[Scope],
+    kinds: &[Kind],
+    interaction: Interaction,
     resource_type: &'static str,
     action: &'static str,
 ) -> Result<(), FhirError> {
-    if scopes.iter().any(|s| caller.has(*s)) {
+    if kinds.iter().any(|k| may(caller, *k, interaction)) {
         return Ok(());
     }
     st.audit(caller, action, resource_type, None, None, "denied")
         .await?;
-    let names: Vec<&str> = scopes.iter().map(|s| s.as_str()).collect();
+    let names: Vec<&str> = kinds.iter().map(|k| k.native().as_str()).collect();
+    let (smart_type, smart_permission) = match (kinds[0], interaction) {
+        (Kind::Referral, Interaction::Read) => ("ServiceRequest", "r"),
+        (Kind::Referral, Interaction::Search) => ("ServiceRequest", "s"),
+        (_, Interaction::Read) => ("CarePlan", "r"),
+        (_, Interaction::Search) => ("CarePlan", "s"),
+    };
     Err(ApiError::Forbidden(format!(
-        "this operation needs the scope {}",
+        "this operation needs the scope {}, or a SMART scope such as system/{smart_type}.{smart_permission} or system/{smart_type}.read",
         names.join(" or ")
     ))
     .into())
@@ -268,7 +281,9 @@ pub async fn metadata(
 ///
 /// Plan and protocol ids are both UUIDv7 and never collide, so one CarePlan id space holds
 /// both: the id is looked up among plans (with `plans:read`) and safety protocols (with
-/// `protocols:read`). `meta.versionId` is the record's version, also the weak `ETag`.
+/// `protocols:read`); a SMART scope that allows reading CarePlans (`system/CarePlan.r`,
+/// `system/CarePlan.read`, `user/*.rs`, …) reads both. `meta.versionId` is the record's
+/// version, also the weak `ETag`.
 #[utoipa::path(tag = "fhir", operation_id = "fhirReadCarePlan",
     params(("id" = String, Path, description = "Plan or safety protocol id"),
         ("_format" = Option<String>, Query, description = "`json` (the only format)"),
@@ -292,7 +307,8 @@ pub async fn read_care_plan(
     require_any(
         &st,
         &caller,
-        &[Scope::PlansRead, Scope::ProtocolsRead],
+        &[Kind::PreferencePlan, Kind::SafetyProtocol],
+        Interaction::Read,
         "plan",
         "read",
     )
@@ -300,11 +316,11 @@ pub async fn read_care_plan(
     let Ok(id) = Uuid::parse_str(&id) else {
         return Err(ApiError::NotFound.into());
     };
-    for (scope, kind) in [
-        (Scope::PlansRead, CarePlanKind::PreferencePlan),
-        (Scope::ProtocolsRead, CarePlanKind::SafetyProtocol),
+    for (allowed, kind) in [
+        (Kind::PreferencePlan, CarePlanKind::PreferencePlan),
+        (Kind::SafetyProtocol, CarePlanKind::SafetyProtocol),
     ] {
-        if !caller.has(scope) {
+        if !may(&caller, allowed, Interaction::Read) {
             continue;
         }
         let Some(rec) = stored::get(&st.store, kind, &caller.tenant, id).await? else {
@@ -322,7 +338,7 @@ pub async fn read_care_plan(
         writer.record(None, vec![entry]).await?;
         return Ok(versioned(&req, &resource, rec.version(), rec.updated_at()));
     }
-    let table = if caller.has(Scope::PlansRead) {
+    let table = if may(&caller, Kind::PreferencePlan, Interaction::Read) {
         PLANS
     } else {
         SAFETY_PROTOCOLS
@@ -342,7 +358,8 @@ pub async fn read_care_plan(
 /// Search CarePlans by subject: the service user's preference plan and safety protocol.
 ///
 /// A `searchset` Bundle with `total`, paged by `_count` and the `next` link. Only the kinds the
-/// token may read are searched (`plans:read`, `protocols:read`).
+/// token may read are searched (`plans:read`, `protocols:read`; a SMART scope that allows
+/// searching CarePlans, such as `system/CarePlan.s` or `system/CarePlan.read`, searches both).
 #[utoipa::path(tag = "fhir", operation_id = "fhirSearchCarePlan",
     params(
         ("subject" = Option<String>, Query, description = "The service user, e.g. `Patient/123` (a bare id means `Patient/<id>`); subject or patient is required"),
@@ -368,7 +385,8 @@ pub async fn search_care_plans(
     require_any(
         &st,
         &caller,
-        &[Scope::PlansRead, Scope::ProtocolsRead],
+        &[Kind::PreferencePlan, Kind::SafetyProtocol],
+        Interaction::Search,
         "plan",
         "list",
     )
@@ -376,11 +394,11 @@ pub async fn search_care_plans(
     let subject = search_subject(&params)?;
     let (count, offset) = page(&params)?;
     let mut found = Vec::new();
-    for (scope, kind) in [
-        (Scope::PlansRead, CarePlanKind::PreferencePlan),
-        (Scope::ProtocolsRead, CarePlanKind::SafetyProtocol),
+    for (allowed, kind) in [
+        (Kind::PreferencePlan, CarePlanKind::PreferencePlan),
+        (Kind::SafetyProtocol, CarePlanKind::SafetyProtocol),
     ] {
-        if !caller.has(scope) {
+        if !may(&caller, allowed, Interaction::Search) {
             continue;
         }
         // One record of each kind per subject (a unique key): no paging of the store needed.
@@ -423,6 +441,9 @@ pub async fn search_care_plans(
 }
 
 /// Read a ServiceRequest: a face-to-face fallback referral.
+///
+/// Needs `referrals:read`, or a SMART scope that allows reading ServiceRequests
+/// (`system/ServiceRequest.r`, `system/ServiceRequest.read`, …).
 #[utoipa::path(tag = "fhir", operation_id = "fhirReadServiceRequest",
     params(("id" = String, Path, description = "Referral id"),
         ("_format" = Option<String>, Query, description = "`json` (the only format)"),
@@ -443,7 +464,15 @@ pub async fn read_service_request(
 ) -> Result<HttpResponse, FhirError> {
     let caller = caller?;
     negotiate(&req, &Params::of(&req))?;
-    require_any(&st, &caller, &[Scope::ReferralsRead], "referral", "read").await?;
+    require_any(
+        &st,
+        &caller,
+        &[Kind::Referral],
+        Interaction::Read,
+        "referral",
+        "read",
+    )
+    .await?;
     let Ok(id) = Uuid::parse_str(&id) else {
         return Err(ApiError::NotFound.into());
     };
@@ -475,6 +504,9 @@ fn service_request(r: &ReferralRecord) -> Value {
 }
 
 /// Search ServiceRequests by subject: the service user's referrals, oldest first.
+///
+/// Needs `referrals:read`, or a SMART scope that allows searching ServiceRequests
+/// (`system/ServiceRequest.s`, `system/ServiceRequest.read`, …).
 #[utoipa::path(tag = "fhir", operation_id = "fhirSearchServiceRequest",
     params(
         ("subject" = Option<String>, Query, description = "The service user, e.g. `Patient/123` (a bare id means `Patient/<id>`); subject or patient is required"),
@@ -497,7 +529,15 @@ pub async fn search_service_requests(
     let caller = caller?;
     let params = Params::of(&req);
     negotiate(&req, &params)?;
-    require_any(&st, &caller, &[Scope::ReferralsRead], "referral", "list").await?;
+    require_any(
+        &st,
+        &caller,
+        &[Kind::Referral],
+        Interaction::Search,
+        "referral",
+        "list",
+    )
+    .await?;
     let subject = search_subject(&params)?;
     let (count, offset) = page(&params)?;
     // A service user has few referrals: read them all (in store pages) for an exact total.

@@ -3,12 +3,14 @@
 //! error as an OperationOutcome.
 //!
 //! [`mapping`] holds the pure mapping from domain types to FHIR JSON; [`stored`] the one place
-//! per record kind where a stored body becomes a domain type; `handlers` the thin HTTP layer.
+//! per record kind where a stored body becomes a domain type; [`scopes`] which reads a token's
+//! scopes (the service's own, or SMART's) allow; `handlers` the thin HTTP layer.
 
 mod doc;
 mod handlers;
 pub mod mapping;
 pub mod outcome;
+pub mod scopes;
 pub mod stored;
 
 pub use doc::document_errors;

@@ -322,6 +322,22 @@ async fn the_token_and_migrate_commands_work() {
         .unwrap();
     assert!(out.status.success(), "reports:read is a known scope");
     let out = Command::new(BIN)
+        .args(["token", "--tenant", "a", "--scope", "system/CarePlan.rs"])
+        .env("TELEMENTAL_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "a SMART scope the FHIR views honour");
+    let out = Command::new(BIN)
+        .args(["token", "--tenant", "a", "--scope", "patient/CarePlan.rs"])
+        .env("TELEMENTAL_JWT_SECRET", SECRET)
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "a SMART scope that grants nothing here"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("patient/CarePlan.rs"));
+    let out = Command::new(BIN)
         .args(["token", "--tenant", "a", "--scope", "plans:read"])
         .env_remove("TELEMENTAL_JWT_SECRET")
         .output()

@@ -548,3 +548,119 @@ on_both_engines!(
         assert_outcome(&r, 401, "login");
     }
 );
+
+on_both_engines!(
+    smart_scopes_read_the_fhir_views_and_nothing_else,
+    |app: TestApp| async move {
+        let plan = app.post("/v1/plans", "t1", &plan_body("Patient/7")).await;
+        let protocol = app
+            .post(
+                "/v1/safety-protocols",
+                "t1",
+                &protocol_body("Patient/7", "low"),
+            )
+            .await;
+        let referral = app
+            .post(
+                "/v1/referrals",
+                "t1",
+                &referral_body("Patient/7", "routine"),
+            )
+            .await;
+        let plan_read = format!("/fhir/R4/CarePlan/{}", plan.body["id"].as_str().unwrap());
+        let protocol_read = format!(
+            "/fhir/R4/CarePlan/{}",
+            protocol.body["id"].as_str().unwrap()
+        );
+        let referral_read = format!(
+            "/fhir/R4/ServiceRequest/{}",
+            referral.body["id"].as_str().unwrap()
+        );
+        let care_plans = "/fhir/R4/CarePlan?patient=7";
+        let referrals = "/fhir/R4/ServiceRequest?subject=Patient/7";
+        let status = |scope: &'static str, path: String| {
+            let app = &app;
+            async move {
+                fhir_get(app, &path, &token("t1", scope), &[])
+                    .await
+                    .status
+                    .as_u16()
+            }
+        };
+
+        // A backend service's v2 scope: read and search of both CarePlan kinds.
+        let s = "system/CarePlan.rs";
+        assert_eq!(status(s, plan_read.clone()).await, 200);
+        assert_eq!(status(s, protocol_read.clone()).await, 200);
+        let r = fhir_get(&app, care_plans, &token("t1", s), &[]).await;
+        assert_eq!(r.body["total"], 2, "{}", r.body);
+        assert_eq!(status(s, referral_read.clone()).await, 403);
+        // Read without search, and search without read.
+        assert_eq!(status("system/CarePlan.r", plan_read.clone()).await, 200);
+        assert_eq!(status("system/CarePlan.r", care_plans.into()).await, 403);
+        assert_eq!(status("system/CarePlan.s", care_plans.into()).await, 200);
+        assert_eq!(status("system/CarePlan.s", plan_read.clone()).await, 403);
+        // v1 scopes, a user's app, a wildcard.
+        assert_eq!(
+            status("user/CarePlan.read", protocol_read.clone()).await,
+            200
+        );
+        assert_eq!(
+            status("system/ServiceRequest.read", referral_read.clone()).await,
+            200
+        );
+        assert_eq!(
+            status("system/ServiceRequest.read", referrals.into()).await,
+            200
+        );
+        assert_eq!(status("system/*.read", referral_read.clone()).await, 200);
+        assert_eq!(status("system/*.read", plan_read.clone()).await, 200);
+        // Not honoured: a launch patient's scope, a query-narrowed scope, letters out of order.
+        for refused in [
+            "patient/CarePlan.read",
+            "system/CarePlan.rs?category=https://telemental.org/fhir/CodeSystem/care-plan-kind|telemental-preference-plan",
+            "system/CarePlan.sr",
+            "system/Patient.rs",
+        ] {
+            let r = fhir_get(&app, &plan_read, &token("t1", refused), &[]).await;
+            assert_outcome(&r, 403, "forbidden");
+            assert!(
+                r.body["issue"][0]["diagnostics"]
+                    .as_str()
+                    .unwrap()
+                    .contains("system/CarePlan.r"),
+                "{}",
+                r.body
+            );
+        }
+        // The tenant still comes from the token: another tenant's record is not found.
+        let other = fhir_get(&app, &plan_read, &token("t2", "system/*.rs"), &[]).await;
+        assert_outcome(&other, 404, "not-found");
+        // SMART scopes reach only the FHIR views, never /v1.
+        let v1 = app
+            .call_with(
+                Method::GET,
+                &format!("/v1/plans/{}", plan.body["id"].as_str().unwrap()),
+                &token("t1", "system/*.*"),
+                None,
+                &[],
+            )
+            .await;
+        assert_eq!(v1.status, 403, "{}", v1.body);
+
+        // Reads with SMART scopes are audited like any other, with the actor and outcome.
+        let audit = app
+            .get("/v1/audit-events?resource_type=plan&limit=200", "t1")
+            .await;
+        assert_eq!(audit.status, 200, "{}", audit.body);
+        let reads: Vec<(&str, &str)> = audit.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "read")
+            .map(|e| (e["outcome"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+            .collect();
+        assert!(reads.contains(&("success", "test-client")), "{reads:?}");
+        assert!(reads.contains(&("denied", "test-client")), "{reads:?}");
+    }
+);
