@@ -166,8 +166,9 @@ step "an EHR app's FHIR client (fhir-kit-client, SMART scopes)"
 # /v1 write scopes are only for the records the program makes first.
 EHR_TOKEN=$("$BIN" token --tenant contract-ehr --ttl 3600 \
   --scope "plans:write protocols:write referrals:write system/CarePlan.rs system/ServiceRequest.rs")
-start_server fhir
-TELEMENTAL_URL=$BASE TELEMENTAL_TOKEN=$EHR_TOKEN node scripts/ehr/fhir-client.mjs
+start_server fhir TELEMENTAL_FHIR_ALLOWED_ORIGINS=https://smart-app.example.org
+TELEMENTAL_URL=$BASE TELEMENTAL_TOKEN=$EHR_TOKEN TELEMENTAL_FHIR_ORIGIN=https://smart-app.example.org \
+  node scripts/ehr/fhir-client.mjs
 stop_server
 
 step "an EHR's CDS Hooks client (keys and JWTs from Node's crypto, its own JWKS)"

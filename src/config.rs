@@ -284,21 +284,30 @@ fn parse_public_url(s: &str) -> Result<String, String> {
     Ok(s.trim_end_matches('/').to_string())
 }
 
-/// One allowed browser origin: `scheme://host[:port]`, as browsers send it in `Origin`.
-fn parse_origins(s: &str) -> Result<Origins, String> {
+/// Allowed browser origins, each `scheme://host[:port]` as browsers send it in `Origin`.
+fn parse_origins_of(setting: &str, s: &str) -> Result<Origins, String> {
     let mut out = Vec::new();
     for o in s.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-        let u = url::Url::parse(o)
-            .map_err(|_| format!("TELEMENTAL_CDS_ALLOWED_ORIGINS: {o:?} is not an origin such as https://ehr.example.org"))?;
+        let u = url::Url::parse(o).map_err(|_| {
+            format!("{setting}: {o:?} is not an origin such as https://ehr.example.org")
+        })?;
         let origin = u.origin().ascii_serialization();
         if !matches!(u.scheme(), "http" | "https") || origin != o.trim_end_matches('/') {
             return Err(format!(
-                "TELEMENTAL_CDS_ALLOWED_ORIGINS: {o:?} must be scheme://host[:port] with no path"
+                "{setting}: {o:?} must be scheme://host[:port] with no path"
             ));
         }
         out.push(origin);
     }
     Ok(Origins(out))
+}
+
+fn parse_origins(s: &str) -> Result<Origins, String> {
+    parse_origins_of("TELEMENTAL_CDS_ALLOWED_ORIGINS", s)
+}
+
+fn parse_fhir_origins(s: &str) -> Result<Origins, String> {
+    parse_origins_of("TELEMENTAL_FHIR_ALLOWED_ORIGINS", s)
 }
 
 /// Allowed CORS origins, comma-separated in the setting.
@@ -449,6 +458,10 @@ pub struct Settings {
     /// Browser origins allowed to call the CDS Hooks endpoints (CORS), comma-separated.
     #[arg(long, env = "TELEMENTAL_CDS_ALLOWED_ORIGINS", value_parser = parse_origins, default_value = "")]
     pub cds_allowed_origins: Origins,
+    /// Browser origins allowed to read the FHIR views (CORS), comma-separated: SMART apps
+    /// running in an EHR's browser.
+    #[arg(long, env = "TELEMENTAL_FHIR_ALLOWED_ORIGINS", value_parser = parse_fhir_origins, default_value = "")]
+    pub fhir_allowed_origins: Origins,
     /// Issuers (`iss`) allowed to call the CDS Hooks endpoints, comma-separated; any issuer
     /// whose key is in the JWKS when empty.
     #[arg(long, env = "TELEMENTAL_CDS_ISSUERS", value_delimiter = ',')]
@@ -636,6 +649,7 @@ impl Settings {
             worker_interval: Duration::from_millis(200),
             public_url: None,
             cds_allowed_origins: Origins::default(),
+            fhir_allowed_origins: Origins::default(),
             cds_issuers: Vec::new(),
             report_suppression: 5,
         }
@@ -738,6 +752,8 @@ mod tests {
             "file:///x",
         ] {
             assert!(parse_origins(bad).is_err(), "{bad:?}");
+            let e = parse_fhir_origins(bad).unwrap_err();
+            assert!(e.starts_with("TELEMENTAL_FHIR_ALLOWED_ORIGINS"), "{e}");
         }
     }
 

@@ -99,6 +99,7 @@ impl Application {
         let interop_writer = web::Data::new(writer);
         let fhir_settings = web::Data::new(fhir::FhirSettings {
             public_url: settings.public_url.clone(),
+            allowed_origins: settings.fhir_allowed_origins.0.clone(),
         });
         let doc = http::openapi_json();
         let listener = TcpListener::bind(settings.bind)

@@ -8,6 +8,8 @@
 //   The token needs the write scopes of plans, protocols and referrals (for the records it
 //   makes first) and read access to the FHIR views: the service's read scopes, or SMART scopes
 //   such as system/CarePlan.rs system/ServiceRequest.rs (scripts/contract.sh uses these).
+//   TELEMENTAL_FHIR_ORIGIN=<origin> also checks CORS for a browser app from that origin (the
+//   service must run with it in TELEMENTAL_FHIR_ALLOWED_ORIGINS).
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { Client, CapabilityTool } from 'fhir-kit-client';
@@ -146,4 +148,22 @@ assert.equal(outcome.issue[0].code, 'login');
 assert.equal(status, 400);
 assert.equal(outcome.issue[0].code, 'invalid');
 
-console.log(`fhir-kit-client: capability statement, reads, searches and ${pages} pages of referrals; ${checked} resources received, each valid for FHIR.js`);
+// A SMART app in the EHR's browser (when the service runs with this origin in
+// TELEMENTAL_FHIR_ALLOWED_ORIGINS): the browser's preflight, then a read through the client.
+const origin = process.env.TELEMENTAL_FHIR_ORIGIN;
+if (origin) {
+  const preflight = await fetch(`${base}/fhir/R4/CarePlan/${plan.id}`, {
+    method: 'OPTIONS',
+    headers: { Origin: origin, 'Access-Control-Request-Method': 'GET',
+      'Access-Control-Request-Headers': 'authorization' },
+  });
+  assert.equal(preflight.status, 204);
+  assert.equal(preflight.headers.get('access-control-allow-origin'), origin);
+  const browser = new Client({ baseUrl: `${base}/fhir/R4`, bearerToken: token, customHeaders: { Origin: origin } });
+  const seenByPage = valid(await browser.read({ resourceType: 'CarePlan', id: plan.id }));
+  const headers = Client.httpFor(seenByPage).response.headers;
+  assert.equal(headers.get('access-control-allow-origin'), origin);
+  assert.match(headers.get('access-control-expose-headers'), /ETag/);
+}
+
+console.log(`fhir-kit-client: capability statement, reads, searches and ${pages} pages of referrals${origin ? ', CORS for a browser app' : ''}; ${checked} resources received, each valid for FHIR.js`);

@@ -6,15 +6,14 @@
 use super::CdsSettings;
 use crate::auth::{Authenticator, RequestId};
 use crate::error::ApiError;
-use crate::http::AppState;
+use crate::http::{cors, AppState};
 use crate::store::writer::{SeenToken, Writer};
 use crate::store::{on_db, AuditEntry, DbResult, Store, Ts};
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
-use actix_web::http::header::{self, HeaderValue};
-use actix_web::http::Method;
+use actix_web::http::header;
 use actix_web::middleware::Next;
-use actix_web::{web, FromRequest, HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest, ResponseError};
 use futures_util::future::LocalBoxFuture;
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
@@ -203,61 +202,28 @@ fn prune_now_and_then(store: &Store, cfg: &CdsSettings) {
     });
 }
 
-/// CORS for browser-based CDS clients: preflights from an allowed origin are answered (others
-/// refused with 403), and responses to an allowed origin carry `Access-Control-Allow-Origin`.
+/// CORS for browser-based CDS clients (`TELEMENTAL_CDS_ALLOWED_ORIGINS`): see
+/// `crate::http::cors`.
 pub async fn cors(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    const POLICY: cors::Policy = cors::Policy {
+        methods: "GET, POST, OPTIONS",
+        request_headers: "Authorization, Content-Type, X-Request-Id",
+        exposed_headers: "X-Request-Id",
+    };
     let allowed = req
         .app_data::<web::Data<CdsSettings>>()
         .map(|c| c.allowed_origins.clone())
         .unwrap_or_default();
-    let origin = req
-        .headers()
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let permitted = origin
-        .as_ref()
-        .filter(|o| allowed.iter().any(|a| a == *o))
-        .cloned();
-    let preflight = req.method() == Method::OPTIONS
-        && req
-            .headers()
-            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    if preflight {
-        let res = match &permitted {
-            Some(o) => HttpResponse::NoContent()
-                .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, o.as_str()))
-                .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS"))
-                .insert_header((
-                    header::ACCESS_CONTROL_ALLOW_HEADERS,
-                    "Authorization, Content-Type, X-Request-Id",
-                ))
-                .insert_header((header::ACCESS_CONTROL_MAX_AGE, "600"))
-                .insert_header((header::VARY, "Origin"))
-                .finish(),
-            None => ApiError::Forbidden(
-                "this origin may not call the CDS service (TELEMENTAL_CDS_ALLOWED_ORIGINS)".into(),
-            )
-            .error_response(),
-        };
-        return Ok(req.into_response(res).map_into_right_body());
-    }
-    let mut res = next.call(req).await?;
-    if let Some(o) = permitted {
-        if let Ok(v) = HeaderValue::from_str(&o) {
-            let h = res.headers_mut();
-            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-            h.insert(
-                header::ACCESS_CONTROL_EXPOSE_HEADERS,
-                HeaderValue::from_static("X-Request-Id"),
-            );
-            h.append(header::VARY, HeaderValue::from_static("Origin"));
-        }
-    }
-    Ok(res.map_into_left_body())
+    cors::apply(req, next, &allowed, &POLICY, || {
+        ApiError::Forbidden(
+            "this origin may not call the CDS service (TELEMENTAL_CDS_ALLOWED_ORIGINS)".into(),
+        )
+        .error_response()
+    })
+    .await
 }
 
 #[cfg(test)]

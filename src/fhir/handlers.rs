@@ -8,11 +8,15 @@ use super::scopes::{self, Interaction, Kind};
 use super::{stored, FhirSettings};
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::http::AppState;
+use crate::http::{cors as http_cors, AppState};
 use crate::store::referrals::ReferralRecord;
 use crate::store::writer::Writer;
 use crate::store::{ListQuery, Ts, PLANS, SAFETY_PROTOCOLS};
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
+use actix_web::middleware::{from_fn, Next};
+use actix_web::ResponseError;
 use actix_web::{get, web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -274,6 +278,7 @@ pub async fn metadata(
     negotiate(&req, &Params::of(&req))?;
     Ok(fhir_json(&mapping::capability_statement(
         cfg.public_url.as_deref(),
+        !cfg.allowed_origins.is_empty(),
     )))
 }
 
@@ -605,9 +610,34 @@ pub fn fallback_error(e: ApiError) -> HttpResponse {
     actix_web::ResponseError::error_response(&FhirError::Api(e))
 }
 
+/// CORS for SMART apps in an EHR's browser (`TELEMENTAL_FHIR_ALLOWED_ORIGINS`): see
+/// `crate::http::cors`. A preflight from another origin is a 403 OperationOutcome.
+async fn cors(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    const POLICY: http_cors::Policy = http_cors::Policy {
+        methods: "GET, OPTIONS",
+        request_headers: "Authorization, Accept, If-None-Match, X-Request-Id",
+        exposed_headers: "ETag, Last-Modified, Location, X-Request-Id",
+    };
+    let allowed = req
+        .app_data::<web::Data<FhirSettings>>()
+        .map(|c| c.allowed_origins.clone())
+        .unwrap_or_default();
+    http_cors::apply(req, next, &allowed, &POLICY, || {
+        FhirError::from(ApiError::Forbidden(
+            "this origin may not read the FHIR views (TELEMENTAL_FHIR_ALLOWED_ORIGINS)".into(),
+        ))
+        .error_response()
+    })
+    .await
+}
+
 pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
     cfg.service(
         utoipa_actix_web::scope("/fhir/R4")
+            .wrap(from_fn(cors))
             .service(metadata)
             .service(search_care_plans)
             .service(read_care_plan)

@@ -469,7 +469,7 @@ pub fn referral_service_request(r: &ReferralState, m: &RecordMeta, now: DateTime
 }
 
 /// What the server supports, exactly.
-pub fn capability_statement(base: Option<&str>) -> Value {
+pub fn capability_statement(base: Option<&str>, cors: bool) -> Value {
     let reference =
         |name: &str, doc: &str| json!({"name": name, "type": "reference", "documentation": doc});
     let resource = |ty: &str, profile_doc: &str| {
@@ -511,7 +511,7 @@ pub fn capability_statement(base: Option<&str>) -> Value {
             "mode": "server",
             "documentation": "Paging: _count (0 to 200, default 50) and the Bundle's next link. _format=json and Accept: application/fhir+json or application/json; XML is not supported (406).",
             "security": {
-                "cors": false,
+                "cors": cors,
                 "description": "Authorization: Bearer <JWT> with the claims sub, tenant, scope, aud, exp. CarePlan needs plans:read (preference plans) and/or protocols:read (safety protocols); ServiceRequest needs referrals:read. SMART scopes are honoured too: system/ or user/, v1 (CarePlan.read) or v2 (CarePlan.rs: r to read, s to search), a resource type or *; not patient/ scopes or v2 scopes narrowed by a query.",
             },
             "resource": [
@@ -906,7 +906,7 @@ mod tests {
 
     #[test]
     fn the_capability_statement_lists_exactly_two_read_and_search_resources() {
-        let cs = capability_statement(Some("https://tm.example.org"));
+        let cs = capability_statement(Some("https://tm.example.org"), false);
         assert_clean(&cs);
         assert_eq!(cs["fhirVersion"], "4.0.1");
         assert_eq!(cs["kind"], "instance");
@@ -926,7 +926,12 @@ mod tests {
                 json!([{"code": "read"}, {"code": "search-type"}])
             );
         }
-        assert!(capability_statement(None).get("url").is_none());
+        assert!(capability_statement(None, false).get("url").is_none());
+        assert_eq!(cs["rest"][0]["security"]["cors"], false);
+        assert_eq!(
+            capability_statement(None, true)["rest"][0]["security"]["cors"],
+            true
+        );
     }
 
     #[test]

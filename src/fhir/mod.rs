@@ -21,4 +21,6 @@ pub use handlers::{configure, fallback_error};
 pub struct FhirSettings {
     /// `TELEMENTAL_PUBLIC_URL`, without a trailing slash; else the request's own scheme and host.
     pub public_url: Option<String>,
+    /// `TELEMENTAL_FHIR_ALLOWED_ORIGINS`: browser origins allowed to read the views (CORS).
+    pub allowed_origins: Vec<String>,
 }

@@ -1,6 +1,7 @@
 //! The HTTP surface: thin handlers over the domain and the store, documented with utoipa.
 
 pub mod audit;
+pub mod cors;
 pub mod dashboard;
 pub mod extract;
 pub mod observe;

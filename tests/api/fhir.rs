@@ -664,3 +664,110 @@ on_both_engines!(
         assert!(reads.contains(&("denied", "test-client")), "{reads:?}");
     }
 );
+
+/// A SMART app in an EHR's browser: CORS for the origins in TELEMENTAL_FHIR_ALLOWED_ORIGINS.
+async fn browsers_read_fhir_from_allowed_origins_only(engine: Engine) {
+    const APP: &str = "https://smart-app.example.org";
+    let Some((mut settings, dir)) = fresh_settings(engine).await else {
+        eprintln!("TELEMENTAL_TEST_POSTGRES_URL not set: PostgreSQL case skipped");
+        return;
+    };
+    settings.fhir_allowed_origins = telemental::config::Origins(vec![APP.into()]);
+    let app = spawn_with(settings, dir, engine).await;
+    let plan = app.post("/v1/plans", "t1", &plan_body("Patient/5")).await;
+    let read = format!("/fhir/R4/CarePlan/{}", plan.body["id"].as_str().unwrap());
+    let cs = fhir_get(&app, "/fhir/R4/metadata", &all("t1"), &[]).await;
+    assert_eq!(cs.body["rest"][0]["security"]["cors"], true, "{}", cs.body);
+
+    let preflight = |origin: &'static str, path: String| {
+        app.client
+            .request(Method::OPTIONS, app.url(&path))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "GET")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization, if-none-match",
+            )
+            .send()
+    };
+    for path in [read.clone(), "/fhir/R4/CarePlan?patient=5".into()] {
+        let r = preflight(APP, path).await.unwrap();
+        assert_eq!(r.status(), 204);
+        assert_eq!(r.headers()["access-control-allow-origin"], APP);
+        assert_eq!(r.headers()["access-control-allow-methods"], "GET, OPTIONS");
+        let allowed = r.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .to_lowercase();
+        assert!(allowed.contains("authorization") && allowed.contains("if-none-match"));
+    }
+    // Another origin's preflight: a 403 OperationOutcome, no CORS header.
+    let r = Reply::from(
+        preflight("https://evil.example", read.clone())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_outcome(&r, 403, "forbidden");
+    assert!(r.header("access-control-allow-origin").is_none());
+    save_sample("error", &r.body);
+
+    // The read itself: the allowed origin may see the answer and its ETag.
+    let get = |origin: &'static str| {
+        app.client
+            .get(app.url(&read))
+            .bearer_auth(token("t1", "system/CarePlan.rs"))
+            .header("Origin", origin)
+            .send()
+    };
+    let r = get(APP).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["access-control-allow-origin"], APP);
+    assert!(r.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .contains("ETag"));
+    let r = get("https://evil.example").await.unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "CORS is for browsers; the token decides access"
+    );
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+    // /v1 answers no CORS.
+    let r = app
+        .client
+        .request(Method::OPTIONS, app.url("/v1/plans"))
+        .header("Origin", APP)
+        .header("Access-Control-Request-Method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("access-control-allow-origin").is_none());
+}
+
+#[actix_web::test]
+async fn browsers_read_fhir_from_allowed_origins_only_sqlite() {
+    browsers_read_fhir_from_allowed_origins_only(Engine::Sqlite).await;
+}
+
+#[actix_web::test]
+async fn browsers_read_fhir_from_allowed_origins_only_postgres() {
+    browsers_read_fhir_from_allowed_origins_only(Engine::Postgres).await;
+}
+
+/// With no origin configured (the default), every preflight is refused.
+#[actix_web::test]
+async fn fhir_cors_is_off_by_default() {
+    let app = spawn_app(Engine::Sqlite).await.expect("sqlite app");
+    let r = app
+        .client
+        .request(Method::OPTIONS, app.url("/fhir/R4/metadata"))
+        .header("Origin", "https://smart-app.example.org")
+        .header("Access-Control-Request-Method", "GET")
+        .send()
+        .await
+        .unwrap();
+    let r = Reply::from(r).await;
+    assert_outcome(&r, 403, "forbidden");
+}
