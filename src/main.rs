@@ -7,19 +7,32 @@ use telemental::error::error_chain;
 use telemental::store::{Store, Ts};
 use telemental::Application;
 
-fn init_tracing(settings: &Settings) -> Result<(), String> {
+/// Logging to stderr through a thread of its own. The HTTP workers only hand each line over:
+/// a write to stderr can block (a log file whose dirty pages the kernel throttles, a full pipe
+/// to a log collector), and a worker blocked in a write holds up every connection it serves
+/// (README, *The service's log*). When the handover buffer is full the line is
+/// dropped rather than the worker held, and counted in `telemental_log_lines_dropped_total`.
+/// The guard flushes what is buffered when it is dropped, at the end of the command.
+fn init_tracing(
+    settings: &Settings,
+) -> Result<tracing_appender::non_blocking::WorkerGuard, String> {
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
         .map_err(|e| format!("TELEMENTAL_LOG (--log): {e}"))?;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .thread_name("telemental-log")
+        .finish(std::io::stderr());
+    telemental::http::observe::count_dropped_log_lines(writer.error_counter());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         // Colour codes only for a person at a terminal, never into a file, pipe or journal.
         .with_ansi(std::io::stderr().is_terminal());
     match settings.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
-    Ok(())
+    Ok(guard)
 }
 
 fn fail(msg: impl std::fmt::Display) -> ExitCode {
@@ -119,9 +132,10 @@ async fn main() -> ExitCode {
             }
         }
         Command::Audit { action } => {
-            if let Err(e) = init_tracing(&settings) {
-                return fail(e);
-            }
+            let _log = match init_tracing(&settings) {
+                Ok(guard) => guard,
+                Err(e) => return fail(e),
+            };
             let store = match Store::connect(&settings.database_url, 1).await {
                 Ok(s) => s,
                 Err(e) => return fail(e),
@@ -143,9 +157,10 @@ async fn main() -> ExitCode {
             code
         }
         Command::Rekey { batch } => {
-            if let Err(e) = init_tracing(&settings) {
-                return fail(e);
-            }
+            let _log = match init_tracing(&settings) {
+                Ok(guard) => guard,
+                Err(e) => return fail(e),
+            };
             let keys = match settings.keyring() {
                 Ok(k) => k,
                 Err(e) => return fail(e),
@@ -162,9 +177,10 @@ async fn main() -> ExitCode {
             code
         }
         Command::Migrate => {
-            if let Err(e) = init_tracing(&settings) {
-                return fail(e);
-            }
+            let _log = match init_tracing(&settings) {
+                Ok(guard) => guard,
+                Err(e) => return fail(e),
+            };
             let store = match Store::connect(&settings.database_url, 1).await {
                 Ok(s) => s,
                 Err(e) => return fail(error_chain(&e)),
@@ -178,9 +194,10 @@ async fn main() -> ExitCode {
             }
         }
         Command::Serve => {
-            if let Err(e) = init_tracing(&settings) {
-                return fail(e);
-            }
+            let _log = match init_tracing(&settings) {
+                Ok(guard) => guard,
+                Err(e) => return fail(e),
+            };
             if let Err(e) = settings.check() {
                 return fail(e);
             }

@@ -19,6 +19,20 @@ use std::time::Instant;
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
+static DROPPED_LOG_LINES: OnceLock<tracing_appender::non_blocking::ErrorCounter> = OnceLock::new();
+
+/// The binary's log writer counts the lines it had to drop (its buffer full); `/metrics` shows
+/// the count as `telemental_log_lines_dropped_total`.
+pub fn count_dropped_log_lines(counter: tracing_appender::non_blocking::ErrorCounter) {
+    let _ = DROPPED_LOG_LINES.set(counter);
+}
+
+/// Lines the log writer has dropped so far (0 when logging does not go through it).
+pub fn dropped_log_lines() -> u64 {
+    DROPPED_LOG_LINES
+        .get()
+        .map_or(0, |c| c.dropped_lines() as u64)
+}
 
 /// The process-wide metrics recorder (installed once, shared by every app in the process).
 pub fn prometheus() -> &'static PrometheusHandle {

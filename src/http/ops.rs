@@ -90,6 +90,8 @@ pub async fn readyz(st: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     security(()))]
 #[get("/metrics")]
 pub async fn metrics() -> HttpResponse {
+    ::metrics::counter!("telemental_log_lines_dropped_total")
+        .absolute(super::observe::dropped_log_lines());
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(prometheus().render())

@@ -367,3 +367,58 @@ fn the_binary_allocates_with_jemalloc_and_its_compiled_option() {
         "jemalloc's options at exit: {err}"
     );
 }
+
+/// A log reader that falls behind (a pipe to a collector that stops reading, a log file the
+/// kernel throttles) must not stall the service: the HTTP workers hand their log lines to a
+/// thread of their own. Here stderr is a pipe nobody reads; it fills after a few hundred
+/// request lines, and with the workers writing to it themselves the next request never got an
+/// answer. Every request must be answered, and the lines kept are there once the pipe is read.
+#[actix_web::test]
+async fn a_log_reader_that_stops_reading_does_not_stall_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = start(&[
+        ("TELEMENTAL_BIND", format!("127.0.0.1:{port}")),
+        (
+            "TELEMENTAL_DATABASE_URL",
+            format!("sqlite://{}", dir.path().join("t.db").display()),
+        ),
+        ("TELEMENTAL_JWT_SECRET", SECRET.into()),
+        ("TELEMENTAL_LOG", "info".into()),
+    ]);
+    wait_ready(&base).await;
+    let client = reqwest::Client::new();
+    // About 200 bytes of log a request: 3 000 requests are ten times a pipe's 64 KiB.
+    let answered = actix_web::rt::time::timeout(Duration::from_secs(120), async {
+        let mut n = 0;
+        for _ in 0..3000 {
+            let r = client.get(format!("{base}/healthz")).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            n += 1;
+        }
+        n
+    })
+    .await;
+    assert_eq!(answered, Ok(3000), "requests stalled behind the log pipe");
+    let metrics = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("telemental_log_lines_dropped_total"),
+        "{metrics}"
+    );
+    // Read what the pipe holds: request lines, in order, whole.
+    let mut stderr = child.stderr.take().unwrap();
+    let mut head = vec![0u8; 16 * 1024];
+    stderr.read_exact(&mut head).unwrap();
+    let text = String::from_utf8_lossy(&head);
+    assert!(text.contains("route=/healthz status=200"), "{text}");
+    child.kill().unwrap();
+    let _ = child.wait();
+}
