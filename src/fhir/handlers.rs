@@ -245,11 +245,10 @@ async fn require_any(
     st.audit(caller, action, resource_type, None, None, "denied")
         .await?;
     let names: Vec<&str> = kinds.iter().map(|k| k.native().as_str()).collect();
-    let (smart_type, smart_permission) = match (kinds[0], interaction) {
-        (Kind::Referral, Interaction::Read) => ("ServiceRequest", "r"),
-        (Kind::Referral, Interaction::Search) => ("ServiceRequest", "s"),
-        (_, Interaction::Read) => ("CarePlan", "r"),
-        (_, Interaction::Search) => ("CarePlan", "s"),
+    let smart_type = kinds[0].resource_type();
+    let smart_permission = match interaction {
+        Interaction::Read => "r",
+        Interaction::Search => "s",
     };
     Err(ApiError::Forbidden(format!(
         "this operation needs the scope {}, or a SMART scope such as system/{smart_type}.{smart_permission} or system/{smart_type}.read",

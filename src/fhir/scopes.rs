@@ -41,7 +41,8 @@ impl Kind {
         }
     }
 
-    fn resource_type(self) -> &'static str {
+    /// The FHIR resource type this kind is read as.
+    pub fn resource_type(self) -> &'static str {
         match self {
             Kind::PreferencePlan | Kind::SafetyProtocol => "CarePlan",
             Kind::Referral => "ServiceRequest",
