@@ -15,10 +15,8 @@ import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import fhirPkg from 'fhir';
+import { problems } from './fhir-check.mjs';
 
-const { Fhir } = fhirPkg;
-const fhir = new Fhir();
 const bin = process.env.TELEMENTAL_BIN;
 assert.ok(bin, 'TELEMENTAL_BIN must name the release binary');
 
@@ -156,8 +154,7 @@ function checkCard(card) {
     for (const action of suggestion.actions) {
       assert.ok(['create', 'update', 'delete'].includes(action.type));
       assert.ok(action.description);
-      const result = fhir.validate(action.resource, { errorOnUnexpected: true });
-      const errors = result.messages.filter((m) => m.severity === 'error' || m.severity === 'fatal');
+      const { errors } = problems(action.resource);
       assert.deepEqual(errors, [], `${action.resource.resourceType} in a suggestion`);
       resources += 1;
     }

@@ -2,7 +2,8 @@
 // for JavaScript apps) against a running telemental: records are written through /v1 as a
 // clinician's system would, then read back only through the client's own calls (capability
 // statement, read, type search, next-page links, reference resolution), and every resource
-// the client receives is checked with FHIR.js as in fhir-validate.mjs.
+// the client receives is checked with FHIR.js as fhir-validate.mjs checks the samples
+// (fhir-check.mjs).
 //
 // Usage: TELEMENTAL_URL=http://127.0.0.1:8080 TELEMENTAL_TOKEN=<token> node scripts/ehr/fhir-client.mjs
 //   The token needs the write scopes of plans, protocols and referrals (for the records it
@@ -13,18 +14,15 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { Client, CapabilityTool } from 'fhir-kit-client';
-import fhirPkg from 'fhir';
+import { problems } from './fhir-check.mjs';
 
-const { Fhir } = fhirPkg;
-const fhir = new Fhir();
 const base = process.env.TELEMENTAL_URL;
 const token = process.env.TELEMENTAL_TOKEN;
 assert.ok(base && token, 'TELEMENTAL_URL and TELEMENTAL_TOKEN must be set');
 
 let checked = 0;
 function valid(resource) {
-  const result = fhir.validate(resource, { errorOnUnexpected: true });
-  const errors = result.messages.filter((m) => m.severity === 'error' || m.severity === 'fatal');
+  const { errors } = problems(resource);
   assert.deepEqual(errors, [], `${resource.resourceType} ${resource.id ?? ''} is not valid FHIR R4`);
   checked += 1;
   return resource;
