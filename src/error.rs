@@ -139,7 +139,7 @@ pub enum ApiError {
     RequestTimeout(String),
     #[error("invalid request")]
     Invalid(Vec<FieldError>),
-    #[error("{0}")]
+    #[error("this path answers {0} only")]
     MethodNotAllowed(String),
     #[error("database unavailable")]
     Unavailable,

@@ -122,6 +122,20 @@ assert.equal(pages, 3);
 assert.deepEqual(seen.map((r) => r.id), referrals.map((r) => r.id), 'every referral once, oldest first');
 assert.deepEqual(seen.map((r) => r.priority), ['routine', 'urgent', 'stat', 'routine', 'urgent']);
 assert.ok(seen.every((r) => r.status === 'active' && r.intent === 'order'));
+// The same searches by POST to _search, the parameters as a form (the client's postSearch):
+// the same entries, and next links a GET follows.
+const posted = valid(await client.search({ resourceType: 'CarePlan', searchParams: { subject }, options: { postSearch: true } }));
+assert.deepEqual(posted.entry.map((e) => e.resource.id), carePlans.entry.map((e) => e.resource.id));
+let postedPage = valid(await client.search({
+  resourceType: 'ServiceRequest', searchParams: { patient, _count: 2 }, options: { postSearch: true },
+}));
+const postedSeen = [];
+while (postedPage) {
+  for (const entry of postedPage.entry ?? []) postedSeen.push(entry.resource.id);
+  const next = client.nextPage({ bundle: postedPage });
+  postedPage = next ? valid(await next) : undefined;
+}
+assert.deepEqual(postedSeen, seen.map((r) => r.id));
 const one = valid(await client.read({ resourceType: 'ServiceRequest', id: referrals[2].id }));
 assert.equal(one.priority, 'stat');
 

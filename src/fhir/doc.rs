@@ -21,6 +21,21 @@ const ERRORS: &[(&str, &str, &str)] = &[
         "A format other than JSON was asked for",
     ),
     (
+        "FhirRequestTimeout",
+        "408",
+        "The form did not arrive in time (POST-based search)",
+    ),
+    (
+        "FhirPayloadTooLarge",
+        "413",
+        "The form is over 64 KiB (POST-based search)",
+    ),
+    (
+        "FhirUnsupportedMediaType",
+        "415",
+        "The body is not application/x-www-form-urlencoded (POST-based search)",
+    ),
+    (
         "FhirInternal",
         "500",
         "Unexpected error (never caused by the request)",
@@ -60,16 +75,22 @@ pub fn document_errors(api: &mut OpenApi) {
         if !path.starts_with("/fhir/") {
             continue;
         }
-        let Some(op) = item.get.as_mut() else {
-            continue;
-        };
-        add_errors(op, path.contains('{'));
+        if let Some(op) = item.get.as_mut() {
+            add_errors(op, path.contains('{'), false);
+        }
+        if let Some(op) = item.post.as_mut() {
+            add_errors(op, path.contains('{'), true);
+        }
     }
 }
 
-fn add_errors(op: &mut Operation, names_a_resource: bool) {
+/// The errors an operation can answer: 404 only where the path names a resource; 408, 413
+/// and 415 only where there is a body.
+fn add_errors(op: &mut Operation, names_a_resource: bool, has_body: bool) {
     for (name, code, _) in ERRORS {
-        if *code == "404" && !names_a_resource {
+        if (*code == "404" && !names_a_resource)
+            || (matches!(*code, "408" | "413" | "415") && !has_body)
+        {
             continue;
         }
         op.responses

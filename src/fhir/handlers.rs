@@ -8,6 +8,7 @@ use super::scopes::{self, Interaction, Kind};
 use super::{stored, FhirSettings};
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::http::extract::{check_query, FormBody};
 use crate::http::{cors as http_cors, AppState};
 use crate::store::referrals::ReferralRecord;
 use crate::store::writer::Writer;
@@ -17,7 +18,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header;
 use actix_web::middleware::{from_fn, Next};
 use actix_web::ResponseError;
-use actix_web::{get, web, HttpRequest, HttpResponse};
+use actix_web::{get, post, web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -39,7 +40,11 @@ pub struct OperationOutcome(#[allow(dead_code)] Value);
 const MAX_COUNT: usize = 200;
 const DEFAULT_COUNT: usize = 50;
 
-/// The query parameters, decoded once.
+/// Every search parameter this server reads; others are ignored (FHIR's lenient handling),
+/// or refused with `Prefer: handling=strict`.
+const SEARCH_PARAMETERS: [&str; 5] = ["subject", "patient", "_count", "_offset", "_format"];
+
+/// The query parameters (and a POSTed search's form), decoded once.
 struct Params(Vec<(String, String)>);
 
 impl Params {
@@ -49,6 +54,24 @@ impl Params {
                 .into_owned()
                 .collect(),
         )
+    }
+
+    /// The query's parameters and then a POSTed form's: both count the same, as FHIR says.
+    fn with_form(mut self, form: &str) -> Params {
+        self.0
+            .extend(url::form_urlencoded::parse(form.as_bytes()).into_owned());
+        self
+    }
+
+    /// The names of parameters this server does not know, in order, each once.
+    fn unknown(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = Vec::new();
+        for (k, _) in &self.0 {
+            if !SEARCH_PARAMETERS.contains(&k.as_str()) && !names.contains(&k.as_str()) {
+                names.push(k);
+            }
+        }
+        names
     }
 
     /// The one value of `name`; 400 when repeated.
@@ -64,6 +87,36 @@ impl Params {
 
 fn bad(msg: impl Into<String>) -> FhirError {
     FhirError::Api(ApiError::BadRequest(msg.into()))
+}
+
+/// Whether the client asked for `Prefer: handling=strict` (an error for any parameter the
+/// server does not know) rather than the default, lenient handling (such parameters ignored,
+/// and left out of the Bundle's self link).
+fn strict_handling(req: &HttpRequest) -> bool {
+    req.headers().get_all("prefer").any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split([',', ';']).any(|p| {
+                p.split_once('=').is_some_and(|(k, v)| {
+                    k.trim().eq_ignore_ascii_case("handling")
+                        && v.trim().trim_matches('"').eq_ignore_ascii_case("strict")
+                })
+            })
+        })
+    })
+}
+
+/// 400 for parameters the server does not know, when the client asked for strict handling.
+fn check_handling(req: &HttpRequest, params: &Params) -> Result<(), FhirError> {
+    let unknown = params.unknown();
+    if unknown.is_empty() || !strict_handling(req) {
+        return Ok(());
+    }
+    Err(bad(format!(
+        "unknown search parameter{} {} (Prefer: handling=strict); this server reads {}",
+        if unknown.len() == 1 { "" } else { "s" },
+        unknown.join(", "),
+        SEARCH_PARAMETERS.join(", ")
+    )))
 }
 
 /// `_format` first, else `Accept`: JSON in any of its FHIR spellings, else 406.
@@ -225,6 +278,51 @@ fn window<T>(items: Vec<T>, count: usize, offset: usize) -> Vec<T> {
     items.into_iter().skip(offset).take(count).collect()
 }
 
+/// A search's parameters: the query's and, for a POST-based search, its form's (checked like
+/// a query, `_format` once in both); unknown ones refused under `Prefer: handling=strict`.
+fn search_params(
+    req: &HttpRequest,
+    params: Params,
+    form: Option<FormBody>,
+) -> Result<Params, FhirError> {
+    let params = match form {
+        None => params,
+        Some(form) => {
+            let form = form.parse()?;
+            check_query(&form).map_err(|e| bad(e.problem().detail))?;
+            let params = params.with_form(&form);
+            negotiate(req, &params)?;
+            params
+        }
+    };
+    check_handling(req, &params)?;
+    Ok(params)
+}
+
+/// The parameters of a POST-based search (`application/x-www-form-urlencoded`).
+#[derive(ToSchema, serde::Deserialize)]
+#[allow(dead_code)]
+pub struct FhirSearchForm {
+    /// The service user, e.g. `Patient/123` (a bare id means `Patient/<id>`); subject or patient is required.
+    #[schema(nullable = false)]
+    subject: Option<String>,
+    /// A Patient id: the same as subject=Patient/<id>.
+    #[schema(nullable = false)]
+    patient: Option<String>,
+    /// Page size, 0–200 (default 50; 0 gives only the total).
+    #[serde(rename = "_count")]
+    #[schema(nullable = false)]
+    count: Option<u32>,
+    /// Where the page starts; follow the Bundle's next link rather than setting it.
+    #[serde(rename = "_offset")]
+    #[schema(nullable = false)]
+    offset: Option<u32>,
+    /// `json` (the only format).
+    #[serde(rename = "_format")]
+    #[schema(nullable = false)]
+    format: Option<String>,
+}
+
 /// Whether the caller's scopes allow `interaction` on `kind` (its own or SMART scopes).
 fn may(caller: &Caller, kind: Kind, interaction: Interaction) -> bool {
     scopes::allows(caller.scopes(), kind, interaction)
@@ -383,11 +481,47 @@ pub async fn search_care_plans(
     caller: Result<Caller, ApiError>,
     cfg: web::Data<FhirSettings>,
 ) -> Result<HttpResponse, FhirError> {
-    let caller = caller?;
-    let params = Params::of(&req);
-    negotiate(&req, &params)?;
+    care_plan_search(&req, &st, &writer, caller?, &cfg, None).await
+}
+
+/// Search CarePlans by subject, the parameters in a form (FHIR's POST-based search).
+///
+/// The same search as `GET /fhir/R4/CarePlan`, for clients that keep parameters out of URLs:
+/// the parameters in an `application/x-www-form-urlencoded` body, in the query, or both (each
+/// parameter once in all). The Bundle's links are GET links.
+#[utoipa::path(tag = "fhir", operation_id = "fhirSearchCarePlanPost",
+    params(("_format" = Option<String>, Query, description = "`json` (the only format)"),
+        ("Prefer" = Option<String>, Header, description = "`handling=strict`: 400 for a parameter this server does not know (ignored otherwise)")),
+    request_body(content = FhirSearchForm, content_type = "application/x-www-form-urlencoded",
+        description = "The search parameters (an empty body: those of the query alone)"),
+    responses(
+        (status = 200, description = "A searchset Bundle", body = FhirResource, content_type = "application/fhir+json"),
+    ),
+    security(("bearer" = ["plans:read", "protocols:read"])))]
+#[post("/CarePlan/_search")]
+pub async fn search_care_plans_post(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    writer: web::Data<Writer>,
+    caller: Result<Caller, ApiError>,
+    cfg: web::Data<FhirSettings>,
+    form: FormBody,
+) -> Result<HttpResponse, FhirError> {
+    care_plan_search(&req, &st, &writer, caller?, &cfg, Some(form)).await
+}
+
+async fn care_plan_search(
+    req: &HttpRequest,
+    st: &AppState,
+    writer: &Writer,
+    caller: Caller,
+    cfg: &FhirSettings,
+    form: Option<FormBody>,
+) -> Result<HttpResponse, FhirError> {
+    let params = Params::of(req);
+    negotiate(req, &params)?;
     require_any(
-        &st,
+        st,
         &caller,
         &[Kind::PreferencePlan, Kind::SafetyProtocol],
         Interaction::Search,
@@ -395,6 +529,7 @@ pub async fn search_care_plans(
         "list",
     )
     .await?;
+    let params = search_params(req, params, form)?;
     let subject = search_subject(&params)?;
     let (count, offset) = page(&params)?;
     let mut found = Vec::new();
@@ -428,7 +563,7 @@ pub async fn search_care_plans(
             )
         })
         .collect();
-    let base = fhir_base(&req, &cfg);
+    let base = fhir_base(req, cfg);
     let mut entries = Vec::with_capacity(shown.len());
     for rec in &shown {
         entries.push((format!("{base}/CarePlan/{}", rec.id()), rec.to_fhir()));
@@ -530,11 +665,47 @@ pub async fn search_service_requests(
     caller: Result<Caller, ApiError>,
     cfg: web::Data<FhirSettings>,
 ) -> Result<HttpResponse, FhirError> {
-    let caller = caller?;
-    let params = Params::of(&req);
-    negotiate(&req, &params)?;
+    service_request_search(&req, &st, &writer, caller?, &cfg, None).await
+}
+
+/// Search ServiceRequests by subject, the parameters in a form (FHIR's POST-based search).
+///
+/// The same search as `GET /fhir/R4/ServiceRequest`, the parameters in an
+/// `application/x-www-form-urlencoded` body, in the query, or both (each parameter once in
+/// all). The Bundle's links are GET links.
+#[utoipa::path(tag = "fhir", operation_id = "fhirSearchServiceRequestPost",
+    params(("_format" = Option<String>, Query, description = "`json` (the only format)"),
+        ("Prefer" = Option<String>, Header, description = "`handling=strict`: 400 for a parameter this server does not know (ignored otherwise)")),
+    request_body(content = FhirSearchForm, content_type = "application/x-www-form-urlencoded",
+        description = "The search parameters (an empty body: those of the query alone)"),
+    responses(
+        (status = 200, description = "A searchset Bundle", body = FhirResource, content_type = "application/fhir+json"),
+    ),
+    security(("bearer" = ["referrals:read"])))]
+#[post("/ServiceRequest/_search")]
+pub async fn search_service_requests_post(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    writer: web::Data<Writer>,
+    caller: Result<Caller, ApiError>,
+    cfg: web::Data<FhirSettings>,
+    form: FormBody,
+) -> Result<HttpResponse, FhirError> {
+    service_request_search(&req, &st, &writer, caller?, &cfg, Some(form)).await
+}
+
+async fn service_request_search(
+    req: &HttpRequest,
+    st: &AppState,
+    writer: &Writer,
+    caller: Caller,
+    cfg: &FhirSettings,
+    form: Option<FormBody>,
+) -> Result<HttpResponse, FhirError> {
+    let params = Params::of(req);
+    negotiate(req, &params)?;
     require_any(
-        &st,
+        st,
         &caller,
         &[Kind::Referral],
         Interaction::Search,
@@ -542,6 +713,7 @@ pub async fn search_service_requests(
         "list",
     )
     .await?;
+    let params = search_params(req, params, form)?;
     let subject = search_subject(&params)?;
     let (count, offset) = page(&params)?;
     // A service user has few referrals: read them all (in store pages) for an exact total.
@@ -585,7 +757,7 @@ pub async fn search_service_requests(
             )
         })
         .collect();
-    let base = fhir_base(&req, &cfg);
+    let base = fhir_base(req, cfg);
     let mut entries = Vec::with_capacity(shown.len());
     for r in &shown {
         entries.push((
@@ -616,8 +788,8 @@ async fn cors(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     const POLICY: http_cors::Policy = http_cors::Policy {
-        methods: "GET, OPTIONS",
-        request_headers: "Authorization, Accept, If-None-Match, X-Request-Id",
+        methods: "GET, POST, OPTIONS",
+        request_headers: "Authorization, Accept, Content-Type, If-None-Match, Prefer, X-Request-Id",
         exposed_headers: "ETag, Last-Modified, Location, X-Request-Id",
     };
     let allowed = req
@@ -639,8 +811,10 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .wrap(from_fn(cors))
             .service(metadata)
             .service(search_care_plans)
+            .service(search_care_plans_post)
             .service(read_care_plan)
             .service(search_service_requests)
+            .service(search_service_requests_post)
             .service(read_service_request),
     );
 }
@@ -725,5 +899,46 @@ mod tests {
         assert!(with(Some("application/fhir+xml"), "_format=json"));
         assert!(with(None, "_format=application/fhir%2Bjson"));
         assert!(!with(None, "_format=xml"));
+    }
+
+    #[test]
+    fn a_form_adds_to_the_query_and_each_parameter_counts_once_in_all() {
+        let p = params("_count=2").with_form("subject=Patient%2F1&foo=1&foo=2&bar=3");
+        assert_eq!(search_subject(&p).unwrap(), "Patient/1");
+        assert_eq!(page(&p).unwrap(), (2, 0));
+        assert_eq!(p.unknown(), ["foo", "bar"]);
+        let twice = params("subject=Patient/1").with_form("subject=Patient/2");
+        assert!(search_subject(&twice).is_err());
+        assert!(
+            params("subject=1&_count=1&_offset=0&_format=json&patient=2")
+                .unknown()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn strict_handling_is_asked_in_a_prefer_header() {
+        let strict = |prefer: &[&str]| {
+            let mut r = TestRequest::get();
+            for p in prefer {
+                r = r.append_header(("Prefer", *p));
+            }
+            strict_handling(&r.to_http_request())
+        };
+        assert!(!strict(&[]));
+        assert!(strict(&["handling=strict"]));
+        assert!(strict(&["return=minimal, handling=strict"]));
+        assert!(strict(&["respond-async", "Handling = \"STRICT\""]));
+        assert!(!strict(&["handling=lenient"]));
+        assert!(!strict(&["handling"]));
+        let req = TestRequest::get()
+            .uri("/x?subject=1&status=active")
+            .insert_header(("Prefer", "handling=strict"))
+            .to_http_request();
+        assert!(check_handling(&req, &Params::of(&req)).is_err());
+        let lenient = TestRequest::get()
+            .uri("/x?subject=1&status=active")
+            .to_http_request();
+        assert!(check_handling(&lenient, &Params::of(&lenient)).is_ok());
     }
 }

@@ -290,24 +290,48 @@ async fn read_json<T: Input>(
             "send the body as application/json".into(),
         ));
     }
-    let too_large = || ApiError::PayloadTooLarge("the body is over 1 MiB".into());
-    if declared_len.is_some_and(|n| n > BODY_LIMIT) {
+    let body = read_body(
+        declared_len,
+        body_timeout,
+        payload,
+        BODY_LIMIT,
+        "the body is over 1 MiB",
+    )
+    .await?;
+    let value = strict_json(&body)?;
+    let errors = boundary_errors(&value);
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    parse_value::<T>(value)
+}
+
+/// Reads a whole body of at most `limit` bytes (413 with `too_large` beyond), within
+/// `body_timeout`: a client that stalls mid-body gets 408 (and the connection is closed)
+/// instead of holding it open for ever.
+async fn read_body(
+    declared_len: Option<usize>,
+    body_timeout: std::time::Duration,
+    payload: &mut Payload,
+    limit: usize,
+    too_large: &str,
+) -> Result<Vec<u8>, ApiError> {
+    let too_large = || ApiError::PayloadTooLarge(too_large.into());
+    if declared_len.is_some_and(|n| n > limit) {
         return Err(too_large());
     }
-    let mut body = Vec::with_capacity(declared_len.unwrap_or(1024).min(BODY_LIMIT));
+    let mut body = Vec::with_capacity(declared_len.unwrap_or(1024).min(limit));
     let read = async {
         while let Some(chunk) = payload.next().await {
             let chunk =
                 chunk.map_err(|_| ApiError::BadRequest("the body could not be read".into()))?;
-            if body.len() + chunk.len() > BODY_LIMIT {
+            if body.len() + chunk.len() > limit {
                 return Err(too_large());
             }
             body.extend_from_slice(&chunk);
         }
         Ok(())
     };
-    // A client that stalls mid-body gets 408 (and the connection is closed) instead of
-    // holding it open for ever.
     match tokio::time::timeout(body_timeout, read).await {
         Ok(r) => r?,
         Err(_) => {
@@ -317,12 +341,78 @@ async fn read_json<T: Input>(
             )))
         }
     }
-    let value = strict_json(&body)?;
-    let errors = boundary_errors(&value);
-    if !errors.is_empty() {
-        return Err(ApiError::Invalid(errors));
+    Ok(body)
+}
+
+/// Largest form body (a FHIR search's parameters).
+pub const FORM_LIMIT: usize = 64 * 1024;
+
+/// An `application/x-www-form-urlencoded` body (a FHIR search by POST), as text: 415 for any
+/// other declared type (an empty body may declare none), 413 over 64 KiB, 408 when it stalls,
+/// 400 when not UTF-8. Like [`ValidJson`], the outcome is kept until the handler asks for it
+/// after the scope check.
+pub struct FormBody(Result<String, ApiError>);
+
+impl FormBody {
+    /// The body's text, or the problem with it.
+    pub fn parse(self) -> Result<String, ApiError> {
+        self.0
     }
-    parse_value::<T>(value)
+}
+
+impl FromRequest for FormBody {
+    type Error = ApiError;
+    type Future = LocalBoxFuture<'static, Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let content_type = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().map(str::to_ascii_lowercase));
+        let declared_len = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|s| s.parse::<usize>().ok());
+        let body_timeout = req
+            .app_data::<actix_web::web::Data<BodyTimeout>>()
+            .map(|t| t.0)
+            .unwrap_or(DEFAULT_BODY_TIMEOUT);
+        let mut payload = payload.take();
+        Box::pin(async move {
+            let read = async {
+                let refused = || {
+                    ApiError::UnsupportedMediaType(
+                        "send the search parameters as application/x-www-form-urlencoded".into(),
+                    )
+                };
+                let declared_form = match &content_type {
+                    None => false,
+                    Some(Ok(ct))
+                        if ct.split(';').next().unwrap_or("").trim()
+                            == "application/x-www-form-urlencoded" =>
+                    {
+                        true
+                    }
+                    Some(_) => return Err(refused()),
+                };
+                let body = read_body(
+                    declared_len,
+                    body_timeout,
+                    &mut payload,
+                    FORM_LIMIT,
+                    "the form is over 64 KiB",
+                )
+                .await?;
+                if !declared_form && !body.is_empty() {
+                    return Err(refused());
+                }
+                String::from_utf8(body)
+                    .map_err(|_| ApiError::BadRequest("the form is not UTF-8".into()))
+            };
+            Ok(FormBody(read.await))
+        })
+    }
 }
 
 /// Query parameters parsed into `T`; like [`ValidJson`], a bad query (400) is kept until the

@@ -613,9 +613,19 @@ pub async fn fallback(
     known: web::Data<Arc<KnownPaths>>,
 ) -> Result<actix_web::HttpResponse, ApiError> {
     let path = req.path();
-    let err = match known.0.iter().find(|(def, _)| def.is_match(path)) {
-        Some((_, methods)) => ApiError::MethodNotAllowed(methods.join(", ")),
-        None => ApiError::NotFound,
+    // Every template the path matches (`/fhir/R4/CarePlan/_search` is also a `{id}`).
+    let mut allowed: Vec<&str> = Vec::new();
+    for (_, methods) in known.0.iter().filter(|(def, _)| def.is_match(path)) {
+        for m in methods {
+            if !allowed.contains(m) {
+                allowed.push(m);
+            }
+        }
+    }
+    let err = if allowed.is_empty() {
+        ApiError::NotFound
+    } else {
+        ApiError::MethodNotAllowed(allowed.join(", "))
     };
     // FHIR clients expect every error as an OperationOutcome.
     if path.starts_with("/fhir/") {

@@ -397,6 +397,296 @@ on_both_engines!(
     }
 );
 
+/// A POST-based FHIR search: `body` sent with `content_type` (none when `None`); a FHIR JSON
+/// answer is saved as a sample.
+async fn fhir_post_form(
+    app: &TestApp,
+    path: &str,
+    bearer: &str,
+    content_type: Option<&str>,
+    body: impl Into<reqwest::Body>,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut req = app.client.post(app.url(path)).bearer_auth(bearer);
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = Reply::from(req.body(body).send().await.unwrap()).await;
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/fhir+json; charset=utf-8"),
+        "{path}: {}",
+        r.body
+    );
+    save_sample("fhir-post", &r.body);
+    r
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// The relation's link of a Bundle.
+fn link<'a>(bundle: &'a Value, relation: &str) -> Option<&'a str> {
+    bundle["link"]
+        .as_array()?
+        .iter()
+        .find(|l| l["relation"] == relation)?["url"]
+        .as_str()
+}
+
+on_both_engines!(
+    searches_by_post_take_a_form_and_answer_as_get_does,
+    |app: TestApp| async move {
+        app.post("/v1/plans", "t1", &plan_body("Patient/1")).await;
+        app.post(
+            "/v1/safety-protocols",
+            "t1",
+            &protocol_body("Patient/1", "low"),
+        )
+        .await;
+        for u in ["routine", "urgent", "emergency"] {
+            let r = app
+                .post("/v1/referrals", "t1", &referral_body("Patient/1", u))
+                .await;
+            assert_eq!(r.status, 201, "{}", r.body);
+        }
+
+        // The parameters in the body: the same Bundle as the GET search, with GET links.
+        let by_get = fhir_get(
+            &app,
+            "/fhir/R4/CarePlan?subject=Patient/1&_count=1",
+            &all("t1"),
+            &[],
+        )
+        .await;
+        let r = fhir_post_form(
+            &app,
+            "/fhir/R4/CarePlan/_search",
+            &all("t1"),
+            Some(FORM),
+            "subject=Patient%2F1&_count=1",
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["type"], "searchset");
+        assert_eq!(r.body["total"], 2);
+        assert_eq!(r.body["entry"], by_get.body["entry"]);
+        assert_eq!(link(&r.body, "self"), link(&by_get.body, "self"));
+        let next = link(&r.body, "next").expect("a next link").to_string();
+        assert!(next.contains("/fhir/R4/CarePlan?subject="), "{next}");
+        let r2 = fhir_get(&app, &path_of(&next), &all("t1"), &[]).await;
+        assert_eq!(
+            r2.body["entry"][0]["resource"]["category"][1]["coding"][0]["code"],
+            "telemental-safety-protocol"
+        );
+
+        // Split between the URL and the body (with a charset), and the URL alone with an empty
+        // body and no content type.
+        let r = fhir_post_form(
+            &app,
+            "/fhir/R4/ServiceRequest/_search?_count=2",
+            &all("t1"),
+            Some("application/x-www-form-urlencoded; charset=utf-8"),
+            "patient=1",
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["total"], 3);
+        assert_eq!(r.body["entry"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            r.body["entry"][0]["resource"]["resourceType"],
+            "ServiceRequest"
+        );
+        let r = fhir_post_form(
+            &app,
+            "/fhir/R4/ServiceRequest/_search?subject=Patient/1&_format=json",
+            &all("t1"),
+            None,
+            "",
+            &[],
+        )
+        .await;
+        assert_eq!(r.body["total"], 3, "{}", r.body);
+
+        // Each record listed is audited, as for GET searches.
+        let audit = app
+            .get(
+                "/v1/audit-events?subject=Patient/1&resource_type=referral",
+                "t1",
+            )
+            .await;
+        let listed = audit.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "list")
+            .count();
+        assert_eq!(listed, 5);
+
+        // Refusals, each an OperationOutcome: a parameter in both places, a bad value, a
+        // format other than JSON in the form, a JSON body, a body without a type, a NUL, a
+        // body over 64 KiB, no token, no scope.
+        for (query, ct, body, status, code) in [
+            (
+                "?subject=Patient/1",
+                Some(FORM),
+                "subject=Patient/1".to_string(),
+                400,
+                "invalid",
+            ),
+            (
+                "",
+                Some(FORM),
+                "subject=Patient/1&_count=many".into(),
+                400,
+                "invalid",
+            ),
+            (
+                "",
+                Some(FORM),
+                "subject=Patient/1&_format=xml".into(),
+                406,
+                "not-supported",
+            ),
+            (
+                "",
+                Some("application/json"),
+                "{\"subject\": \"Patient/1\"}".into(),
+                415,
+                "not-supported",
+            ),
+            ("", None, "subject=Patient/1".into(), 415, "not-supported"),
+            (
+                "",
+                Some(FORM),
+                "subject=Patient/1%00".into(),
+                400,
+                "invalid",
+            ),
+            (
+                "",
+                Some(FORM),
+                format!("subject=Patient/1&pad={}", "x".repeat(70 * 1024)),
+                413,
+                "too-long",
+            ),
+        ] {
+            let r = fhir_post_form(
+                &app,
+                &format!("/fhir/R4/CarePlan/_search{query}"),
+                &all("t1"),
+                ct,
+                body.clone(),
+                &[],
+            )
+            .await;
+            assert_outcome(&r, status, code);
+        }
+        let r = fhir_post_form(
+            &app,
+            "/fhir/R4/CarePlan/_search",
+            "",
+            Some(FORM),
+            "subject=1",
+            &[],
+        )
+        .await;
+        assert_outcome(&r, 401, "login");
+        let r = fhir_post_form(
+            &app,
+            "/fhir/R4/ServiceRequest/_search",
+            &token("t1", "plans:read"),
+            Some(FORM),
+            "subject=1",
+            &[],
+        )
+        .await;
+        assert_outcome(&r, 403, "forbidden");
+
+        // Other methods on the search path: 405 naming every method the path answers (it is
+        // also a CarePlan id's path, read by GET).
+        let r = app
+            .call_with(
+                Method::PUT,
+                "/fhir/R4/CarePlan/_search",
+                &all("t1"),
+                None,
+                &[],
+            )
+            .await;
+        assert_outcome(&r, 405, "not-supported");
+        assert_eq!(r.header("allow"), Some("POST, GET, HEAD"));
+    }
+);
+
+on_both_engines!(
+    unknown_search_parameters_are_ignored_unless_strict_handling_is_asked,
+    |app: TestApp| async move {
+        app.post("/v1/plans", "t1", &plan_body("Patient/1")).await;
+        // Lenient (the default): ignored, and left out of the self link.
+        let r = fhir_get(
+            &app,
+            "/fhir/R4/CarePlan?subject=Patient/1&status=active&_sort=date",
+            &all("t1"),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["total"], 1);
+        let self_link = link(&r.body, "self").unwrap();
+        assert!(
+            !self_link.contains("status") && !self_link.contains("_sort"),
+            "{self_link}"
+        );
+        let r = fhir_get(
+            &app,
+            "/fhir/R4/CarePlan?subject=Patient/1&status=active",
+            &all("t1"),
+            &[("Prefer", "handling=lenient")],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        // Strict: 400 naming each unknown parameter once, by GET and by POST.
+        let r = fhir_get(
+            &app,
+            "/fhir/R4/CarePlan?subject=Patient/1&status=active&_sort=date&status=draft",
+            &all("t1"),
+            &[("Prefer", "return=representation, handling=strict")],
+        )
+        .await;
+        assert_outcome(&r, 400, "invalid");
+        let diagnostics = r.body["issue"][0]["diagnostics"].as_str().unwrap();
+        assert!(diagnostics.contains("status, _sort"), "{diagnostics}");
+        let r = fhir_post_form(
+            &app,
+            "/fhir/R4/ServiceRequest/_search",
+            &all("t1"),
+            Some(FORM),
+            "subject=Patient/1&code=3457005",
+            &[("Prefer", "handling=strict")],
+        )
+        .await;
+        assert_outcome(&r, 400, "invalid");
+        assert!(r.body["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("code"));
+        // Known parameters only: strict handling changes nothing.
+        let r = fhir_get(
+            &app,
+            "/fhir/R4/CarePlan?subject=Patient/1&_count=5&_format=json",
+            &all("t1"),
+            &[("Prefer", "handling=strict")],
+        )
+        .await;
+        assert_eq!(r.body["total"], 1, "{}", r.body);
+    }
+);
+
 on_both_engines!(
     every_fhir_error_is_an_operation_outcome,
     |app: TestApp| async move {
@@ -694,12 +984,17 @@ async fn browsers_read_fhir_from_allowed_origins_only(engine: Engine) {
         let r = preflight(APP, path).await.unwrap();
         assert_eq!(r.status(), 204);
         assert_eq!(r.headers()["access-control-allow-origin"], APP);
-        assert_eq!(r.headers()["access-control-allow-methods"], "GET, OPTIONS");
+        assert_eq!(
+            r.headers()["access-control-allow-methods"],
+            "GET, POST, OPTIONS"
+        );
         let allowed = r.headers()["access-control-allow-headers"]
             .to_str()
             .unwrap()
             .to_lowercase();
         assert!(allowed.contains("authorization") && allowed.contains("if-none-match"));
+        // A POST-based search's form and its Prefer header may be sent too.
+        assert!(allowed.contains("content-type") && allowed.contains("prefer"));
     }
     // Another origin's preflight: a 403 OperationOutcome, no CORS header.
     let r = Reply::from(
