@@ -71,10 +71,11 @@ const capabilities = valid(await client.capabilityStatement());
 assert.equal(capabilities.fhirVersion, '4.0.1');
 const tool = new CapabilityTool(capabilities);
 for (const type of ['CarePlan', 'ServiceRequest']) {
-  assert.deepEqual(tool.interactionsFor({ resourceType: type }).sort(), ['read', 'search-type']);
+  assert.deepEqual(tool.interactionsFor({ resourceType: type }).sort(),
+    ['history-instance', 'read', 'search-type', 'vread']);
   assert.ok(tool.resourceSearch(type, 'subject') && tool.resourceSearch(type, 'patient'));
 }
-assert.ok(!tool.resourceCan('CarePlan', 'vread') && !tool.resourceCan('Patient', 'read'));
+assert.ok(!tool.resourceCan('CarePlan', 'update') && !tool.resourceCan('Patient', 'read'));
 
 // The plan as a CarePlan, then again after a change: its version follows.
 let carePlan = valid(await client.read({ resourceType: 'CarePlan', id: plan.id }));
@@ -88,6 +89,16 @@ await v1('PUT', `/v1/plans/${plan.id}`, { ...plan, review_interval_days: 60 }, {
 carePlan = valid(await client.read({ resourceType: 'CarePlan', id: plan.id }));
 assert.equal(carePlan.meta.versionId, '2');
 assert.equal(Client.httpFor(carePlan).response.headers.get('etag'), 'W/"2"');
+// The plan as it was (vread), and its history, newest first, each version as it was.
+const first = valid(await client.vread({ resourceType: 'CarePlan', id: plan.id, version: '1' }));
+assert.equal(first.meta.versionId, '1');
+assert.equal(Client.httpFor(first).response.headers.get('etag'), 'W/"1"');
+const history = valid(await client.history({ resourceType: 'CarePlan', id: plan.id }));
+assert.equal(history.type, 'history');
+assert.equal(history.total, 2);
+assert.deepEqual(history.entry.map((e) => e.resource.meta.versionId), ['2', '1']);
+assert.deepEqual(history.entry.map((e) => e.request.method), ['PUT', 'POST']);
+assert.deepEqual(history.entry[1].resource, first);
 
 const protocolPlan = valid(await client.read({ resourceType: 'CarePlan', id: protocol.id }));
 assert.ok(protocolPlan.category.some((c) => c.coding?.some((k) => k.code === 'telemental-safety-protocol')));
@@ -137,6 +148,9 @@ while (postedPage) {
 }
 assert.deepEqual(postedSeen, seen.map((r) => r.id));
 const one = valid(await client.read({ resourceType: 'ServiceRequest', id: referrals[2].id }));
+const referralHistory = valid(await client.history({ resourceType: 'ServiceRequest', id: referrals[2].id }));
+assert.equal(referralHistory.total, 1);
+assert.deepEqual(referralHistory.entry[0].resource, one);
 assert.equal(one.priority, 'stat');
 
 // Errors reach the app as OperationOutcomes with the HTTP status.
@@ -178,4 +192,4 @@ if (origin) {
   assert.match(headers.get('access-control-expose-headers'), /ETag/);
 }
 
-console.log(`fhir-kit-client: capability statement, reads, searches and ${pages} pages of referrals${origin ? ', CORS for a browser app' : ''}; ${checked} resources received, each valid for FHIR.js`);
+console.log(`fhir-kit-client: capability statement, reads, versions (vread, history), GET and POST searches, ${pages} pages of referrals${origin ? ', CORS for a browser app' : ''}; ${checked} resources received, each valid for FHIR.js`);

@@ -270,7 +270,8 @@ fn links(
             .finish();
         format!("{base}/{resource}?{q}")
     };
-    let next = (count > 0 && offset + count < total).then(|| link(offset + count));
+    let next = (count > 0 && offset.saturating_add(count) < total)
+        .then(|| link(offset.saturating_add(count)));
     (link(offset), next)
 }
 
@@ -357,8 +358,8 @@ async fn require_any(
 
 /// The server's CapabilityStatement.
 ///
-/// Lists exactly what is supported: `read` and `search-type` (by subject) of CarePlan and
-/// ServiceRequest. Needs a bearer token (any scope).
+/// Lists exactly what is supported: `read`, `vread`, `history-instance` and `search-type` (by
+/// subject, by GET or POST) of CarePlan and ServiceRequest. Needs a bearer token (any scope).
 #[utoipa::path(tag = "fhir", operation_id = "fhirCapabilities",
     params(("_format" = Option<String>, Query, description = "`json` (the only format)")),
     responses(
@@ -440,14 +441,221 @@ pub async fn read_care_plan(
         writer.record(None, vec![entry]).await?;
         return Ok(versioned(&req, &resource, rec.version(), rec.updated_at()));
     }
-    let table = if may(&caller, Kind::PreferencePlan, Interaction::Read) {
+    care_plan_not_found(&st, &caller, id, "read").await
+}
+
+/// Read one version of a CarePlan (FHIR `vread`): a plan or protocol as it was.
+///
+/// Every version of a plan or safety protocol is kept; `vid` is its `meta.versionId` (1 for the
+/// first). Scopes as for a read; audited as `read_versions`.
+#[utoipa::path(tag = "fhir", operation_id = "fhirVreadCarePlan",
+    params(("id" = String, Path, description = "Plan or safety protocol id"),
+        ("vid" = String, Path, description = "The version, from 1"),
+        ("_format" = Option<String>, Query, description = "`json` (the only format)"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag read before, e.g. W/\"3\": 304 when it is this version")),
+    responses(
+        (status = 200, description = "The CarePlan at that version", body = FhirResource, content_type = "application/fhir+json",
+            headers(("ETag" = String, description = "W/\"<version>\""), ("Last-Modified" = String, description = "When that version was recorded"))),
+        (status = 304, description = "The ETag given in If-None-Match is this version"),
+    ),
+    security(("bearer" = ["plans:read", "protocols:read"])))]
+#[get("/CarePlan/{id}/_history/{vid}")]
+pub async fn vread_care_plan(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    writer: web::Data<Writer>,
+    caller: Result<Caller, ApiError>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, FhirError> {
+    let caller = caller?;
+    negotiate(&req, &Params::of(&req))?;
+    require_any(
+        &st,
+        &caller,
+        &[Kind::PreferencePlan, Kind::SafetyProtocol],
+        Interaction::Read,
+        "plan",
+        "read_versions",
+    )
+    .await?;
+    let (id, vid) = path.into_inner();
+    let (Ok(id), Some(vid)) = (Uuid::parse_str(&id), version_id(&vid)) else {
+        return Err(ApiError::NotFound.into());
+    };
+    for (allowed, kind) in [
+        (Kind::PreferencePlan, CarePlanKind::PreferencePlan),
+        (Kind::SafetyProtocol, CarePlanKind::SafetyProtocol),
+    ] {
+        if !may(&caller, allowed, Interaction::Read) {
+            continue;
+        }
+        let Some(found) =
+            stored::versions(&st.store, kind, &caller.tenant, id, Some(vid + 1), 1).await?
+        else {
+            continue;
+        };
+        let Some(rec) = found.into_iter().find(|r| r.version() == vid) else {
+            // The record exists, not this version of it.
+            break;
+        };
+        let entry = st.audit_entry(
+            &caller,
+            "read_versions",
+            rec.table().resource_type,
+            Some(id),
+            Some(rec.subject()),
+            "success",
+        );
+        writer.record(None, vec![entry]).await?;
+        return Ok(versioned(&req, &rec.to_fhir(), vid, rec.updated_at()));
+    }
+    care_plan_not_found(&st, &caller, id, "read_versions").await
+}
+
+/// A CarePlan's history (FHIR `history-instance`): a `history` Bundle of its versions, newest
+/// first.
+///
+/// Paged like a search (`_count`, `_offset`, the `next` link); `total` is the number of
+/// versions. Each entry says how the version was made (`POST` for the first, `PUT` after) with
+/// its ETag and when it was recorded. Scopes as for a read; audited as `read_versions`.
+#[utoipa::path(tag = "fhir", operation_id = "fhirHistoryCarePlan",
+    params(("id" = String, Path, description = "Plan or safety protocol id"),
+        ("_count" = Option<u32>, Query, description = "Page size, 0–200 (default 50; 0 gives only the total)"),
+        ("_offset" = Option<u32>, Query, description = "Where the page starts; follow the Bundle's next link rather than setting it"),
+        ("_format" = Option<String>, Query, description = "`json` (the only format)")),
+    responses(
+        (status = 200, description = "A history Bundle", body = FhirResource, content_type = "application/fhir+json"),
+    ),
+    security(("bearer" = ["plans:read", "protocols:read"])))]
+#[get("/CarePlan/{id}/_history")]
+pub async fn care_plan_history(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    writer: web::Data<Writer>,
+    caller: Result<Caller, ApiError>,
+    cfg: web::Data<FhirSettings>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, FhirError> {
+    let caller = caller?;
+    let params = Params::of(&req);
+    negotiate(&req, &params)?;
+    require_any(
+        &st,
+        &caller,
+        &[Kind::PreferencePlan, Kind::SafetyProtocol],
+        Interaction::Read,
+        "plan",
+        "read_versions",
+    )
+    .await?;
+    check_handling(&req, &params)?;
+    let (count, offset) = page(&params)?;
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return Err(ApiError::NotFound.into());
+    };
+    for (allowed, kind) in [
+        (Kind::PreferencePlan, CarePlanKind::PreferencePlan),
+        (Kind::SafetyProtocol, CarePlanKind::SafetyProtocol),
+    ] {
+        if !may(&caller, allowed, Interaction::Read) {
+            continue;
+        }
+        let Some(current) = stored::get(&st.store, kind, &caller.tenant, id).await? else {
+            continue;
+        };
+        let latest = current.version();
+        let shown = match history_window(latest, count, offset) {
+            None => Vec::new(),
+            Some(below) => stored::versions(
+                &st.store,
+                kind,
+                &caller.tenant,
+                id,
+                Some(below),
+                count as i64,
+            )
+            .await?
+            .unwrap_or_default(),
+        };
+        let entry = st.audit_entry(
+            &caller,
+            "read_versions",
+            current.table().resource_type,
+            Some(id),
+            Some(current.subject()),
+            "success",
+        );
+        writer.record(None, vec![entry]).await?;
+        let versions = shown
+            .iter()
+            .map(|rec| (rec.to_fhir(), rec.version(), rec.updated_at()))
+            .collect();
+        return Ok(fhir_json(&history_bundle(
+            &fhir_base(&req, &cfg),
+            "CarePlan",
+            id,
+            latest,
+            (count, offset),
+            versions,
+        )));
+    }
+    care_plan_not_found(&st, &caller, id, "read_versions").await
+}
+
+/// The versions a history page shows, numbered from 1 and all kept: `Some(below)` to read
+/// `count` versions below that number (newest first), `None` for an empty page.
+fn history_window(latest: i64, count: usize, offset: usize) -> Option<i64> {
+    let offset = i64::try_from(offset).ok()?;
+    (count > 0 && offset < latest).then(|| latest - offset + 1)
+}
+
+/// A history Bundle of one resource: `versions` are (resource, version, recorded), newest
+/// first; `total` is `latest`; links page by `_count` and `_offset`.
+fn history_bundle(
+    base: &str,
+    resource_type: &str,
+    id: Uuid,
+    latest: i64,
+    (count, offset): (usize, usize),
+    versions: Vec<(Value, i64, DateTime<Utc>)>,
+) -> Value {
+    let total = usize::try_from(latest).unwrap_or(0);
+    let full_url = format!("{base}/{resource_type}/{id}");
+    let link = |offset: usize| format!("{full_url}/_history?_count={count}&_offset={offset}");
+    let next = (count > 0 && offset.saturating_add(count) < total)
+        .then(|| link(offset.saturating_add(count)));
+    let entries = versions
+        .into_iter()
+        .map(|(resource, version, recorded)| mapping::HistoryEntry {
+            full_url: full_url.clone(),
+            resource,
+            version,
+            recorded,
+        })
+        .collect();
+    mapping::history(total, entries, &link(offset), next.as_deref(), Utc::now())
+}
+
+/// The version number of a `_history/{vid}` path: 1 or more.
+fn version_id(vid: &str) -> Option<i64> {
+    vid.parse::<i64>().ok().filter(|v| *v >= 1 && *v < i64::MAX)
+}
+
+/// 404 for a CarePlan id (or version) the caller may not see, audited on the kind it may read.
+async fn care_plan_not_found(
+    st: &AppState,
+    caller: &Caller,
+    id: Uuid,
+    action: &'static str,
+) -> Result<HttpResponse, FhirError> {
+    let table = if may(caller, Kind::PreferencePlan, Interaction::Read) {
         PLANS
     } else {
         SAFETY_PROTOCOLS
     };
     st.audit(
-        &caller,
-        "read",
+        caller,
+        action,
         table.resource_type,
         Some(id),
         None,
@@ -638,6 +846,163 @@ pub async fn read_service_request(
     ))
 }
 
+/// Read one version of a ServiceRequest (FHIR `vread`): a referral as it was.
+///
+/// Each status change of a referral is a new version, all kept; `vid` is its `meta.versionId`.
+/// Scopes as for a read; audited as `read_versions`.
+#[utoipa::path(tag = "fhir", operation_id = "fhirVreadServiceRequest",
+    params(("id" = String, Path, description = "Referral id"),
+        ("vid" = String, Path, description = "The version, from 1"),
+        ("_format" = Option<String>, Query, description = "`json` (the only format)"),
+        ("If-None-Match" = Option<String>, Header, description = "An ETag read before, e.g. W/\"3\": 304 when it is this version")),
+    responses(
+        (status = 200, description = "The ServiceRequest at that version", body = FhirResource, content_type = "application/fhir+json",
+            headers(("ETag" = String, description = "W/\"<version>\""), ("Last-Modified" = String, description = "When that version was recorded"))),
+        (status = 304, description = "The ETag given in If-None-Match is this version"),
+    ),
+    security(("bearer" = ["referrals:read"])))]
+#[get("/ServiceRequest/{id}/_history/{vid}")]
+pub async fn vread_service_request(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    writer: web::Data<Writer>,
+    caller: Result<Caller, ApiError>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, FhirError> {
+    let caller = caller?;
+    negotiate(&req, &Params::of(&req))?;
+    require_any(
+        &st,
+        &caller,
+        &[Kind::Referral],
+        Interaction::Read,
+        "referral",
+        "read_versions",
+    )
+    .await?;
+    let (id, vid) = path.into_inner();
+    let (Ok(id), Some(vid)) = (Uuid::parse_str(&id), version_id(&vid)) else {
+        return Err(ApiError::NotFound.into());
+    };
+    let found = st
+        .store
+        .referral_versions(&caller.tenant, id, Some(vid + 1), 1)
+        .await?
+        .into_iter()
+        .find(|r| r.meta.version == vid);
+    let Some(r) = found else {
+        st.audit(
+            &caller,
+            "read_versions",
+            "referral",
+            Some(id),
+            None,
+            "not_found",
+        )
+        .await?;
+        return Err(ApiError::NotFound.into());
+    };
+    let entry = st.audit_entry(
+        &caller,
+        "read_versions",
+        "referral",
+        Some(id),
+        Some(&r.meta.subject),
+        "success",
+    );
+    writer.record(None, vec![entry]).await?;
+    Ok(versioned(
+        &req,
+        &service_request(&r),
+        vid,
+        r.meta.updated_at.0,
+    ))
+}
+
+/// A ServiceRequest's history (FHIR `history-instance`): a `history` Bundle of the referral's
+/// versions (one per status change), newest first.
+///
+/// Paged like a search (`_count`, `_offset`, the `next` link); `total` is the number of
+/// versions. Scopes as for a read; audited as `read_versions`.
+#[utoipa::path(tag = "fhir", operation_id = "fhirHistoryServiceRequest",
+    params(("id" = String, Path, description = "Referral id"),
+        ("_count" = Option<u32>, Query, description = "Page size, 0–200 (default 50; 0 gives only the total)"),
+        ("_offset" = Option<u32>, Query, description = "Where the page starts; follow the Bundle's next link rather than setting it"),
+        ("_format" = Option<String>, Query, description = "`json` (the only format)")),
+    responses(
+        (status = 200, description = "A history Bundle", body = FhirResource, content_type = "application/fhir+json"),
+    ),
+    security(("bearer" = ["referrals:read"])))]
+#[get("/ServiceRequest/{id}/_history")]
+pub async fn service_request_history(
+    req: HttpRequest,
+    st: web::Data<AppState>,
+    writer: web::Data<Writer>,
+    caller: Result<Caller, ApiError>,
+    cfg: web::Data<FhirSettings>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, FhirError> {
+    let caller = caller?;
+    let params = Params::of(&req);
+    negotiate(&req, &params)?;
+    require_any(
+        &st,
+        &caller,
+        &[Kind::Referral],
+        Interaction::Read,
+        "referral",
+        "read_versions",
+    )
+    .await?;
+    check_handling(&req, &params)?;
+    let (count, offset) = page(&params)?;
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return Err(ApiError::NotFound.into());
+    };
+    let Some(current) = st.store.get_referral(&caller.tenant, id).await? else {
+        st.audit(
+            &caller,
+            "read_versions",
+            "referral",
+            Some(id),
+            None,
+            "not_found",
+        )
+        .await?;
+        return Err(ApiError::NotFound.into());
+    };
+    let latest = current.meta.version;
+    let shown = match history_window(latest, count, offset) {
+        None => Vec::new(),
+        Some(below) => {
+            st.store
+                .referral_versions(&caller.tenant, id, Some(below), count as i64)
+                .await?
+        }
+    };
+    let entry = st.audit_entry(
+        &caller,
+        "read_versions",
+        "referral",
+        Some(id),
+        Some(&current.meta.subject),
+        "success",
+    );
+    writer.record(None, vec![entry]).await?;
+    let versions = shown
+        .iter()
+        .map(|r| (service_request(r), r.meta.version, r.meta.updated_at.0))
+        .collect();
+    Ok(fhir_json(&history_bundle(
+        &fhir_base(&req, &cfg),
+        "ServiceRequest",
+        id,
+        latest,
+        (count, offset),
+        versions,
+    )))
+}
+
 fn service_request(r: &ReferralRecord) -> Value {
     mapping::referral_service_request(&r.state, &stored::meta(&r.meta), Utc::now())
 }
@@ -813,9 +1178,13 @@ pub fn configure(cfg: &mut utoipa_actix_web::service_config::ServiceConfig) {
             .service(search_care_plans)
             .service(search_care_plans_post)
             .service(read_care_plan)
+            .service(vread_care_plan)
+            .service(care_plan_history)
             .service(search_service_requests)
             .service(search_service_requests_post)
-            .service(read_service_request),
+            .service(read_service_request)
+            .service(vread_service_request)
+            .service(service_request_history),
     );
 }
 
@@ -874,6 +1243,9 @@ mod tests {
         );
         assert!(links("b", "CarePlan", "Patient/1", 1, 1, 2).1.is_none());
         assert!(links("b", "CarePlan", "Patient/1", 0, 0, 2).1.is_none());
+        assert!(links("b", "CarePlan", "Patient/1", 50, usize::MAX, 2)
+            .1
+            .is_none());
     }
 
     #[test]

@@ -472,13 +472,19 @@ pub fn referral_service_request(r: &ReferralState, m: &RecordMeta, now: DateTime
 pub fn capability_statement(base: Option<&str>, cors: bool) -> Value {
     let reference =
         |name: &str, doc: &str| json!({"name": name, "type": "reference", "documentation": doc});
-    let resource = |ty: &str, profile_doc: &str| {
+    // `history`: every version kept and readable (vread, history-instance).
+    let resource = |ty: &str, profile_doc: &str, history: bool| {
+        let interaction = if history {
+            json!([{"code": "read"}, {"code": "vread"}, {"code": "history-instance"}, {"code": "search-type"}])
+        } else {
+            json!([{"code": "read"}, {"code": "search-type"}])
+        };
         json!({
             "type": ty,
             "documentation": profile_doc,
-            "interaction": [{"code": "read"}, {"code": "search-type"}],
+            "interaction": interaction,
             "versioning": "versioned",
-            "readHistory": false,
+            "readHistory": history,
             "conditionalRead": "not-match",
             "updateCreate": false,
             "searchParam": [
@@ -516,11 +522,69 @@ pub fn capability_statement(base: Option<&str>, cors: bool) -> Value {
             },
             "resource": [
                 resource("CarePlan", &format!(
-                    "Preference plans (category {}) and safety protocols (category {}); extensions under {CANONICAL}/StructureDefinition/.",
-                    CarePlanKind::PreferencePlan.code(), CarePlanKind::SafetyProtocol.code())),
-                resource("ServiceRequest", "Face-to-face fallback referrals (SNOMED CT 3457005 Patient referral)."),
+                    "Preference plans (category {}) and safety protocols (category {}); extensions under {CANONICAL}/StructureDefinition/. Every version is kept: vread (CarePlan/[id]/_history/[vid]) and the history of one CarePlan (CarePlan/[id]/_history, newest first, paged by _count).",
+                    CarePlanKind::PreferencePlan.code(), CarePlanKind::SafetyProtocol.code()), true),
+                resource("ServiceRequest", "Face-to-face fallback referrals (SNOMED CT 3457005 Patient referral). Each status change is a version, all kept: vread and the history of one ServiceRequest.", true),
             ],
         }],
+    }))
+}
+
+/// One version of a resource in a `history` Bundle.
+pub struct HistoryEntry {
+    /// The resource's absolute URL (without the version).
+    pub full_url: String,
+    /// The resource as it was at this version (its `meta.versionId` is the version).
+    pub resource: Value,
+    pub version: i64,
+    /// When this version was recorded.
+    pub recorded: DateTime<Utc>,
+}
+
+/// A `history` Bundle of one resource's versions, newest first: each entry with the request
+/// that made the version (`POST` for the first, `PUT` after) and its response (status, `ETag`,
+/// `Last-Modified`), as FHIR requires of a history.
+pub fn history(
+    total: usize,
+    entries: Vec<HistoryEntry>,
+    self_link: &str,
+    next_link: Option<&str>,
+    now: DateTime<Utc>,
+) -> Value {
+    let mut links = vec![json!({"relation": "self", "url": self_link})];
+    if let Some(n) = next_link {
+        links.push(json!({"relation": "next", "url": n}));
+    }
+    let entries: Vec<Value> = entries
+        .into_iter()
+        .map(|e| {
+            let (method, status) = if e.version == 1 {
+                ("POST", "201")
+            } else {
+                ("PUT", "200")
+            };
+            let url = format!(
+                "{}/{}",
+                e.resource["resourceType"].as_str().unwrap_or_default(),
+                e.resource["id"].as_str().unwrap_or_default()
+            );
+            json!({
+                "fullUrl": e.full_url,
+                "resource": e.resource,
+                "request": {"method": method, "url": url},
+                "response": {"status": status, "etag": format!("W/\"{}\"", e.version),
+                             "lastModified": instant(e.recorded)},
+            })
+        })
+        .collect();
+    prune(json!({
+        "resourceType": "Bundle",
+        "id": Uuid::new_v4().to_string(),
+        "meta": {"lastUpdated": instant(now)},
+        "type": "history",
+        "total": total,
+        "link": links,
+        "entry": entries,
     }))
 }
 
@@ -920,12 +984,13 @@ mod tests {
             .map(|r| r["type"].as_str().unwrap())
             .collect();
         assert_eq!(types, ["CarePlan", "ServiceRequest"]);
-        for r in resources {
-            assert_eq!(
-                r["interaction"],
-                json!([{"code": "read"}, {"code": "search-type"}])
-            );
-        }
+        assert_eq!(
+            resources[0]["interaction"],
+            json!([{"code": "read"}, {"code": "vread"}, {"code": "history-instance"}, {"code": "search-type"}])
+        );
+        assert_eq!(resources[0]["readHistory"], true);
+        assert_eq!(resources[1]["interaction"], resources[0]["interaction"]);
+        assert_eq!(resources[1]["readHistory"], true);
         assert!(capability_statement(None, false).get("url").is_none());
         assert_eq!(cs["rest"][0]["security"]["cors"], false);
         assert_eq!(
@@ -956,6 +1021,40 @@ mod tests {
         assert_clean(&empty);
         assert!(empty.get("entry").is_none());
         assert_eq!(empty["total"], 0);
+    }
+
+    #[test]
+    fn a_history_has_each_versions_request_and_response() {
+        let now = meta_fixture().updated_at;
+        let entry = |version: i64| HistoryEntry {
+            full_url: "https://x/fhir/R4/CarePlan/p1".into(),
+            resource: json!({"resourceType": "CarePlan", "id": "p1",
+                "meta": {"versionId": version.to_string()}}),
+            version,
+            recorded: now,
+        };
+        let b = history(
+            3,
+            vec![entry(3), entry(2)],
+            "https://x/fhir/R4/CarePlan/p1/_history?_count=2",
+            Some("https://x/fhir/R4/CarePlan/p1/_history?_count=2&_offset=2"),
+            now,
+        );
+        assert_clean(&b);
+        assert_eq!(b["type"], "history");
+        assert_eq!(b["total"], 3);
+        assert_eq!(
+            b["entry"][0]["request"],
+            json!({"method": "PUT", "url": "CarePlan/p1"})
+        );
+        assert_eq!(b["entry"][0]["response"]["status"], "200");
+        assert_eq!(b["entry"][0]["response"]["etag"], "W/\"3\"");
+        assert_eq!(b["entry"][0]["response"]["lastModified"], instant(now));
+        assert!(b["entry"][0].get("search").is_none());
+        let first = history(1, vec![entry(1)], "https://x/h", None, now);
+        assert_eq!(first["entry"][0]["request"]["method"], "POST");
+        assert_eq!(first["entry"][0]["response"]["status"], "201");
+        assert_eq!(first["link"].as_array().unwrap().len(), 1);
     }
 
     #[test]

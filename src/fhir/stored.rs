@@ -104,3 +104,25 @@ pub async fn list(
             .collect(),
     })
 }
+
+/// Versions of the record of this kind with this id, newest first, below `before_version` when
+/// given; `None` when the tenant has no such record.
+pub async fn versions(
+    store: &Store,
+    kind: CarePlanKind,
+    tenant: &str,
+    id: Uuid,
+    before_version: Option<i64>,
+    limit: i64,
+) -> DbResult<Option<Vec<CarePlanRecord>>> {
+    Ok(match kind {
+        CarePlanKind::PreferencePlan => store
+            .list_versions::<Plan>(tenant, id, before_version, limit)
+            .await?
+            .map(|v| v.into_iter().map(CarePlanRecord::Plan).collect()),
+        CarePlanKind::SafetyProtocol => store
+            .list_versions::<SafetyProtocol>(tenant, id, before_version, limit)
+            .await?
+            .map(|v| v.into_iter().map(CarePlanRecord::Protocol).collect()),
+    })
+}

@@ -511,6 +511,18 @@ on_both_engines!(
         )
         .await;
         assert_eq!(r.body["total"], 3, "{}", r.body);
+        // An offset past the end (the largest there is): the total, no entry, no next link.
+        let r = fhir_post_form(
+            &app,
+            "/fhir/R4/CarePlan/_search",
+            &all("t1"),
+            Some(FORM),
+            "subject=Patient/1&_offset=18446744073709551615",
+            &[],
+        )
+        .await;
+        assert_eq!(r.body["total"], 2, "{}", r.body);
+        assert!(r.body.get("entry").is_none() && link(&r.body, "next").is_none());
 
         // Each record listed is audited, as for GET searches.
         let audit = app
@@ -684,6 +696,280 @@ on_both_engines!(
         )
         .await;
         assert_eq!(r.body["total"], 1, "{}", r.body);
+    }
+);
+
+on_both_engines!(
+    every_care_plan_version_reads_by_vread_and_in_its_history,
+    |app: TestApp| async move {
+        let plan = app.post("/v1/plans", "t1", &plan_body("Patient/7")).await;
+        let id = plan.body["id"].as_str().unwrap().to_string();
+        for (version, days) in [(1, 30), (2, 60)] {
+            let mut changed = plan_body("Patient/7");
+            changed["review_interval_days"] = json!(days);
+            let r = app
+                .put(
+                    &format!("/v1/plans/{id}"),
+                    "t1",
+                    &changed,
+                    &format!("\"{version}\""),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+        let protocol = app
+            .post(
+                "/v1/safety-protocols",
+                "t1",
+                &protocol_body("Patient/7", "low"),
+            )
+            .await;
+        let protocol_id = protocol.body["id"].as_str().unwrap().to_string();
+
+        // vread: each version as it was, with its own ETag; the current one is the read's.
+        let current = fhir_get(&app, &format!("/fhir/R4/CarePlan/{id}"), &all("t1"), &[]).await;
+        let mut versions = Vec::new();
+        for v in 1..=3 {
+            let r = fhir_get(
+                &app,
+                &format!("/fhir/R4/CarePlan/{id}/_history/{v}"),
+                &all("t1"),
+                &[],
+            )
+            .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            assert_eq!(r.body["meta"]["versionId"], v.to_string());
+            assert_eq!(r.header("etag"), Some(format!("W/\"{v}\"").as_str()));
+            assert!(r.header("last-modified").is_some());
+            versions.push(r.body);
+        }
+        assert_eq!(versions[2], current.body);
+        assert_ne!(versions[0], versions[1]);
+        let r = fhir_get(
+            &app,
+            &format!("/fhir/R4/CarePlan/{id}/_history/2"),
+            &all("t1"),
+            &[("If-None-Match", "W/\"2\"")],
+        )
+        .await;
+        assert_eq!(r.status, 304);
+        // No such version, no such record, another tenant's: 404.
+        for (path, tenant) in [
+            (format!("/fhir/R4/CarePlan/{id}/_history/4"), "t1"),
+            (format!("/fhir/R4/CarePlan/{id}/_history/0"), "t1"),
+            (format!("/fhir/R4/CarePlan/{id}/_history/two"), "t1"),
+            (
+                format!("/fhir/R4/CarePlan/{id}/_history/9223372036854775807"),
+                "t1",
+            ),
+            (format!("/fhir/R4/CarePlan/{id}/_history/1"), "t2"),
+            (format!("/fhir/R4/CarePlan/{id}/_history"), "t2"),
+            (
+                "/fhir/R4/CarePlan/01a2514d-0503-7569-a181-875fa094fff6/_history".to_string(),
+                "t1",
+            ),
+        ] {
+            let r = fhir_get(&app, &path, &all(tenant), &[]).await;
+            assert_outcome(&r, 404, "not-found");
+        }
+
+        // The history: newest first, how each version was made, paged.
+        let r = fhir_get(
+            &app,
+            &format!("/fhir/R4/CarePlan/{id}/_history"),
+            &all("t1"),
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["type"], "history");
+        assert_eq!(r.body["total"], 3);
+        let entries = r.body["entry"].as_array().unwrap();
+        let shown: Vec<&Value> = entries.iter().map(|e| &e["resource"]).collect();
+        assert_eq!(shown, [&versions[2], &versions[1], &versions[0]]);
+        let methods: Vec<&str> = entries
+            .iter()
+            .map(|e| e["request"]["method"].as_str().unwrap())
+            .collect();
+        assert_eq!(methods, ["PUT", "PUT", "POST"]);
+        assert_eq!(entries[2]["response"]["status"], "201");
+        assert_eq!(entries[0]["response"]["etag"], "W/\"3\"");
+        assert_eq!(entries[0]["request"]["url"], format!("CarePlan/{id}"));
+        assert!(entries[0]["fullUrl"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/fhir/R4/CarePlan/{id}")));
+        let page = fhir_get(
+            &app,
+            &format!("/fhir/R4/CarePlan/{id}/_history?_count=2"),
+            &all("t1"),
+            &[],
+        )
+        .await;
+        assert_eq!(page.body["entry"].as_array().unwrap().len(), 2);
+        let next = link(&page.body, "next").expect("a next link").to_string();
+        let rest = fhir_get(&app, &path_of(&next), &all("t1"), &[]).await;
+        assert_eq!(rest.body["total"], 3);
+        assert_eq!(rest.body["entry"].as_array().unwrap().len(), 1);
+        assert_eq!(rest.body["entry"][0]["resource"], versions[0]);
+        assert!(link(&rest.body, "next").is_none());
+        for q in ["_count=0", "_offset=3", "_offset=18446744073709551615"] {
+            let r = fhir_get(
+                &app,
+                &format!("/fhir/R4/CarePlan/{id}/_history?{q}"),
+                &all("t1"),
+                &[],
+            )
+            .await;
+            assert_eq!(r.body["total"], 3, "{q}");
+            assert!(r.body.get("entry").is_none(), "{q}");
+        }
+        let r = fhir_get(
+            &app,
+            &format!("/fhir/R4/CarePlan/{id}/_history?_since=2026-01-01"),
+            &all("t1"),
+            &[("Prefer", "handling=strict")],
+        )
+        .await;
+        assert_outcome(&r, 400, "invalid");
+        // A safety protocol's history is its own.
+        let r = fhir_get(
+            &app,
+            &format!("/fhir/R4/CarePlan/{protocol_id}/_history"),
+            &all("t1"),
+            &[],
+        )
+        .await;
+        assert_eq!(r.body["total"], 1, "{}", r.body);
+        assert_eq!(
+            r.body["entry"][0]["resource"]["category"][1]["coding"][0]["code"],
+            "telemental-safety-protocol"
+        );
+
+        // Scopes as for a read: each kind with its own, SMART's read permission for both, and
+        // a search-only scope reads no version.
+        let protocols_only = token("t1", "protocols:read");
+        let r = fhir_get(
+            &app,
+            &format!("/fhir/R4/CarePlan/{id}/_history/1"),
+            &protocols_only,
+            &[],
+        )
+        .await;
+        assert_outcome(&r, 404, "not-found");
+        let r = fhir_get(
+            &app,
+            &format!("/fhir/R4/CarePlan/{protocol_id}/_history"),
+            &protocols_only,
+            &[],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let smart_read = token("t1", "system/CarePlan.r");
+        let r = fhir_get(
+            &app,
+            &format!("/fhir/R4/CarePlan/{id}/_history"),
+            &smart_read,
+            &[],
+        )
+        .await;
+        assert_eq!(r.body["total"], 3, "{}", r.body);
+        let smart_search = token("t1", "system/CarePlan.s");
+        let r = fhir_get(
+            &app,
+            &format!("/fhir/R4/CarePlan/{id}/_history/1"),
+            &smart_search,
+            &[],
+        )
+        .await;
+        assert_outcome(&r, 403, "forbidden");
+
+        // A referral: a version per status change, the statuses as they were.
+        let referral = app
+            .post("/v1/referrals", "t1", &referral_body("Patient/7", "urgent"))
+            .await;
+        let rid = referral.body["id"].as_str().unwrap().to_string();
+        for body in [
+            json!({"status": "scheduled", "appointment_at": "2026-12-01T09:30:00Z"}),
+            json!({"status": "cancelled"}),
+        ] {
+            let r = app
+                .post(&format!("/v1/referrals/{rid}/status"), "t1", &body)
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+        let r = fhir_get(
+            &app,
+            &format!("/fhir/R4/ServiceRequest/{rid}/_history"),
+            &all("t1"),
+            &[],
+        )
+        .await;
+        assert_eq!(r.body["type"], "history", "{}", r.body);
+        assert_eq!(r.body["total"], 3);
+        let statuses: Vec<&str> = r.body["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"]["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(statuses, ["revoked", "active", "active"]);
+        assert_eq!(
+            r.body["entry"][1]["resource"]["occurrenceDateTime"],
+            "2026-12-01T09:30:00.000Z"
+        );
+        let first = fhir_get(
+            &app,
+            &format!("/fhir/R4/ServiceRequest/{rid}/_history/1"),
+            &all("t1"),
+            &[],
+        )
+        .await;
+        assert_eq!(first.status, 200, "{}", first.body);
+        assert_eq!(first.body["meta"]["versionId"], "1");
+        assert_eq!(first.header("etag"), Some("W/\"1\""));
+        assert!(first.body.get("occurrenceDateTime").is_none());
+        for (path, scope) in [
+            (
+                format!("/fhir/R4/ServiceRequest/{rid}/_history/4"),
+                ALL_SCOPES,
+            ),
+            (format!("/fhir/R4/ServiceRequest/{id}/_history"), ALL_SCOPES),
+            (
+                format!("/fhir/R4/ServiceRequest/{id}/_history/1"),
+                ALL_SCOPES,
+            ),
+        ] {
+            let r = fhir_get(&app, &path, &token("t1", scope), &[]).await;
+            assert_outcome(&r, 404, "not-found");
+        }
+        let r = fhir_get(
+            &app,
+            &format!("/fhir/R4/ServiceRequest/{rid}/_history"),
+            &token("t1", "plans:read"),
+            &[],
+        )
+        .await;
+        assert_outcome(&r, 403, "forbidden");
+
+        // Audited as reads of versions, like GET /v1/plans/{id}/versions.
+        let audit = app
+            .get(
+                "/v1/audit-events?subject=Patient/7&resource_type=plan",
+                "t1",
+            )
+            .await;
+        let read_versions = audit.body["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "read_versions" && e["outcome"] == "success")
+            .count();
+        assert!(
+            read_versions >= 10,
+            "{read_versions} read_versions rows: {}",
+            audit.body
+        );
     }
 );
 
