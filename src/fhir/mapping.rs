@@ -551,11 +551,7 @@ pub fn history(
     next_link: Option<&str>,
     now: DateTime<Utc>,
 ) -> Value {
-    let mut links = vec![json!({"relation": "self", "url": self_link})];
-    if let Some(n) = next_link {
-        links.push(json!({"relation": "next", "url": n}));
-    }
-    let entries: Vec<Value> = entries
+    let entries = entries
         .into_iter()
         .map(|e| {
             let (method, status) = if e.version == 1 {
@@ -577,15 +573,7 @@ pub fn history(
             })
         })
         .collect();
-    prune(json!({
-        "resourceType": "Bundle",
-        "id": Uuid::new_v4().to_string(),
-        "meta": {"lastUpdated": instant(now)},
-        "type": "history",
-        "total": total,
-        "link": links,
-        "entry": entries,
-    }))
+    paged_bundle("history", total, entries, self_link, next_link, now)
 }
 
 /// A `searchset` Bundle. `entries` are (fullUrl, resource).
@@ -596,21 +584,34 @@ pub fn searchset(
     next_link: Option<&str>,
     now: DateTime<Utc>,
 ) -> Value {
-    let mut links = vec![json!({"relation": "self", "url": self_link})];
-    if let Some(n) = next_link {
-        links.push(json!({"relation": "next", "url": n}));
-    }
-    let entries: Vec<Value> = entries
+    let entries = entries
         .into_iter()
         .map(|(full_url, resource)| {
             json!({"fullUrl": full_url, "resource": resource, "search": {"mode": "match"}})
         })
         .collect();
+    paged_bundle("searchset", total, entries, self_link, next_link, now)
+}
+
+/// A Bundle of one page (`searchset` or `history`): `total`, the `self` link and the `next`
+/// link while more remain, and the page's entries.
+fn paged_bundle(
+    kind: &str,
+    total: usize,
+    entries: Vec<Value>,
+    self_link: &str,
+    next_link: Option<&str>,
+    now: DateTime<Utc>,
+) -> Value {
+    let mut links = vec![json!({"relation": "self", "url": self_link})];
+    if let Some(n) = next_link {
+        links.push(json!({"relation": "next", "url": n}));
+    }
     prune(json!({
         "resourceType": "Bundle",
         "id": Uuid::new_v4().to_string(),
         "meta": {"lastUpdated": instant(now)},
-        "type": "searchset",
+        "type": kind,
         "total": total,
         "link": links,
         "entry": entries,

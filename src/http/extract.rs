@@ -257,15 +257,7 @@ impl<T: Input> FromRequest for ValidJson<T> {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|s| s.to_ascii_lowercase());
-        let declared_len = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.parse::<usize>().ok());
-        let body_timeout = req
-            .app_data::<actix_web::web::Data<BodyTimeout>>()
-            .map(|t| t.0)
-            .unwrap_or(DEFAULT_BODY_TIMEOUT);
+        let (declared_len, body_timeout) = length_and_timeout(req);
         let mut payload = payload.take();
         Box::pin(async move {
             Ok(ValidJson(
@@ -304,6 +296,21 @@ async fn read_json<T: Input>(
         return Err(ApiError::Invalid(errors));
     }
     parse_value::<T>(value)
+}
+
+/// A request's declared `Content-Length` (when it parses) and how long its body may take
+/// (`TELEMENTAL_BODY_TIMEOUT`, as app data).
+fn length_and_timeout(req: &HttpRequest) -> (Option<usize>, std::time::Duration) {
+    let declared_len = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<usize>().ok());
+    let body_timeout = req
+        .app_data::<actix_web::web::Data<BodyTimeout>>()
+        .map(|t| t.0)
+        .unwrap_or(DEFAULT_BODY_TIMEOUT);
+    (declared_len, body_timeout)
 }
 
 /// Reads a whole body of at most `limit` bytes (413 with `too_large` beyond), within
@@ -369,15 +376,7 @@ impl FromRequest for FormBody {
             .headers()
             .get(header::CONTENT_TYPE)
             .map(|v| v.to_str().map(str::to_ascii_lowercase));
-        let declared_len = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|s| s.parse::<usize>().ok());
-        let body_timeout = req
-            .app_data::<actix_web::web::Data<BodyTimeout>>()
-            .map(|t| t.0)
-            .unwrap_or(DEFAULT_BODY_TIMEOUT);
+        let (declared_len, body_timeout) = length_and_timeout(req);
         let mut payload = payload.take();
         Box::pin(async move {
             let read = async {
