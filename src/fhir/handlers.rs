@@ -42,7 +42,9 @@ const DEFAULT_COUNT: usize = 50;
 
 /// Every search parameter this server reads; others are ignored (FHIR's lenient handling),
 /// or refused with `Prefer: handling=strict`.
-const SEARCH_PARAMETERS: [&str; 5] = ["subject", "patient", "_count", "_offset", "_format"];
+const SEARCH_PARAMETERS: [&str; 6] = [
+    "subject", "patient", "_count", "_offset", "_format", "_summary",
+];
 
 /// The query parameters (and a POSTed search's form), decoded once.
 struct Params(Vec<(String, String)>);
@@ -233,9 +235,20 @@ fn search_subject(params: &Params) -> Result<String, FhirError> {
     Ok(s)
 }
 
-/// `_count` (0–200; larger values are cut to 200) and `_offset`.
+/// `_count` (0–200; larger values are cut to 200) and `_offset`; `_summary=count` is
+/// `_count=0` (the total alone), `_summary=false` the default (whole resources).
 fn page(params: &Params) -> Result<(usize, usize), FhirError> {
+    let summary_count = match params.one("_summary")? {
+        None | Some("false") => false,
+        Some("count") => true,
+        Some(_) => {
+            return Err(bad(
+                "_summary may be count (the total alone) or false (whole resources) here",
+            ))
+        }
+    };
     let count = match params.one("_count")? {
+        _ if summary_count => 0,
         None => DEFAULT_COUNT,
         Some(c) => c
             .trim()
@@ -318,6 +331,10 @@ pub struct FhirSearchForm {
     #[serde(rename = "_offset")]
     #[schema(nullable = false)]
     offset: Option<u32>,
+    /// `count`: the total alone (as `_count=0`); `false`: whole resources (the default).
+    #[serde(rename = "_summary")]
+    #[schema(nullable = false)]
+    summary: Option<String>,
     /// `json` (the only format).
     #[serde(rename = "_format")]
     #[schema(nullable = false)]
@@ -521,6 +538,7 @@ pub async fn vread_care_plan(
 #[utoipa::path(tag = "fhir", operation_id = "fhirHistoryCarePlan",
     params(("id" = String, Path, description = "Plan or safety protocol id"),
         ("_count" = Option<u32>, Query, description = "Page size, 0–200 (default 50; 0 gives only the total)"),
+        ("_summary" = Option<String>, Query, description = "`count`: the total alone (as `_count=0`); `false`: whole resources (the default); nothing else"),
         ("_offset" = Option<u32>, Query, description = "Where the page starts; follow the Bundle's next link rather than setting it"),
         ("_format" = Option<String>, Query, description = "`json` (the only format)")),
     responses(
@@ -675,6 +693,7 @@ async fn care_plan_not_found(
         ("subject" = Option<String>, Query, description = "The service user, e.g. `Patient/123` (a bare id means `Patient/<id>`); subject or patient is required"),
         ("patient" = Option<String>, Query, description = "A Patient id: the same as subject=Patient/<id>"),
         ("_count" = Option<u32>, Query, description = "Page size, 0–200 (default 50; 0 gives only the total)"),
+        ("_summary" = Option<String>, Query, description = "`count`: the total alone (as `_count=0`); `false`: whole resources (the default); nothing else"),
         ("_offset" = Option<u32>, Query, description = "Where the page starts; follow the Bundle's next link rather than setting it"),
         ("_format" = Option<String>, Query, description = "`json` (the only format)")),
     responses(
@@ -927,6 +946,7 @@ pub async fn vread_service_request(
 #[utoipa::path(tag = "fhir", operation_id = "fhirHistoryServiceRequest",
     params(("id" = String, Path, description = "Referral id"),
         ("_count" = Option<u32>, Query, description = "Page size, 0–200 (default 50; 0 gives only the total)"),
+        ("_summary" = Option<String>, Query, description = "`count`: the total alone (as `_count=0`); `false`: whole resources (the default); nothing else"),
         ("_offset" = Option<u32>, Query, description = "Where the page starts; follow the Bundle's next link rather than setting it"),
         ("_format" = Option<String>, Query, description = "`json` (the only format)")),
     responses(
@@ -1016,6 +1036,7 @@ fn service_request(r: &ReferralRecord) -> Value {
         ("subject" = Option<String>, Query, description = "The service user, e.g. `Patient/123` (a bare id means `Patient/<id>`); subject or patient is required"),
         ("patient" = Option<String>, Query, description = "A Patient id: the same as subject=Patient/<id>"),
         ("_count" = Option<u32>, Query, description = "Page size, 0–200 (default 50; 0 gives only the total)"),
+        ("_summary" = Option<String>, Query, description = "`count`: the total alone (as `_count=0`); `false`: whole resources (the default); nothing else"),
         ("_offset" = Option<u32>, Query, description = "Where the page starts; follow the Bundle's next link rather than setting it"),
         ("_format" = Option<String>, Query, description = "`json` (the only format)")),
     responses(
@@ -1243,6 +1264,9 @@ mod tests {
         );
         assert!(links("b", "CarePlan", "Patient/1", 1, 1, 2).1.is_none());
         assert!(links("b", "CarePlan", "Patient/1", 0, 0, 2).1.is_none());
+        assert_eq!(page(&params("_summary=count&_count=5")).unwrap(), (0, 0));
+        assert_eq!(page(&params("_summary=false")).unwrap(), (DEFAULT_COUNT, 0));
+        assert!(page(&params("_summary=true")).is_err());
         assert!(links("b", "CarePlan", "Patient/1", 50, usize::MAX, 2)
             .1
             .is_none());

@@ -515,7 +515,7 @@ pub fn capability_statement(base: Option<&str>, cors: bool) -> Value {
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Search by GET [type]?params or POST [type]/_search with the parameters as application/x-www-form-urlencoded (in the body, the URL or both). Parameters this server does not know are ignored and left out of the Bundle's self link, or refused (400) with Prefer: handling=strict. Paging: _count (0 to 200, default 50) and the Bundle's next link. _format=json and Accept: application/fhir+json or application/json; XML is not supported (406).",
+            "documentation": "Search by GET [type]?params or POST [type]/_search with the parameters as application/x-www-form-urlencoded (in the body, the URL or both). Parameters this server does not know are ignored and left out of the Bundle's self link, or refused (400) with Prefer: handling=strict. Paging: _count (0 to 200, default 50) and the Bundle's next link; _summary=count gives the total alone. _format=json and Accept: application/fhir+json or application/json; XML is not supported (406).",
             "security": {
                 "cors": cors,
                 "description": "Authorization: Bearer <JWT> with the claims sub, tenant, scope, aud, exp. CarePlan needs plans:read (preference plans) and/or protocols:read (safety protocols); ServiceRequest needs referrals:read. SMART scopes are honoured too: system/ or user/, v1 (CarePlan.read) or v2 (CarePlan.rs: r to read, s to search), a resource type or *; not patient/ scopes or v2 scopes narrowed by a query.",

@@ -687,6 +687,50 @@ on_both_engines!(
             .as_str()
             .unwrap()
             .contains("code"));
+        // _summary=count: the total alone, by GET, POST and in a history; other summaries are
+        // refused rather than answered with whole resources.
+        let r = fhir_get(
+            &app,
+            "/fhir/R4/CarePlan?subject=Patient/1&_summary=count",
+            &all("t1"),
+            &[("Prefer", "handling=strict")],
+        )
+        .await;
+        assert_eq!(r.body["total"], 1, "{}", r.body);
+        assert!(r.body.get("entry").is_none());
+        let r = fhir_post_form(
+            &app,
+            "/fhir/R4/CarePlan/_search",
+            &all("t1"),
+            Some(FORM),
+            "subject=Patient/1&_summary=count",
+            &[],
+        )
+        .await;
+        assert_eq!(r.body["total"], 1, "{}", r.body);
+        assert!(r.body.get("entry").is_none());
+        let r = fhir_get(
+            &app,
+            "/fhir/R4/CarePlan?subject=Patient/1&_summary=false",
+            &all("t1"),
+            &[],
+        )
+        .await;
+        assert_eq!(r.body["entry"].as_array().unwrap().len(), 1, "{}", r.body);
+        for q in [
+            "_summary=true",
+            "_summary=text",
+            "_summary=count&_summary=false",
+        ] {
+            let r = fhir_get(
+                &app,
+                &format!("/fhir/R4/CarePlan?subject=Patient/1&{q}"),
+                &all("t1"),
+                &[],
+            )
+            .await;
+            assert_outcome(&r, 400, "invalid");
+        }
         // Known parameters only: strict handling changes nothing.
         let r = fhir_get(
             &app,
@@ -813,7 +857,12 @@ on_both_engines!(
         assert_eq!(rest.body["entry"].as_array().unwrap().len(), 1);
         assert_eq!(rest.body["entry"][0]["resource"], versions[0]);
         assert!(link(&rest.body, "next").is_none());
-        for q in ["_count=0", "_offset=3", "_offset=18446744073709551615"] {
+        for q in [
+            "_count=0",
+            "_summary=count",
+            "_offset=3",
+            "_offset=18446744073709551615",
+        ] {
             let r = fhir_get(
                 &app,
                 &format!("/fhir/R4/CarePlan/{id}/_history?{q}"),
