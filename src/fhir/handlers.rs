@@ -292,6 +292,105 @@ fn window<T>(items: Vec<T>, count: usize, offset: usize) -> Vec<T> {
     items.into_iter().skip(offset).take(count).collect()
 }
 
+/// A search under way: its checks passed (format, scope, parameters) and what it asks for.
+struct Search {
+    subject: String,
+    count: usize,
+    offset: usize,
+}
+
+/// A record a search lists: its audit row's id, subject and resource type, and its FHIR form.
+struct Listed {
+    id: Uuid,
+    subject: String,
+    audited_as: &'static str,
+    resource: Value,
+}
+
+impl Search {
+    /// The checks every search makes, in order: the format asked for (406), a scope allowing
+    /// the search on one of `kinds` (403, audited on `resource_type`), then the parameters of
+    /// the query and of a POSTed form (400, 408, 413, 415).
+    async fn begin(
+        req: &HttpRequest,
+        st: &AppState,
+        caller: &Caller,
+        kinds: &[Kind],
+        resource_type: &'static str,
+        form: Option<FormBody>,
+    ) -> Result<Search, FhirError> {
+        let params = Params::of(req);
+        negotiate(req, &params)?;
+        require_any(
+            st,
+            caller,
+            kinds,
+            Interaction::Search,
+            resource_type,
+            "list",
+        )
+        .await?;
+        let params = search_params(req, params, form)?;
+        let subject = search_subject(&params)?;
+        let (count, offset) = page(&params)?;
+        Ok(Search {
+            subject,
+            count,
+            offset,
+        })
+    }
+
+    /// The searchset of this page of `total` matches: each record listed audited (committed
+    /// before the answer), `fullUrl`s and links under the FHIR base.
+    #[allow(clippy::too_many_arguments)]
+    async fn answer(
+        &self,
+        req: &HttpRequest,
+        st: &AppState,
+        writer: &Writer,
+        caller: &Caller,
+        cfg: &FhirSettings,
+        resource: &str,
+        total: usize,
+        shown: Vec<Listed>,
+    ) -> Result<HttpResponse, FhirError> {
+        let audit = shown
+            .iter()
+            .map(|l| {
+                st.audit_entry(
+                    caller,
+                    "list",
+                    l.audited_as,
+                    Some(l.id),
+                    Some(&l.subject),
+                    "success",
+                )
+            })
+            .collect();
+        writer.record(None, audit).await?;
+        let base = fhir_base(req, cfg);
+        let entries = shown
+            .into_iter()
+            .map(|l| (format!("{base}/{resource}/{}", l.id), l.resource))
+            .collect();
+        let (self_link, next) = links(
+            &base,
+            resource,
+            &self.subject,
+            self.count,
+            self.offset,
+            total,
+        );
+        Ok(fhir_json(&mapping::searchset(
+            total,
+            entries,
+            &self_link,
+            next.as_deref(),
+            Utc::now(),
+        )))
+    }
+}
+
 /// A search's parameters: the query's and, for a POST-based search, its form's (checked like
 /// a query, `_format` once in both); unknown ones refused under `Prefer: handling=strict`.
 fn search_params(
@@ -745,20 +844,8 @@ async fn care_plan_search(
     cfg: &FhirSettings,
     form: Option<FormBody>,
 ) -> Result<HttpResponse, FhirError> {
-    let params = Params::of(req);
-    negotiate(req, &params)?;
-    require_any(
-        st,
-        &caller,
-        &[Kind::PreferencePlan, Kind::SafetyProtocol],
-        Interaction::Search,
-        "plan",
-        "list",
-    )
-    .await?;
-    let params = search_params(req, params, form)?;
-    let subject = search_subject(&params)?;
-    let (count, offset) = page(&params)?;
+    let kinds = [Kind::PreferencePlan, Kind::SafetyProtocol];
+    let search = Search::begin(req, st, &caller, &kinds, "plan", form).await?;
     let mut found = Vec::new();
     for (allowed, kind) in [
         (Kind::PreferencePlan, CarePlanKind::PreferencePlan),
@@ -769,41 +856,25 @@ async fn care_plan_search(
         }
         // One record of each kind per subject (a unique key): no paging of the store needed.
         let q = ListQuery {
-            subject: Some(subject.clone()),
+            subject: Some(search.subject.clone()),
             limit: 2,
             ..ListQuery::default()
         };
         found.extend(stored::list(&st.store, kind, &caller.tenant, &q).await?);
     }
     let total = found.len();
-    let shown = window(found, count, offset);
-    let entries_audit: Vec<_> = shown
+    let shown = window(found, search.count, search.offset)
         .iter()
-        .map(|rec| {
-            st.audit_entry(
-                &caller,
-                "list",
-                rec.table().resource_type,
-                Some(rec.id()),
-                Some(rec.subject()),
-                "success",
-            )
+        .map(|rec| Listed {
+            id: rec.id(),
+            subject: rec.subject().to_string(),
+            audited_as: rec.table().resource_type,
+            resource: rec.to_fhir(),
         })
         .collect();
-    let base = fhir_base(req, cfg);
-    let mut entries = Vec::with_capacity(shown.len());
-    for rec in &shown {
-        entries.push((format!("{base}/CarePlan/{}", rec.id()), rec.to_fhir()));
-    }
-    writer.record(None, entries_audit).await?;
-    let (self_link, next) = links(&base, "CarePlan", &subject, count, offset, total);
-    Ok(fhir_json(&mapping::searchset(
-        total,
-        entries,
-        &self_link,
-        next.as_deref(),
-        Utc::now(),
-    )))
+    search
+        .answer(req, st, writer, &caller, cfg, "CarePlan", total, shown)
+        .await
 }
 
 /// Read a ServiceRequest: a face-to-face fallback referral.
@@ -1088,20 +1159,7 @@ async fn service_request_search(
     cfg: &FhirSettings,
     form: Option<FormBody>,
 ) -> Result<HttpResponse, FhirError> {
-    let params = Params::of(req);
-    negotiate(req, &params)?;
-    require_any(
-        st,
-        &caller,
-        &[Kind::Referral],
-        Interaction::Search,
-        "referral",
-        "list",
-    )
-    .await?;
-    let params = search_params(req, params, form)?;
-    let subject = search_subject(&params)?;
-    let (count, offset) = page(&params)?;
+    let search = Search::begin(req, st, &caller, &[Kind::Referral], "referral", form).await?;
     // A service user has few referrals: read them all (in store pages) for an exact total.
     const CHUNK: i64 = 200;
     let now = Ts::now();
@@ -1112,7 +1170,7 @@ async fn service_request_search(
             .store
             .list_referrals(
                 &caller.tenant,
-                Some(&subject),
+                Some(&search.subject),
                 None,
                 None,
                 now,
@@ -1129,37 +1187,27 @@ async fn service_request_search(
         }
     }
     let total = rows.len();
-    let shown = window(rows, count, offset);
-    let audit: Vec<_> = shown
+    let shown = window(rows, search.count, search.offset)
         .iter()
-        .map(|r| {
-            st.audit_entry(
-                &caller,
-                "list",
-                "referral",
-                Some(r.meta.id),
-                Some(&r.meta.subject),
-                "success",
-            )
+        .map(|r| Listed {
+            id: r.meta.id,
+            subject: r.meta.subject.clone(),
+            audited_as: "referral",
+            resource: service_request(r),
         })
         .collect();
-    let base = fhir_base(req, cfg);
-    let mut entries = Vec::with_capacity(shown.len());
-    for r in &shown {
-        entries.push((
-            format!("{base}/ServiceRequest/{}", r.meta.id),
-            service_request(r),
-        ));
-    }
-    writer.record(None, audit).await?;
-    let (self_link, next) = links(&base, "ServiceRequest", &subject, count, offset, total);
-    Ok(fhir_json(&mapping::searchset(
-        total,
-        entries,
-        &self_link,
-        next.as_deref(),
-        Utc::now(),
-    )))
+    search
+        .answer(
+            req,
+            st,
+            writer,
+            &caller,
+            cfg,
+            "ServiceRequest",
+            total,
+            shown,
+        )
+        .await
 }
 
 /// Any other path under `/fhir`: an OperationOutcome rather than a problem document.
