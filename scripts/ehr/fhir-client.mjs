@@ -147,6 +147,28 @@ while (postedPage) {
   postedPage = next ? valid(await next) : undefined;
 }
 assert.deepEqual(postedSeen, seen.map((r) => r.id));
+// Narrowed searches: by category, priority (a comma is an or), status and a _lastUpdated range
+// (the parameter repeated: an and), by GET and by POST.
+const protocolsOnly = valid(await client.search({
+  resourceType: 'CarePlan', searchParams: { subject, category: 'telemental-safety-protocol' },
+}));
+assert.deepEqual(protocolsOnly.entry.map((e) => e.resource.id), [protocol.id]);
+const pressing = valid(await client.search({
+  resourceType: 'ServiceRequest', searchParams: { patient, priority: 'urgent,stat' },
+}));
+assert.deepEqual(pressing.entry.map((e) => e.resource.id), seen.filter((r) => r.priority !== 'routine').map((r) => r.id));
+for (const options of [{}, { postSearch: true }]) {
+  const ranged = valid(await client.search({
+    resourceType: 'ServiceRequest',
+    searchParams: { patient, status: 'active', _lastUpdated: ['gt2000-01-01', 'lt2100-01-01'] },
+    options,
+  }));
+  assert.equal(ranged.total, referrals.length, JSON.stringify(options));
+  const none = valid(await client.search({
+    resourceType: 'ServiceRequest', searchParams: { patient, status: 'completed,revoked' }, options,
+  }));
+  assert.equal(none.total, 0);
+}
 const one = valid(await client.read({ resourceType: 'ServiceRequest', id: referrals[2].id }));
 const referralHistory = valid(await client.history({ resourceType: 'ServiceRequest', id: referrals[2].id }));
 assert.equal(referralHistory.total, 1);

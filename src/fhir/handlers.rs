@@ -5,7 +5,9 @@
 use super::mapping::{self, CarePlanKind};
 use super::outcome::{FhirError, FHIR_JSON};
 use super::scopes::{self, Interaction, Kind};
-use super::{stored, FhirSettings};
+use super::search::{self, Filters, ParamDef};
+use super::stored::{self, CarePlanRecord};
+use super::FhirSettings;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::http::extract::{check_query, FormBody};
@@ -40,11 +42,15 @@ pub struct OperationOutcome(#[allow(dead_code)] Value);
 const MAX_COUNT: usize = 200;
 const DEFAULT_COUNT: usize = 50;
 
-/// Every search parameter this server reads; others are ignored (FHIR's lenient handling),
-/// or refused with `Prefer: handling=strict`.
-const SEARCH_PARAMETERS: [&str; 6] = [
+/// The parameters every search reads, besides those of its resource type ([`search`]'s
+/// definitions); others are ignored (FHIR's lenient handling), or refused with
+/// `Prefer: handling=strict`.
+const SEARCH_PARAMETERS: &[&str] = &[
     "subject", "patient", "_count", "_offset", "_format", "_summary",
 ];
+
+/// The parameters a history reads.
+const HISTORY_PARAMETERS: &[&str] = &["_count", "_offset", "_format", "_summary"];
 
 /// The query parameters (and a POSTed search's form), decoded once.
 struct Params(Vec<(String, String)>);
@@ -65,11 +71,16 @@ impl Params {
         self
     }
 
-    /// The names of parameters this server does not know, in order, each once.
-    fn unknown(&self) -> Vec<&str> {
+    /// The names of parameters neither in `common` nor (whatever their modifier) in `defs`,
+    /// in order, each once.
+    fn unknown(&self, common: &[&str], defs: &[ParamDef]) -> Vec<&str> {
         let mut names: Vec<&str> = Vec::new();
         for (k, _) in &self.0 {
-            if !SEARCH_PARAMETERS.contains(&k.as_str()) && !names.contains(&k.as_str()) {
+            let base = k.split_once(':').map_or(k.as_str(), |(b, _)| b);
+            if !common.contains(&k.as_str())
+                && !search::known(defs, base)
+                && !names.contains(&k.as_str())
+            {
                 names.push(k);
             }
         }
@@ -107,17 +118,28 @@ fn strict_handling(req: &HttpRequest) -> bool {
     })
 }
 
-/// 400 for parameters the server does not know, when the client asked for strict handling.
-fn check_handling(req: &HttpRequest, params: &Params) -> Result<(), FhirError> {
-    let unknown = params.unknown();
+/// 400 for parameters the server does not know (neither `common` nor of `defs`), when the
+/// client asked for strict handling.
+fn check_handling(
+    req: &HttpRequest,
+    params: &Params,
+    common: &[&str],
+    defs: &[ParamDef],
+) -> Result<(), FhirError> {
+    let unknown = params.unknown(common, defs);
     if unknown.is_empty() || !strict_handling(req) {
         return Ok(());
     }
+    let reads: Vec<&str> = common
+        .iter()
+        .copied()
+        .chain(defs.iter().map(|d| d.name))
+        .collect();
     Err(bad(format!(
-        "unknown search parameter{} {} (Prefer: handling=strict); this server reads {}",
+        "unknown search parameter{} {} (Prefer: handling=strict); this server reads {} here",
         if unknown.len() == 1 { "" } else { "s" },
         unknown.join(", "),
-        SEARCH_PARAMETERS.join(", ")
+        reads.join(", ")
     )))
 }
 
@@ -266,11 +288,13 @@ fn page(params: &Params) -> Result<(usize, usize), FhirError> {
     Ok((count, offset))
 }
 
-/// A search's self and next links.
+/// A search's self and next links: its subject, its other parameters as given (`filters`),
+/// then the page.
 fn links(
     base: &str,
     resource: &str,
     subject: &str,
+    filters: &[(String, String)],
     count: usize,
     offset: usize,
     total: usize,
@@ -278,6 +302,7 @@ fn links(
     let link = |offset: usize| {
         let q: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair("subject", subject)
+            .extend_pairs(filters)
             .append_pair("_count", &count.to_string())
             .append_pair("_offset", &offset.to_string())
             .finish();
@@ -295,6 +320,7 @@ fn window<T>(items: Vec<T>, count: usize, offset: usize) -> Vec<T> {
 /// A search under way: its checks passed (format, scope, parameters) and what it asks for.
 struct Search {
     subject: String,
+    filters: Filters,
     count: usize,
     offset: usize,
 }
@@ -310,13 +336,13 @@ struct Listed {
 impl Search {
     /// The checks every search makes, in order: the format asked for (406), a scope allowing
     /// the search on one of `kinds` (403, audited on `resource_type`), then the parameters of
-    /// the query and of a POSTed form (400, 408, 413, 415).
+    /// the query and of a POSTed form (400, 408, 413, 415): the common ones and `defs`.
     async fn begin(
         req: &HttpRequest,
         st: &AppState,
         caller: &Caller,
-        kinds: &[Kind],
-        resource_type: &'static str,
+        (kinds, resource_type): (&[Kind], &'static str),
+        defs: &'static [ParamDef],
         form: Option<FormBody>,
     ) -> Result<Search, FhirError> {
         let params = Params::of(req);
@@ -330,14 +356,28 @@ impl Search {
             "list",
         )
         .await?;
-        let params = search_params(req, params, form)?;
+        let params = search_params(req, params, form, defs)?;
         let subject = search_subject(&params)?;
+        let filters = Filters::parse(defs, &params.0).map_err(bad)?;
         let (count, offset) = page(&params)?;
         Ok(Search {
             subject,
+            filters,
             count,
             offset,
         })
+    }
+
+    /// The records whose FHIR form passes the search's other parameters, with that form.
+    fn select<T>(&self, records: Vec<T>, to_fhir: impl Fn(&T) -> Value) -> Vec<(T, Value)> {
+        records
+            .into_iter()
+            .map(|r| {
+                let resource = to_fhir(&r);
+                (r, resource)
+            })
+            .filter(|(_, resource)| self.filters.matches(resource))
+            .collect()
     }
 
     /// The searchset of this page of `total` matches: each record listed audited (committed
@@ -377,6 +417,7 @@ impl Search {
             &base,
             resource,
             &self.subject,
+            self.filters.given(),
             self.count,
             self.offset,
             total,
@@ -397,6 +438,7 @@ fn search_params(
     req: &HttpRequest,
     params: Params,
     form: Option<FormBody>,
+    defs: &[ParamDef],
 ) -> Result<Params, FhirError> {
     let params = match form {
         None => params,
@@ -408,11 +450,11 @@ fn search_params(
             params
         }
     };
-    check_handling(req, &params)?;
+    check_handling(req, &params, SEARCH_PARAMETERS, defs)?;
     Ok(params)
 }
 
-/// The parameters of a POST-based search (`application/x-www-form-urlencoded`).
+/// The parameters every POST-based search takes (`application/x-www-form-urlencoded`).
 #[derive(ToSchema, serde::Deserialize)]
 #[allow(dead_code)]
 pub struct FhirSearchForm {
@@ -422,6 +464,14 @@ pub struct FhirSearchForm {
     /// A Patient id: the same as subject=Patient/<id>.
     #[schema(nullable = false)]
     patient: Option<String>,
+    /// Ids, separated by commas.
+    #[serde(rename = "_id")]
+    #[schema(nullable = false)]
+    id: Option<String>,
+    /// When the record last changed, with a prefix (eq, ne, gt, lt, ge, le, sa, eb), e.g. `ge2026-01-01`; repeat it for a range.
+    #[serde(rename = "_lastUpdated")]
+    #[schema(nullable = false)]
+    last_updated: Option<Vec<String>>,
     /// Page size, 0–200 (default 50; 0 gives only the total).
     #[serde(rename = "_count")]
     #[schema(nullable = false)]
@@ -438,6 +488,38 @@ pub struct FhirSearchForm {
     #[serde(rename = "_format")]
     #[schema(nullable = false)]
     format: Option<String>,
+}
+
+/// A POST-based CarePlan search: the common parameters, `status` and `category`.
+#[derive(ToSchema, serde::Deserialize)]
+#[allow(dead_code)]
+pub struct FhirCarePlanSearchForm {
+    #[serde(flatten)]
+    common: FhirSearchForm,
+    /// Statuses (request-status), separated by commas; plans and protocols are `active`.
+    #[schema(nullable = false)]
+    status: Option<String>,
+    /// Categories as tokens, e.g. `telemental-safety-protocol` or `https://telemental.org/fhir/CodeSystem/care-plan-kind|telemental-preference-plan`.
+    #[schema(nullable = false)]
+    category: Option<String>,
+}
+
+/// A POST-based ServiceRequest search: the common parameters, `status`, `priority` and
+/// `authored`.
+#[derive(ToSchema, serde::Deserialize)]
+#[allow(dead_code)]
+pub struct FhirServiceRequestSearchForm {
+    #[serde(flatten)]
+    common: FhirSearchForm,
+    /// Statuses (request-status: `active`, `completed`, `revoked`), separated by commas.
+    #[schema(nullable = false)]
+    status: Option<String>,
+    /// Priorities (request-priority: `routine`, `urgent`, `stat`), separated by commas.
+    #[schema(nullable = false)]
+    priority: Option<String>,
+    /// When the referral was made, with a prefix as for `_lastUpdated`; repeat it for a range.
+    #[schema(nullable = false)]
+    authored: Option<Vec<String>>,
 }
 
 /// Whether the caller's scopes allow `interaction` on `kind` (its own or SMART scopes).
@@ -665,7 +747,7 @@ pub async fn care_plan_history(
         "read_versions",
     )
     .await?;
-    check_handling(&req, &params)?;
+    check_handling(&req, &params, HISTORY_PARAMETERS, &[])?;
     let (count, offset) = page(&params)?;
     let Ok(id) = Uuid::parse_str(&id) else {
         return Err(ApiError::NotFound.into());
@@ -791,6 +873,10 @@ async fn care_plan_not_found(
     params(
         ("subject" = Option<String>, Query, description = "The service user, e.g. `Patient/123` (a bare id means `Patient/<id>`); subject or patient is required"),
         ("patient" = Option<String>, Query, description = "A Patient id: the same as subject=Patient/<id>"),
+        ("_id" = Option<String>, Query, description = "Ids, separated by commas"),
+        ("_lastUpdated" = Option<Vec<String>>, Query, description = "When the record last changed, with a prefix (eq, ne, gt, lt, ge, le, sa, eb), e.g. `ge2026-01-01`; repeat it for a range"),
+        ("status" = Option<String>, Query, description = "Statuses (request-status), separated by commas; plans and protocols are `active`"),
+        ("category" = Option<String>, Query, description = "Categories as tokens, e.g. `telemental-safety-protocol` or `https://telemental.org/fhir/CodeSystem/care-plan-kind|telemental-preference-plan`"),
         ("_count" = Option<u32>, Query, description = "Page size, 0–200 (default 50; 0 gives only the total)"),
         ("_summary" = Option<String>, Query, description = "`count`: the total alone (as `_count=0`); `false`: whole resources (the default); nothing else"),
         ("_offset" = Option<u32>, Query, description = "Where the page starts; follow the Bundle's next link rather than setting it"),
@@ -818,7 +904,7 @@ pub async fn search_care_plans(
 #[utoipa::path(tag = "fhir", operation_id = "fhirSearchCarePlanPost",
     params(("_format" = Option<String>, Query, description = "`json` (the only format)"),
         ("Prefer" = Option<String>, Header, description = "`handling=strict`: 400 for a parameter this server does not know (ignored otherwise)")),
-    request_body(content = FhirSearchForm, content_type = "application/x-www-form-urlencoded",
+    request_body(content = FhirCarePlanSearchForm, content_type = "application/x-www-form-urlencoded",
         description = "The search parameters (an empty body: those of the query alone)"),
     responses(
         (status = 200, description = "A searchset Bundle", body = FhirResource, content_type = "application/fhir+json"),
@@ -845,7 +931,7 @@ async fn care_plan_search(
     form: Option<FormBody>,
 ) -> Result<HttpResponse, FhirError> {
     let kinds = [Kind::PreferencePlan, Kind::SafetyProtocol];
-    let search = Search::begin(req, st, &caller, &kinds, "plan", form).await?;
+    let search = Search::begin(req, st, &caller, (&kinds, "plan"), search::CARE_PLAN, form).await?;
     let mut found = Vec::new();
     for (allowed, kind) in [
         (Kind::PreferencePlan, CarePlanKind::PreferencePlan),
@@ -862,14 +948,15 @@ async fn care_plan_search(
         };
         found.extend(stored::list(&st.store, kind, &caller.tenant, &q).await?);
     }
+    let found = search.select(found, CarePlanRecord::to_fhir);
     let total = found.len();
     let shown = window(found, search.count, search.offset)
-        .iter()
-        .map(|rec| Listed {
+        .into_iter()
+        .map(|(rec, resource)| Listed {
             id: rec.id(),
             subject: rec.subject().to_string(),
             audited_as: rec.table().resource_type,
-            resource: rec.to_fhir(),
+            resource,
         })
         .collect();
     search
@@ -1045,7 +1132,7 @@ pub async fn service_request_history(
         "read_versions",
     )
     .await?;
-    check_handling(&req, &params)?;
+    check_handling(&req, &params, HISTORY_PARAMETERS, &[])?;
     let (count, offset) = page(&params)?;
     let Ok(id) = Uuid::parse_str(&id) else {
         return Err(ApiError::NotFound.into());
@@ -1106,6 +1193,11 @@ fn service_request(r: &ReferralRecord) -> Value {
     params(
         ("subject" = Option<String>, Query, description = "The service user, e.g. `Patient/123` (a bare id means `Patient/<id>`); subject or patient is required"),
         ("patient" = Option<String>, Query, description = "A Patient id: the same as subject=Patient/<id>"),
+        ("_id" = Option<String>, Query, description = "Ids, separated by commas"),
+        ("_lastUpdated" = Option<Vec<String>>, Query, description = "When the record last changed, with a prefix (eq, ne, gt, lt, ge, le, sa, eb), e.g. `ge2026-01-01`; repeat it for a range"),
+        ("status" = Option<String>, Query, description = "Statuses (request-status: `active`, `completed`, `revoked`), separated by commas"),
+        ("priority" = Option<String>, Query, description = "Priorities (request-priority: `routine`, `urgent`, `stat`), separated by commas"),
+        ("authored" = Option<Vec<String>>, Query, description = "When the referral was made, with a prefix as for `_lastUpdated`; repeat it for a range"),
         ("_count" = Option<u32>, Query, description = "Page size, 0–200 (default 50; 0 gives only the total)"),
         ("_summary" = Option<String>, Query, description = "`count`: the total alone (as `_count=0`); `false`: whole resources (the default); nothing else"),
         ("_offset" = Option<u32>, Query, description = "Where the page starts; follow the Bundle's next link rather than setting it"),
@@ -1133,7 +1225,7 @@ pub async fn search_service_requests(
 #[utoipa::path(tag = "fhir", operation_id = "fhirSearchServiceRequestPost",
     params(("_format" = Option<String>, Query, description = "`json` (the only format)"),
         ("Prefer" = Option<String>, Header, description = "`handling=strict`: 400 for a parameter this server does not know (ignored otherwise)")),
-    request_body(content = FhirSearchForm, content_type = "application/x-www-form-urlencoded",
+    request_body(content = FhirServiceRequestSearchForm, content_type = "application/x-www-form-urlencoded",
         description = "The search parameters (an empty body: those of the query alone)"),
     responses(
         (status = 200, description = "A searchset Bundle", body = FhirResource, content_type = "application/fhir+json"),
@@ -1159,7 +1251,15 @@ async fn service_request_search(
     cfg: &FhirSettings,
     form: Option<FormBody>,
 ) -> Result<HttpResponse, FhirError> {
-    let search = Search::begin(req, st, &caller, &[Kind::Referral], "referral", form).await?;
+    let search = Search::begin(
+        req,
+        st,
+        &caller,
+        (&[Kind::Referral], "referral"),
+        search::SERVICE_REQUEST,
+        form,
+    )
+    .await?;
     // A service user has few referrals: read them all (in store pages) for an exact total.
     const CHUNK: i64 = 200;
     let now = Ts::now();
@@ -1186,14 +1286,15 @@ async fn service_request_search(
             break;
         }
     }
+    let rows = search.select(rows, service_request);
     let total = rows.len();
     let shown = window(rows, search.count, search.offset)
-        .iter()
-        .map(|r| Listed {
+        .into_iter()
+        .map(|(r, resource)| Listed {
             id: r.meta.id,
-            subject: r.meta.subject.clone(),
+            subject: r.meta.subject,
             audited_as: "referral",
-            resource: service_request(r),
+            resource,
         })
         .collect();
     search
@@ -1301,7 +1402,7 @@ mod tests {
 
     #[test]
     fn next_links_exist_only_while_more_remain() {
-        let (s, n) = links("https://x/fhir/R4", "CarePlan", "Patient/1", 1, 0, 2);
+        let (s, n) = links("https://x/fhir/R4", "CarePlan", "Patient/1", &[], 1, 0, 2);
         assert_eq!(
             s,
             "https://x/fhir/R4/CarePlan?subject=Patient%2F1&_count=1&_offset=0"
@@ -1310,12 +1411,30 @@ mod tests {
             n.as_deref(),
             Some("https://x/fhir/R4/CarePlan?subject=Patient%2F1&_count=1&_offset=1")
         );
-        assert!(links("b", "CarePlan", "Patient/1", 1, 1, 2).1.is_none());
-        assert!(links("b", "CarePlan", "Patient/1", 0, 0, 2).1.is_none());
+        assert!(links("b", "CarePlan", "Patient/1", &[], 1, 1, 2)
+            .1
+            .is_none());
+        assert!(links("b", "CarePlan", "Patient/1", &[], 0, 0, 2)
+            .1
+            .is_none());
+        // The other parameters stay in the links, encoded, so that the next page is of the
+        // same search.
+        let given = [
+            ("status".to_string(), "active,completed".to_string()),
+            (
+                "_lastUpdated".to_string(),
+                "ge2026-01-01T00:00:00+01:00".to_string(),
+            ),
+        ];
+        let (_, n) = links("b", "ServiceRequest", "Patient/1", &given, 1, 0, 2);
+        assert_eq!(
+            n.as_deref(),
+            Some("b/ServiceRequest?subject=Patient%2F1&status=active%2Ccompleted&_lastUpdated=ge2026-01-01T00%3A00%3A00%2B01%3A00&_count=1&_offset=1")
+        );
         assert_eq!(page(&params("_summary=count&_count=5")).unwrap(), (0, 0));
         assert_eq!(page(&params("_summary=false")).unwrap(), (DEFAULT_COUNT, 0));
         assert!(page(&params("_summary=true")).is_err());
-        assert!(links("b", "CarePlan", "Patient/1", 50, usize::MAX, 2)
+        assert!(links("b", "CarePlan", "Patient/1", &[], 50, usize::MAX, 2)
             .1
             .is_none());
     }
@@ -1350,12 +1469,23 @@ mod tests {
         let p = params("_count=2").with_form("subject=Patient%2F1&foo=1&foo=2&bar=3");
         assert_eq!(search_subject(&p).unwrap(), "Patient/1");
         assert_eq!(page(&p).unwrap(), (2, 0));
-        assert_eq!(p.unknown(), ["foo", "bar"]);
+        assert_eq!(p.unknown(SEARCH_PARAMETERS, &[]), ["foo", "bar"]);
+        // A resource type's own parameters are known, with or without a modifier (which the
+        // search then refuses); another type's are not.
+        let q = params("status:not=active&category=x&priority=stat");
+        assert_eq!(
+            q.unknown(SEARCH_PARAMETERS, search::CARE_PLAN),
+            ["priority"]
+        );
+        assert_eq!(
+            q.unknown(SEARCH_PARAMETERS, search::SERVICE_REQUEST),
+            ["category"]
+        );
         let twice = params("subject=Patient/1").with_form("subject=Patient/2");
         assert!(search_subject(&twice).is_err());
         assert!(
             params("subject=1&_count=1&_offset=0&_format=json&patient=2")
-                .unknown()
+                .unknown(SEARCH_PARAMETERS, &[])
                 .is_empty()
         );
     }
@@ -1376,13 +1506,25 @@ mod tests {
         assert!(!strict(&["handling=lenient"]));
         assert!(!strict(&["handling"]));
         let req = TestRequest::get()
-            .uri("/x?subject=1&status=active")
+            .uri("/x?subject=1&intent=plan")
             .insert_header(("Prefer", "handling=strict"))
             .to_http_request();
-        assert!(check_handling(&req, &Params::of(&req)).is_err());
+        assert!(check_handling(
+            &req,
+            &Params::of(&req),
+            SEARCH_PARAMETERS,
+            search::CARE_PLAN
+        )
+        .is_err());
         let lenient = TestRequest::get()
-            .uri("/x?subject=1&status=active")
+            .uri("/x?subject=1&intent=plan")
             .to_http_request();
-        assert!(check_handling(&lenient, &Params::of(&lenient)).is_ok());
+        assert!(check_handling(
+            &lenient,
+            &Params::of(&lenient),
+            SEARCH_PARAMETERS,
+            search::CARE_PLAN
+        )
+        .is_ok());
     }
 }

@@ -2,6 +2,7 @@
 //! metadata to JSON. Core elements where FHIR R4 has one; extensions under [`CANONICAL`]
 //! otherwise. Every output goes through [`prune`], so no `null`, `""`, `[]` or `{}` leaves.
 
+use super::search::{self, ParamDef};
 use crate::domain::plan::PlanInput;
 use crate::domain::protocol::SafetyProtocolInput;
 use crate::domain::referral::{is_overdue, ReferralState, ReferralStatus, Urgency};
@@ -18,7 +19,7 @@ pub const SNOMED: &str = "http://snomed.info/sct";
 pub const PARTICIPATION_MODE: &str = "http://terminology.hl7.org/CodeSystem/v3-ParticipationMode";
 pub const FHIR_VERSION: &str = "4.0.1";
 /// When the CapabilityStatement last changed (its required `date`).
-pub const CAPABILITY_DATE: &str = "2026-11-29";
+pub const CAPABILITY_DATE: &str = "2026-12-07";
 
 /// The URL of one of this service's extensions.
 pub fn ext_url(name: &str) -> String {
@@ -470,10 +471,26 @@ pub fn referral_service_request(r: &ReferralState, m: &RecordMeta, now: DateTime
 
 /// What the server supports, exactly.
 pub fn capability_statement(base: Option<&str>, cors: bool) -> Value {
-    let reference =
-        |name: &str, doc: &str| json!({"name": name, "type": "reference", "documentation": doc});
-    // `history`: every version kept and readable (vread, history-instance).
-    let resource = |ty: &str, profile_doc: &str, history: bool| {
+    let reference = |name: &str, definition: &str, doc: &str| json!({"name": name, "definition": definition, "type": "reference", "documentation": doc});
+    // `history`: every version kept and readable (vread, history-instance); `defs`: the
+    // search parameters besides the subject.
+    let resource = |ty: &str, profile_doc: &str, history: bool, defs: &[ParamDef]| {
+        let mut params = vec![
+            reference(
+                "subject",
+                &format!("http://hl7.org/fhir/SearchParameter/{ty}-subject"),
+                "The service user, e.g. Patient/123 (a bare id means Patient/<id>). Required.",
+            ),
+            reference(
+                "patient",
+                "http://hl7.org/fhir/SearchParameter/clinical-patient",
+                "The same as subject=Patient/<id>.",
+            ),
+        ];
+        params.extend(defs.iter().map(|d| {
+            json!({"name": d.name, "definition": d.definition, "type": d.kind.as_str(),
+                   "documentation": d.documentation})
+        }));
         let interaction = if history {
             json!([{"code": "read"}, {"code": "vread"}, {"code": "history-instance"}, {"code": "search-type"}])
         } else {
@@ -487,10 +504,7 @@ pub fn capability_statement(base: Option<&str>, cors: bool) -> Value {
             "readHistory": history,
             "conditionalRead": "not-match",
             "updateCreate": false,
-            "searchParam": [
-                reference("subject", "The service user, e.g. Patient/123 (a bare id means Patient/<id>). Required."),
-                reference("patient", "The same as subject=Patient/<id>."),
-            ],
+            "searchParam": params,
         })
     };
     prune(json!({
@@ -515,7 +529,7 @@ pub fn capability_statement(base: Option<&str>, cors: bool) -> Value {
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Search by GET [type]?params or POST [type]/_search with the parameters as application/x-www-form-urlencoded (in the body, the URL or both). Parameters this server does not know are ignored and left out of the Bundle's self link, or refused (400) with Prefer: handling=strict. Paging: _count (0 to 200, default 50) and the Bundle's next link; _summary=count gives the total alone. _format=json and Accept: application/fhir+json or application/json; XML is not supported (406).",
+            "documentation": "Search by GET [type]?params or POST [type]/_search with the parameters as application/x-www-form-urlencoded (in the body, the URL or both). Besides the subject (required), each resource type lists the parameters it takes: a parameter repeated is an AND, comma-separated values an OR; no modifiers. Parameters this server does not know are ignored and left out of the Bundle's self link, or refused (400) with Prefer: handling=strict. Paging: _count (0 to 200, default 50) and the Bundle's next link; _summary=count gives the total alone. _format=json and Accept: application/fhir+json or application/json; XML is not supported (406).",
             "security": {
                 "cors": cors,
                 "description": "Authorization: Bearer <JWT> with the claims sub, tenant, scope, aud, exp. CarePlan needs plans:read (preference plans) and/or protocols:read (safety protocols); ServiceRequest needs referrals:read. SMART scopes are honoured too: system/ or user/, v1 (CarePlan.read) or v2 (CarePlan.rs: r to read, s to search), a resource type or *; not patient/ scopes or v2 scopes narrowed by a query.",
@@ -523,8 +537,8 @@ pub fn capability_statement(base: Option<&str>, cors: bool) -> Value {
             "resource": [
                 resource("CarePlan", &format!(
                     "Preference plans (category {}) and safety protocols (category {}); extensions under {CANONICAL}/StructureDefinition/. Every version is kept: vread (CarePlan/[id]/_history/[vid]) and the history of one CarePlan (CarePlan/[id]/_history, newest first, paged by _count).",
-                    CarePlanKind::PreferencePlan.code(), CarePlanKind::SafetyProtocol.code()), true),
-                resource("ServiceRequest", "Face-to-face fallback referrals (SNOMED CT 3457005 Patient referral). Each status change is a version, all kept: vread and the history of one ServiceRequest.", true),
+                    CarePlanKind::PreferencePlan.code(), CarePlanKind::SafetyProtocol.code()), true, search::CARE_PLAN),
+                resource("ServiceRequest", "Face-to-face fallback referrals (SNOMED CT 3457005 Patient referral). Each status change is a version, all kept: vread and the history of one ServiceRequest.", true, search::SERVICE_REQUEST),
             ],
         }],
     }))

@@ -11,6 +11,7 @@ mod handlers;
 pub mod mapping;
 pub mod outcome;
 pub mod scopes;
+pub mod search;
 pub mod stored;
 
 pub use doc::document_errors;
