@@ -169,6 +169,12 @@ for (const options of [{}, { postSearch: true }]) {
   }));
   assert.equal(none.total, 0);
 }
+// Sorted: newest referral first (by when it was made, ties by id).
+const newestFirst = valid(await client.search({
+  resourceType: 'ServiceRequest', searchParams: { patient, _sort: '-authored,-_id' },
+}));
+const expected = [...seen].sort((a, b) => (b.authoredOn.localeCompare(a.authoredOn) || b.id.localeCompare(a.id)));
+assert.deepEqual(newestFirst.entry.map((e) => e.resource.id), expected.map((r) => r.id));
 const one = valid(await client.read({ resourceType: 'ServiceRequest', id: referrals[2].id }));
 const referralHistory = valid(await client.history({ resourceType: 'ServiceRequest', id: referrals[2].id }));
 assert.equal(referralHistory.total, 1);

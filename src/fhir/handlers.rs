@@ -5,7 +5,7 @@
 use super::mapping::{self, CarePlanKind};
 use super::outcome::{FhirError, FHIR_JSON};
 use super::scopes::{self, Interaction, Kind};
-use super::search::{self, Filters, ParamDef};
+use super::search::{self, Filters, ParamDef, Sort};
 use super::stored::{self, CarePlanRecord};
 use super::FhirSettings;
 use crate::auth::Caller;
@@ -46,11 +46,11 @@ const DEFAULT_COUNT: usize = 50;
 /// definitions); others are ignored (FHIR's lenient handling), or refused with
 /// `Prefer: handling=strict`.
 const SEARCH_PARAMETERS: &[&str] = &[
-    "subject", "patient", "_count", "_offset", "_format", "_summary",
+    "subject", "patient", "_sort", "_count", "_offset", "_total", "_format", "_summary",
 ];
 
 /// The parameters a history reads.
-const HISTORY_PARAMETERS: &[&str] = &["_count", "_offset", "_format", "_summary"];
+const HISTORY_PARAMETERS: &[&str] = &["_since", "_count", "_offset", "_format", "_summary"];
 
 /// The query parameters (and a POSTed search's form), decoded once.
 struct Params(Vec<(String, String)>);
@@ -258,7 +258,8 @@ fn search_subject(params: &Params) -> Result<String, FhirError> {
 }
 
 /// `_count` (0–200; larger values are cut to 200) and `_offset`; `_summary=count` is
-/// `_count=0` (the total alone), `_summary=false` the default (whole resources).
+/// `_count=0` (the total alone), `_summary=false` the default (whole resources); `_total`, if
+/// given, one of FHIR's three (the total is exact whichever).
 fn page(params: &Params) -> Result<(usize, usize), FhirError> {
     let summary_count = match params.one("_summary")? {
         None | Some("false") => false,
@@ -269,6 +270,12 @@ fn page(params: &Params) -> Result<(usize, usize), FhirError> {
             ))
         }
     };
+    match params.one("_total")? {
+        None | Some("" | "none" | "estimate" | "accurate") => {}
+        Some(_) => return Err(bad(
+            "_total may be none, estimate or accurate (the total is always counted exactly here)",
+        )),
+    }
     let count = match params.one("_count")? {
         _ if summary_count => 0,
         None => DEFAULT_COUNT,
@@ -321,6 +328,7 @@ fn window<T>(items: Vec<T>, count: usize, offset: usize) -> Vec<T> {
 struct Search {
     subject: String,
     filters: Filters,
+    sort: Sort,
     count: usize,
     offset: usize,
 }
@@ -359,25 +367,39 @@ impl Search {
         let params = search_params(req, params, form, defs)?;
         let subject = search_subject(&params)?;
         let filters = Filters::parse(defs, &params.0).map_err(bad)?;
+        let sort = Sort::parse(defs, params.one("_sort")?).map_err(bad)?;
         let (count, offset) = page(&params)?;
         Ok(Search {
             subject,
             filters,
+            sort,
             count,
             offset,
         })
     }
 
-    /// The records whose FHIR form passes the search's other parameters, with that form.
+    /// The records whose FHIR form passes the search's other parameters, with that form, in
+    /// the order `_sort` asks for (else as given).
     fn select<T>(&self, records: Vec<T>, to_fhir: impl Fn(&T) -> Value) -> Vec<(T, Value)> {
-        records
+        let mut selected: Vec<(T, Value)> = records
             .into_iter()
             .map(|r| {
                 let resource = to_fhir(&r);
                 (r, resource)
             })
             .filter(|(_, resource)| self.filters.matches(resource))
-            .collect()
+            .collect();
+        self.sort.apply(&mut selected);
+        selected
+    }
+
+    /// The parameters the Bundle's links carry besides the subject and the page.
+    fn given(&self) -> Vec<(String, String)> {
+        let mut given = self.filters.given().to_vec();
+        if let Some(sort) = self.sort.given() {
+            given.push(("_sort".into(), sort.into()));
+        }
+        given
     }
 
     /// The searchset of this page of `total` matches: each record listed audited (committed
@@ -417,7 +439,7 @@ impl Search {
             &base,
             resource,
             &self.subject,
-            self.filters.given(),
+            &self.given(),
             self.count,
             self.offset,
             total,
@@ -470,8 +492,22 @@ pub struct FhirSearchForm {
     id: Option<String>,
     /// When the record last changed, with a prefix (eq, ne, gt, lt, ge, le, sa, eb), e.g. `ge2026-01-01`; repeat it for a range.
     #[serde(rename = "_lastUpdated")]
-    #[schema(nullable = false)]
+    #[schema(
+        nullable = false,
+        pattern = "^$|^(eq|ne|gt|lt|ge|le|sa|eb)?[0-9]{4}(-[0-9]{2}(-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,9})?)?(Z|[+ -][0-9]{2}:[0-9]{2})?)?)?)?$"
+    )]
     last_updated: Option<Vec<String>>,
+    /// Sort keys separated by commas, `-` before one for descending: `_id`, `_lastUpdated` (and `authored` for ServiceRequests).
+    #[serde(rename = "_sort")]
+    #[schema(
+        nullable = false,
+        pattern = "^$|^-?(_id|_lastUpdated|authored)(,-?(_id|_lastUpdated|authored)){0,2}$"
+    )]
+    sort: Option<String>,
+    /// `none`, `estimate` or `accurate`: the total is exact whichever.
+    #[serde(rename = "_total")]
+    #[schema(nullable = false, pattern = "^(none|estimate|accurate)?$")]
+    total: Option<String>,
     /// Page size, 0–200 (default 50; 0 gives only the total).
     #[serde(rename = "_count")]
     #[schema(nullable = false)]
@@ -518,7 +554,10 @@ pub struct FhirServiceRequestSearchForm {
     #[schema(nullable = false)]
     priority: Option<String>,
     /// When the referral was made, with a prefix as for `_lastUpdated`; repeat it for a range.
-    #[schema(nullable = false)]
+    #[schema(
+        nullable = false,
+        pattern = "^$|^(eq|ne|gt|lt|ge|le|sa|eb)?[0-9]{4}(-[0-9]{2}(-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,9})?)?(Z|[+ -][0-9]{2}:[0-9]{2})?)?)?)?$"
+    )]
     authored: Option<Vec<String>>,
 }
 
@@ -718,6 +757,7 @@ pub async fn vread_care_plan(
 /// its ETag and when it was recorded. Scopes as for a read; audited as `read_versions`.
 #[utoipa::path(tag = "fhir", operation_id = "fhirHistoryCarePlan",
     params(("id" = String, Path, description = "Plan or safety protocol id"),
+        ("_since" = Option<String>, Query, description = "Only the versions recorded at or after this instant (or the start of this date), e.g. `2026-12-01T09:00:00Z`", pattern = "^$|^[0-9]{4}(-[0-9]{2}(-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,9})?)?(Z|[+ -][0-9]{2}:[0-9]{2})?)?)?)?$"),
         ("_count" = Option<u32>, Query, description = "Page size, 0–200 (default 50; 0 gives only the total)"),
         ("_summary" = Option<String>, Query, description = "`count`: the total alone (as `_count=0`); `false`: whole resources (the default); nothing else"),
         ("_offset" = Option<u32>, Query, description = "Where the page starts; follow the Bundle's next link rather than setting it"),
@@ -747,8 +787,7 @@ pub async fn care_plan_history(
         "read_versions",
     )
     .await?;
-    check_handling(&req, &params, HISTORY_PARAMETERS, &[])?;
-    let (count, offset) = page(&params)?;
+    let history = History::begin(&req, &params)?;
     let Ok(id) = Uuid::parse_str(&id) else {
         return Err(ApiError::NotFound.into());
     };
@@ -763,18 +802,22 @@ pub async fn care_plan_history(
             continue;
         };
         let latest = current.version();
-        let shown = match history_window(latest, count, offset) {
-            None => Vec::new(),
-            Some(below) => stored::versions(
-                &st.store,
-                kind,
-                &caller.tenant,
-                id,
-                Some(below),
-                count as i64,
+        let versions = async |below: i64, n: i64| -> Result<Vec<CarePlanRecord>, FhirError> {
+            Ok(
+                stored::versions(&st.store, kind, &caller.tenant, id, Some(below), n)
+                    .await?
+                    .unwrap_or_default(),
             )
-            .await?
-            .unwrap_or_default(),
+        };
+        let total = history
+            .total(latest, async |below, n| {
+                let found = versions(below, n).await?;
+                Ok(found.iter().map(CarePlanRecord::updated_at).collect())
+            })
+            .await?;
+        let shown = match history.window(latest, total) {
+            None => Vec::new(),
+            Some((below, n)) => versions(below, n).await?,
         };
         let entry = st.audit_entry(
             &caller,
@@ -785,54 +828,115 @@ pub async fn care_plan_history(
             "success",
         );
         writer.record(None, vec![entry]).await?;
-        let versions = shown
+        let shown = shown
             .iter()
             .map(|rec| (rec.to_fhir(), rec.version(), rec.updated_at()))
             .collect();
-        return Ok(fhir_json(&history_bundle(
+        return Ok(fhir_json(&history.bundle(
             &fhir_base(&req, &cfg),
             "CarePlan",
             id,
-            latest,
-            (count, offset),
-            versions,
+            total,
+            shown,
         )));
     }
     care_plan_not_found(&st, &caller, id, "read_versions").await
 }
 
-/// The versions a history page shows, numbered from 1 and all kept: `Some(below)` to read
-/// `count` versions below that number (newest first), `None` for an empty page.
-fn history_window(latest: i64, count: usize, offset: usize) -> Option<i64> {
-    let offset = i64::try_from(offset).ok()?;
-    (count > 0 && offset < latest).then(|| latest - offset + 1)
+/// A history under way: its page, and `_since` when given.
+struct History {
+    count: usize,
+    offset: usize,
+    /// `_since`: versions recorded at or after this instant (and the value as given).
+    since: Option<(DateTime<Utc>, String)>,
 }
 
-/// A history Bundle of one resource: `versions` are (resource, version, recorded), newest
-/// first; `total` is `latest`; links page by `_count` and `_offset`.
-fn history_bundle(
-    base: &str,
-    resource_type: &str,
-    id: Uuid,
-    latest: i64,
-    (count, offset): (usize, usize),
-    versions: Vec<(Value, i64, DateTime<Utc>)>,
-) -> Value {
-    let total = usize::try_from(latest).unwrap_or(0);
-    let full_url = format!("{base}/{resource_type}/{id}");
-    let link = |offset: usize| format!("{full_url}/_history?_count={count}&_offset={offset}");
-    let next = (count > 0 && offset.saturating_add(count) < total)
-        .then(|| link(offset.saturating_add(count)));
-    let entries = versions
-        .into_iter()
-        .map(|(resource, version, recorded)| mapping::HistoryEntry {
-            full_url: full_url.clone(),
-            resource,
-            version,
-            recorded,
+impl History {
+    /// The checks of a history's parameters: strict handling, the page, `_since`.
+    fn begin(req: &HttpRequest, params: &Params) -> Result<History, FhirError> {
+        check_handling(req, params, HISTORY_PARAMETERS, &[])?;
+        let (count, offset) = page(params)?;
+        let since = match params.one("_since")? {
+            None | Some("") => None,
+            Some(v) => {
+                let at = search::span(v).map_err(|m| bad(format!("_since: '{v}': {m}")))?;
+                Some((at.start(), v.to_string()))
+            }
+        };
+        Ok(History {
+            count,
+            offset,
+            since,
         })
-        .collect();
-    mapping::history(total, entries, &link(offset), next.as_deref(), Utc::now())
+    }
+
+    /// How many of a record's `latest` versions the history lists: all, or those recorded at
+    /// or after `_since`. `recorded(below, n)` gives when each of the `n` versions below
+    /// `below` was recorded, newest first; they are read a chunk at a time until an older one.
+    async fn total(
+        &self,
+        latest: i64,
+        recorded: impl AsyncFn(i64, i64) -> Result<Vec<DateTime<Utc>>, FhirError>,
+    ) -> Result<i64, FhirError> {
+        const CHUNK: i64 = 200;
+        let Some((since, _)) = &self.since else {
+            return Ok(latest);
+        };
+        let mut listed = 0;
+        loop {
+            let times = recorded(latest - listed + 1, CHUNK).await?;
+            let newer = times.iter().take_while(|t| *t >= since).count() as i64;
+            listed += newer;
+            if newer < CHUNK || listed >= latest {
+                return Ok(listed);
+            }
+        }
+    }
+
+    /// The versions this page shows, numbered from 1 and all kept, the newest `total` of
+    /// `latest` listed: `Some((below, n))` to read `n` versions below that number (newest
+    /// first), `None` for an empty page.
+    fn window(&self, latest: i64, total: i64) -> Option<(i64, i64)> {
+        let offset = i64::try_from(self.offset).ok()?;
+        let count = i64::try_from(self.count).ok()?;
+        (count > 0 && offset < total).then(|| (latest - offset + 1, count.min(total - offset)))
+    }
+
+    /// The history Bundle of one resource: `versions` are (resource, version, recorded),
+    /// newest first, of `total` listed; links page by `_count` and `_offset`, keeping `_since`.
+    fn bundle(
+        &self,
+        base: &str,
+        resource_type: &str,
+        id: Uuid,
+        total: i64,
+        versions: Vec<(Value, i64, DateTime<Utc>)>,
+    ) -> Value {
+        let total = usize::try_from(total).unwrap_or(0);
+        let (count, offset) = (self.count, self.offset);
+        let full_url = format!("{base}/{resource_type}/{id}");
+        let link = |offset: usize| {
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            if let Some((_, given)) = &self.since {
+                q.append_pair("_since", given);
+            }
+            q.append_pair("_count", &count.to_string())
+                .append_pair("_offset", &offset.to_string());
+            format!("{full_url}/_history?{}", q.finish())
+        };
+        let next = (count > 0 && offset.saturating_add(count) < total)
+            .then(|| link(offset.saturating_add(count)));
+        let entries = versions
+            .into_iter()
+            .map(|(resource, version, recorded)| mapping::HistoryEntry {
+                full_url: full_url.clone(),
+                resource,
+                version,
+                recorded,
+            })
+            .collect();
+        mapping::history(total, entries, &link(offset), next.as_deref(), Utc::now())
+    }
 }
 
 /// The version number of a `_history/{vid}` path: 1 or more.
@@ -874,9 +978,11 @@ async fn care_plan_not_found(
         ("subject" = Option<String>, Query, description = "The service user, e.g. `Patient/123` (a bare id means `Patient/<id>`); subject or patient is required"),
         ("patient" = Option<String>, Query, description = "A Patient id: the same as subject=Patient/<id>"),
         ("_id" = Option<String>, Query, description = "Ids, separated by commas"),
-        ("_lastUpdated" = Option<Vec<String>>, Query, description = "When the record last changed, with a prefix (eq, ne, gt, lt, ge, le, sa, eb), e.g. `ge2026-01-01`; repeat it for a range"),
+        ("_lastUpdated" = Option<Vec<String>>, Query, description = "When the record last changed, with a prefix (eq, ne, gt, lt, ge, le, sa, eb), e.g. `ge2026-01-01`; repeat it for a range", pattern = "^$|^(eq|ne|gt|lt|ge|le|sa|eb)?[0-9]{4}(-[0-9]{2}(-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,9})?)?(Z|[+ -][0-9]{2}:[0-9]{2})?)?)?)?$"),
         ("status" = Option<String>, Query, description = "Statuses (request-status), separated by commas; plans and protocols are `active`"),
         ("category" = Option<String>, Query, description = "Categories as tokens, e.g. `telemental-safety-protocol` or `https://telemental.org/fhir/CodeSystem/care-plan-kind|telemental-preference-plan`"),
+        ("_sort" = Option<String>, Query, description = "Sort keys separated by commas, `-` before one for descending: `_id`, `_lastUpdated`", pattern = "^$|^-?(_id|_lastUpdated)(,-?(_id|_lastUpdated))?$"),
+        ("_total" = Option<String>, Query, description = "`none`, `estimate` or `accurate`: the total is exact whichever", pattern = "^(none|estimate|accurate)?$"),
         ("_count" = Option<u32>, Query, description = "Page size, 0–200 (default 50; 0 gives only the total)"),
         ("_summary" = Option<String>, Query, description = "`count`: the total alone (as `_count=0`); `false`: whole resources (the default); nothing else"),
         ("_offset" = Option<u32>, Query, description = "Where the page starts; follow the Bundle's next link rather than setting it"),
@@ -1103,6 +1209,7 @@ pub async fn vread_service_request(
 /// versions. Scopes as for a read; audited as `read_versions`.
 #[utoipa::path(tag = "fhir", operation_id = "fhirHistoryServiceRequest",
     params(("id" = String, Path, description = "Referral id"),
+        ("_since" = Option<String>, Query, description = "Only the versions recorded at or after this instant (or the start of this date), e.g. `2026-12-01T09:00:00Z`", pattern = "^$|^[0-9]{4}(-[0-9]{2}(-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,9})?)?(Z|[+ -][0-9]{2}:[0-9]{2})?)?)?)?$"),
         ("_count" = Option<u32>, Query, description = "Page size, 0–200 (default 50; 0 gives only the total)"),
         ("_summary" = Option<String>, Query, description = "`count`: the total alone (as `_count=0`); `false`: whole resources (the default); nothing else"),
         ("_offset" = Option<u32>, Query, description = "Where the page starts; follow the Bundle's next link rather than setting it"),
@@ -1132,8 +1239,7 @@ pub async fn service_request_history(
         "read_versions",
     )
     .await?;
-    check_handling(&req, &params, HISTORY_PARAMETERS, &[])?;
-    let (count, offset) = page(&params)?;
+    let history = History::begin(&req, &params)?;
     let Ok(id) = Uuid::parse_str(&id) else {
         return Err(ApiError::NotFound.into());
     };
@@ -1150,13 +1256,21 @@ pub async fn service_request_history(
         return Err(ApiError::NotFound.into());
     };
     let latest = current.meta.version;
-    let shown = match history_window(latest, count, offset) {
+    let versions = async |below: i64, n: i64| -> Result<Vec<ReferralRecord>, FhirError> {
+        Ok(st
+            .store
+            .referral_versions(&caller.tenant, id, Some(below), n)
+            .await?)
+    };
+    let total = history
+        .total(latest, async |below, n| {
+            let found = versions(below, n).await?;
+            Ok(found.iter().map(|r| r.meta.updated_at.0).collect())
+        })
+        .await?;
+    let shown = match history.window(latest, total) {
         None => Vec::new(),
-        Some(below) => {
-            st.store
-                .referral_versions(&caller.tenant, id, Some(below), count as i64)
-                .await?
-        }
+        Some((below, n)) => versions(below, n).await?,
     };
     let entry = st.audit_entry(
         &caller,
@@ -1167,17 +1281,16 @@ pub async fn service_request_history(
         "success",
     );
     writer.record(None, vec![entry]).await?;
-    let versions = shown
+    let shown = shown
         .iter()
         .map(|r| (service_request(r), r.meta.version, r.meta.updated_at.0))
         .collect();
-    Ok(fhir_json(&history_bundle(
+    Ok(fhir_json(&history.bundle(
         &fhir_base(&req, &cfg),
         "ServiceRequest",
         id,
-        latest,
-        (count, offset),
-        versions,
+        total,
+        shown,
     )))
 }
 
@@ -1194,10 +1307,12 @@ fn service_request(r: &ReferralRecord) -> Value {
         ("subject" = Option<String>, Query, description = "The service user, e.g. `Patient/123` (a bare id means `Patient/<id>`); subject or patient is required"),
         ("patient" = Option<String>, Query, description = "A Patient id: the same as subject=Patient/<id>"),
         ("_id" = Option<String>, Query, description = "Ids, separated by commas"),
-        ("_lastUpdated" = Option<Vec<String>>, Query, description = "When the record last changed, with a prefix (eq, ne, gt, lt, ge, le, sa, eb), e.g. `ge2026-01-01`; repeat it for a range"),
+        ("_lastUpdated" = Option<Vec<String>>, Query, description = "When the record last changed, with a prefix (eq, ne, gt, lt, ge, le, sa, eb), e.g. `ge2026-01-01`; repeat it for a range", pattern = "^$|^(eq|ne|gt|lt|ge|le|sa|eb)?[0-9]{4}(-[0-9]{2}(-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,9})?)?(Z|[+ -][0-9]{2}:[0-9]{2})?)?)?)?$"),
         ("status" = Option<String>, Query, description = "Statuses (request-status: `active`, `completed`, `revoked`), separated by commas"),
         ("priority" = Option<String>, Query, description = "Priorities (request-priority: `routine`, `urgent`, `stat`), separated by commas"),
-        ("authored" = Option<Vec<String>>, Query, description = "When the referral was made, with a prefix as for `_lastUpdated`; repeat it for a range"),
+        ("authored" = Option<Vec<String>>, Query, description = "When the referral was made, with a prefix as for `_lastUpdated`; repeat it for a range", pattern = "^$|^(eq|ne|gt|lt|ge|le|sa|eb)?[0-9]{4}(-[0-9]{2}(-[0-9]{2}(T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\\.[0-9]{1,9})?)?(Z|[+ -][0-9]{2}:[0-9]{2})?)?)?)?$"),
+        ("_sort" = Option<String>, Query, description = "Sort keys separated by commas, `-` before one for descending: `_id`, `_lastUpdated`, `authored`", pattern = "^$|^-?(_id|_lastUpdated|authored)(,-?(_id|_lastUpdated|authored)){0,2}$"),
+        ("_total" = Option<String>, Query, description = "`none`, `estimate` or `accurate`: the total is exact whichever", pattern = "^(none|estimate|accurate)?$"),
         ("_count" = Option<u32>, Query, description = "Page size, 0–200 (default 50; 0 gives only the total)"),
         ("_summary" = Option<String>, Query, description = "`count`: the total alone (as `_count=0`); `false`: whole resources (the default); nothing else"),
         ("_offset" = Option<u32>, Query, description = "Where the page starts; follow the Bundle's next link rather than setting it"),
@@ -1398,6 +1513,73 @@ mod tests {
         for bad in ["_count=-1", "_count=x", "_offset=-2", "_count=1&_count=2"] {
             assert!(page(&params(bad)).is_err(), "{bad:?}");
         }
+    }
+
+    fn history(q: &str) -> History {
+        let req = TestRequest::get().uri(&format!("/x?{q}")).to_http_request();
+        History::begin(&req, &Params::of(&req)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_history_since_an_instant_lists_the_versions_recorded_from_then() {
+        // 450 versions, one a minute from 2026-01-01T00:00Z; version n at minute n - 1.
+        let latest = 450_i64;
+        let at = |v: i64| {
+            "2026-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
+                + chrono::Duration::minutes(v - 1)
+        };
+        let reads = std::cell::Cell::new(0);
+        let recorded = async |below: i64, n: i64| -> Result<Vec<DateTime<Utc>>, FhirError> {
+            reads.set(reads.get() + 1);
+            Ok((1..below).rev().take(n as usize).map(at).collect())
+        };
+        assert_eq!(history("").total(latest, recorded).await.unwrap(), 450);
+        assert_eq!(reads.get(), 0, "no _since: no reading");
+        // From version 51's minute: 400 versions, read in chunks of 200 until an older one.
+        let h = history("_since=2026-01-01T00:50:00Z&_count=150&_offset=300");
+        assert_eq!(h.total(latest, recorded).await.unwrap(), 400);
+        assert_eq!(reads.get(), 3);
+        assert_eq!(
+            h.window(latest, 400),
+            Some((151, 100)),
+            "versions 150 down to 51"
+        );
+        assert_eq!(
+            history("_since=2026-01-01T00:50:00Z&_offset=400").window(latest, 400),
+            None
+        );
+        assert_eq!(history("_count=0").window(latest, 450), None);
+        assert_eq!(history("_count=10").window(latest, 450), Some((451, 10)));
+        let everything = history("_since=2025");
+        assert_eq!(everything.total(latest, recorded).await.unwrap(), 450);
+        assert_eq!(
+            history("_since=2027")
+                .total(latest, recorded)
+                .await
+                .unwrap(),
+            0
+        );
+        // The links keep _since as given; the last page has none.
+        let b = h.bundle(
+            "https://x/fhir/R4",
+            "CarePlan",
+            Uuid::nil(),
+            400,
+            Vec::new(),
+        );
+        assert_eq!(b["link"].as_array().unwrap().len(), 1, "{b}");
+        let first = history("_since=2026-01-01T00:50:00Z&_count=150");
+        let b = first.bundle(
+            "https://x/fhir/R4",
+            "CarePlan",
+            Uuid::nil(),
+            400,
+            Vec::new(),
+        );
+        assert_eq!(
+            b["link"][1]["url"],
+            format!("https://x/fhir/R4/CarePlan/{}/_history?_since=2026-01-01T00%3A50%3A00Z&_count=150&_offset=150", Uuid::nil())
+        );
     }
 
     #[test]

@@ -529,16 +529,16 @@ pub fn capability_statement(base: Option<&str>, cors: bool) -> Value {
         "format": ["application/fhir+json", "json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Search by GET [type]?params or POST [type]/_search with the parameters as application/x-www-form-urlencoded (in the body, the URL or both). Besides the subject (required), each resource type lists the parameters it takes: a parameter repeated is an AND, comma-separated values an OR; no modifiers. Parameters this server does not know are ignored and left out of the Bundle's self link, or refused (400) with Prefer: handling=strict. Paging: _count (0 to 200, default 50) and the Bundle's next link; _summary=count gives the total alone. _format=json and Accept: application/fhir+json or application/json; XML is not supported (406).",
+            "documentation": "Search by GET [type]?params or POST [type]/_search with the parameters as application/x-www-form-urlencoded (in the body, the URL or both). Besides the subject (required), each resource type lists the parameters it takes: a parameter repeated is an AND, comma-separated values an OR; no modifiers. Parameters this server does not know are ignored and left out of the Bundle's self link, or refused (400) with Prefer: handling=strict. Order: oldest first, or _sort by _id or a date parameter (a '-' before a key for descending). Paging: _count (0 to 200, default 50) and the Bundle's next link; _summary=count gives the total alone; the total is always exact (_total is accepted). _format=json and Accept: application/fhir+json or application/json; XML is not supported (406).",
             "security": {
                 "cors": cors,
                 "description": "Authorization: Bearer <JWT> with the claims sub, tenant, scope, aud, exp. CarePlan needs plans:read (preference plans) and/or protocols:read (safety protocols); ServiceRequest needs referrals:read. SMART scopes are honoured too: system/ or user/, v1 (CarePlan.read) or v2 (CarePlan.rs: r to read, s to search), a resource type or *; not patient/ scopes or v2 scopes narrowed by a query.",
             },
             "resource": [
                 resource("CarePlan", &format!(
-                    "Preference plans (category {}) and safety protocols (category {}); extensions under {CANONICAL}/StructureDefinition/. Every version is kept: vread (CarePlan/[id]/_history/[vid]) and the history of one CarePlan (CarePlan/[id]/_history, newest first, paged by _count).",
+                    "Preference plans (category {}) and safety protocols (category {}); extensions under {CANONICAL}/StructureDefinition/. Every version is kept: vread (CarePlan/[id]/_history/[vid]) and the history of one CarePlan (CarePlan/[id]/_history, newest first, paged by _count; _since for the versions recorded since an instant).",
                     CarePlanKind::PreferencePlan.code(), CarePlanKind::SafetyProtocol.code()), true, search::CARE_PLAN),
-                resource("ServiceRequest", "Face-to-face fallback referrals (SNOMED CT 3457005 Patient referral). Each status change is a version, all kept: vread and the history of one ServiceRequest.", true, search::SERVICE_REQUEST),
+                resource("ServiceRequest", "Face-to-face fallback referrals (SNOMED CT 3457005 Patient referral). Each status change is a version, all kept: vread and the history of one ServiceRequest (_since as for CarePlan).", true, search::SERVICE_REQUEST),
             ],
         }],
     }))

@@ -8,6 +8,7 @@
 
 use chrono::{DateTime, Days, Duration, FixedOffset, Months, NaiveDate, NaiveTime, TimeZone, Utc};
 use serde_json::Value;
+use std::cmp::Ordering;
 
 /// Where a parameter's values are in a resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +138,13 @@ pub const SERVICE_REQUEST: &[ParamDef] = &[
     },
 ];
 
+impl ParamDef {
+    /// Whether `_sort` may name it: `_id` and the dates.
+    fn sortable(&self) -> bool {
+        self.kind == ParamType::Date || self.element == Element::Id
+    }
+}
+
 /// Whether `name` (a parameter's name, without a modifier) is one of `defs`.
 pub fn known(defs: &[ParamDef], name: &str) -> bool {
     defs.iter().any(|d| d.name == name)
@@ -167,6 +175,13 @@ pub struct Span {
 struct DateTest {
     prefix: Prefix,
     span: Span,
+}
+
+impl Span {
+    /// Where the span starts.
+    pub fn start(&self) -> DateTime<Utc> {
+        self.start
+    }
 }
 
 impl DateTest {
@@ -269,6 +284,95 @@ impl Filters {
     /// The parameters the tests came from, as given, for a Bundle's links.
     pub fn given(&self) -> &[(String, String)] {
         &self.given
+    }
+}
+
+/// The order a search lists its matches in (`_sort`): keys separated by commas, each `_id` or
+/// a date parameter of the type, descending when prefixed by `-`; the records' own order
+/// (oldest first) breaks ties and stands when no `_sort` is given.
+#[derive(Debug, Default)]
+pub struct Sort {
+    keys: Vec<(&'static ParamDef, bool)>,
+    given: Option<String>,
+}
+
+impl Sort {
+    /// The `_sort` of a search on a type with `defs`; an empty value is no sort.
+    pub fn parse(defs: &'static [ParamDef], value: Option<&str>) -> Result<Sort, String> {
+        let Some(value) = value.filter(|v| !v.is_empty()) else {
+            return Ok(Sort::default());
+        };
+        let sortable: Vec<&str> = defs
+            .iter()
+            .filter(|d| d.sortable())
+            .map(|d| d.name)
+            .collect();
+        let mut keys = Vec::new();
+        for key in value.split(',') {
+            let (name, descending) = match key.strip_prefix('-') {
+                Some(n) => (n, true),
+                None => (key, false),
+            };
+            let def = defs
+                .iter()
+                .find(|d| d.name == name && d.sortable())
+                .ok_or_else(|| {
+                    format!(
+                        "_sort: '{key}' is not a sort key here; sort by {} (a '-' before one for newest or last first)",
+                        sortable.join(", ")
+                    )
+                })?;
+            if keys
+                .iter()
+                .any(|(d, _): &(&ParamDef, bool)| d.name == def.name)
+            {
+                return Err(format!("_sort: {name} is given twice"));
+            }
+            keys.push((def, descending));
+        }
+        Ok(Sort {
+            keys,
+            given: Some(value.to_string()),
+        })
+    }
+
+    /// `items` (a record and its resource) in this order; stable.
+    pub fn apply<T>(&self, items: &mut [(T, Value)]) {
+        if self.keys.is_empty() {
+            return;
+        }
+        items.sort_by(|(_, a), (_, b)| {
+            self.keys
+                .iter()
+                .map(|(def, descending)| {
+                    let o = compare(def.element, a, b);
+                    if *descending {
+                        o.reverse()
+                    } else {
+                        o
+                    }
+                })
+                .find(|o| o.is_ne())
+                .unwrap_or(Ordering::Equal)
+        });
+    }
+
+    /// `_sort` as given, for a Bundle's links.
+    pub fn given(&self) -> Option<&str> {
+        self.given.as_deref()
+    }
+}
+
+/// Two resources compared on an element: ids as text, dates by when their span starts.
+fn compare(element: Element, a: &Value, b: &Value) -> Ordering {
+    let date = |v: &Value| v.as_str().and_then(|s| span(s).ok()).map(|s| s.start);
+    match element {
+        Element::Id => a["id"].as_str().cmp(&b["id"].as_str()),
+        Element::LastUpdated => {
+            date(&a["meta"]["lastUpdated"]).cmp(&date(&b["meta"]["lastUpdated"]))
+        }
+        Element::DateTime(field) => date(&a[field]).cmp(&date(&b[field])),
+        Element::Code { .. } | Element::Concepts(_) => Ordering::Equal,
     }
 }
 
@@ -392,7 +496,7 @@ fn unescape(value: &str) -> String {
 const DATE_FORMS: &str = "a date is YYYY, YYYY-MM, YYYY-MM-DD or YYYY-MM-DDThh:mm[:ss[.sss]] with Z or an offset (+hh:mm written %2B in a URL)";
 
 fn date_test(value: &str) -> Result<DateTest, String> {
-    let (prefix, rest) = match value.get(..2).map(str::to_ascii_lowercase).as_deref() {
+    let (prefix, rest) = match value.get(..2) {
         Some("eq") => (Prefix::Eq, &value[2..]),
         Some("ne") => (Prefix::Ne, &value[2..]),
         Some("gt") => (Prefix::Gt, &value[2..]),
@@ -644,6 +748,8 @@ mod tests {
             .unwrap()
             .matches(t("2026-03-04")));
         assert!(date_test("ap2026").is_err());
+        // Prefixes are lower case, as FHIR writes them.
+        assert!(date_test("GE2026").is_err());
         assert!(date_test("ge2026-99").unwrap_err().contains("ge2026-99"));
     }
 
@@ -715,6 +821,50 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.given(), pairs(&[("priority", "stat")]).as_slice());
+    }
+
+    #[test]
+    fn sorts_take_ids_and_dates_either_way_and_keep_ties_in_order() {
+        let rs = [
+            referral("b", "active", "routine", "2026-02-10T09:00:00.000Z"),
+            referral("a", "active", "urgent", "2026-03-10T09:00:00.000Z"),
+            referral("c", "active", "stat", "2026-02-10T09:00:00.000Z"),
+        ];
+        let sorted = |v: Option<&str>| -> Vec<String> {
+            let sort = Sort::parse(SERVICE_REQUEST, v).unwrap();
+            let mut items: Vec<((), Value)> = rs.iter().map(|r| ((), r.clone())).collect();
+            sort.apply(&mut items);
+            items
+                .iter()
+                .map(|(_, r)| r["id"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(sorted(None), ["b", "a", "c"]);
+        assert_eq!(sorted(Some("")), ["b", "a", "c"]);
+        assert_eq!(sorted(Some("_id")), ["a", "b", "c"]);
+        assert_eq!(sorted(Some("-_id")), ["c", "b", "a"]);
+        assert_eq!(sorted(Some("-_lastUpdated")), ["a", "b", "c"]);
+        assert_eq!(sorted(Some("authored,-_id")), ["c", "b", "a"]);
+        assert_eq!(sorted(Some("authored")), ["b", "c", "a"]);
+        assert_eq!(
+            Sort::parse(SERVICE_REQUEST, Some("-authored"))
+                .unwrap()
+                .given(),
+            Some("-authored")
+        );
+        for bad in [
+            "status",
+            "category",
+            "_id,-_id",
+            "authored,",
+            "--_id",
+            "date",
+        ] {
+            let e = Sort::parse(SERVICE_REQUEST, Some(bad)).unwrap_err();
+            assert!(e.starts_with("_sort"), "{bad}: {e}");
+        }
+        assert!(Sort::parse(CARE_PLAN, Some("authored")).is_err());
+        assert!(Sort::parse(CARE_PLAN, Some("-_lastUpdated,_id")).is_ok());
     }
 
     #[test]

@@ -772,6 +772,64 @@ on_both_engines!(
         assert_eq!(entry_ids(&r2.body), [referrals[2].as_str()]);
         assert!(link(&r2.body, "next").is_none());
 
+        // _sort: by id or a date, '-' for descending; the links keep it. _total is accepted
+        // (the total is always exact).
+        let r = search(
+            "/fhir/R4/ServiceRequest?subject=Patient/5&_sort=-_lastUpdated,-_id&_total=accurate"
+                .into(),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let newest_first = entry_ids(&r.body);
+        assert_eq!(
+            newest_first[0], referrals[2],
+            "the cancelled one changed last"
+        );
+        let keys: Vec<(String, String)> = r.body["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                let res = &e["resource"];
+                let updated = res["meta"]["lastUpdated"].as_str().unwrap().to_string();
+                (updated, res["id"].as_str().unwrap().to_string())
+            })
+            .collect();
+        assert!(keys.windows(2).all(|w| w[0] >= w[1]), "{keys:?}");
+        let r =
+            search("/fhir/R4/ServiceRequest?subject=Patient/5&_sort=_lastUpdated,_id".into()).await;
+        let oldest_first: Vec<String> = newest_first.iter().rev().cloned().collect();
+        assert_eq!(entry_ids(&r.body), oldest_first);
+        // Paged one at a time, the sort holds across pages.
+        let mut paged = Vec::new();
+        let mut next = Some(
+            "/fhir/R4/ServiceRequest?subject=Patient/5&_sort=-_lastUpdated,-_id&_count=1"
+                .to_string(),
+        );
+        while let Some(path) = next {
+            let r = search(path).await;
+            paged.extend(entry_ids(&r.body));
+            next = link(&r.body, "next").map(|l| {
+                assert!(l.contains("_sort=-_lastUpdated%2C-_id"), "{l}");
+                path_of(l)
+            });
+        }
+        assert_eq!(paged, newest_first);
+        let r = search("/fhir/R4/CarePlan?subject=Patient/5&_sort=-_id".into()).await;
+        let mut ids = vec![plan_id.clone(), protocol_id.clone()];
+        ids.sort();
+        ids.reverse();
+        assert_eq!(entry_ids(&r.body), ids);
+        for q in [
+            "ServiceRequest?subject=Patient/5&_sort=priority",
+            "CarePlan?subject=Patient/5&_sort=authored",
+            "CarePlan?subject=Patient/5&_sort=_id,-_id",
+            "CarePlan?subject=Patient/5&_total=exact",
+        ] {
+            let r = search(format!("/fhir/R4/{q}")).await;
+            assert_outcome(&r, 400, "invalid");
+        }
+
         // By POST: the same parameters in a form.
         let r = fhir_post_form(
             &app,
@@ -898,7 +956,7 @@ on_both_engines!(
         // Lenient (the default): ignored, and left out of the self link.
         let r = fhir_get(
             &app,
-            "/fhir/R4/CarePlan?subject=Patient/1&intent=plan&_sort=date",
+            "/fhir/R4/CarePlan?subject=Patient/1&intent=plan&_elements=id",
             &all("t1"),
             &[],
         )
@@ -907,7 +965,7 @@ on_both_engines!(
         assert_eq!(r.body["total"], 1);
         let self_link = link(&r.body, "self").unwrap();
         assert!(
-            !self_link.contains("intent") && !self_link.contains("_sort"),
+            !self_link.contains("intent") && !self_link.contains("_elements"),
             "{self_link}"
         );
         let r = fhir_get(
@@ -921,14 +979,14 @@ on_both_engines!(
         // Strict: 400 naming each unknown parameter once, by GET and by POST.
         let r = fhir_get(
             &app,
-            "/fhir/R4/CarePlan?subject=Patient/1&intent=plan&_sort=date&intent=order",
+            "/fhir/R4/CarePlan?subject=Patient/1&intent=plan&_elements=id&intent=order",
             &all("t1"),
             &[("Prefer", "return=representation, handling=strict")],
         )
         .await;
         assert_outcome(&r, 400, "invalid");
         let diagnostics = r.body["issue"][0]["diagnostics"].as_str().unwrap();
-        assert!(diagnostics.contains("intent, _sort"), "{diagnostics}");
+        assert!(diagnostics.contains("intent, _elements"), "{diagnostics}");
         let r = fhir_post_form(
             &app,
             "/fhir/R4/ServiceRequest/_search",
@@ -1005,6 +1063,8 @@ on_both_engines!(
         let plan = app.post("/v1/plans", "t1", &plan_body("Patient/7")).await;
         let id = plan.body["id"].as_str().unwrap().to_string();
         for (version, days) in [(1, 30), (2, 60)] {
+            // Versions a few milliseconds apart, so that `_since` (below) can fall between.
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             let mut changed = plan_body("Patient/7");
             changed["review_interval_days"] = json!(days);
             let r = app
@@ -1129,14 +1189,39 @@ on_both_engines!(
             assert_eq!(r.body["total"], 3, "{q}");
             assert!(r.body.get("entry").is_none(), "{q}");
         }
-        let r = fhir_get(
-            &app,
-            &format!("/fhir/R4/CarePlan/{id}/_history?_since=2026-01-01"),
-            &all("t1"),
-            &[("Prefer", "handling=strict")],
-        )
-        .await;
-        assert_outcome(&r, 400, "invalid");
+        // _since: the versions recorded at or after an instant; links keep it.
+        let second = versions[1]["meta"]["lastUpdated"].as_str().unwrap();
+        let since = |q: String| {
+            let (app, id) = (&app, &id);
+            async move {
+                let path = format!("/fhir/R4/CarePlan/{id}/_history?{q}");
+                fhir_get(app, &path, &all("t1"), &[("Prefer", "handling=strict")]).await
+            }
+        };
+        let r = since(format!("_since={second}")).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert_eq!(r.body["total"], 2, "{}", r.body);
+        let shown: Vec<&Value> = r.body["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["resource"])
+            .collect();
+        assert_eq!(shown, [&versions[2], &versions[1]]);
+        let r = since(format!("_since={second}&_count=1")).await;
+        let next = link(&r.body, "next").expect("a next link").to_string();
+        assert!(next.contains("_since="), "{next}");
+        let r = since(path_of(&next).split_once('?').unwrap().1.to_string()).await;
+        assert_eq!(r.body["total"], 2, "{}", r.body);
+        assert_eq!(r.body["entry"][0]["resource"], versions[1]);
+        assert!(link(&r.body, "next").is_none());
+        for (q, total) in [("_since=2000", 3), ("_since=2100-01-01T00:00:00Z", 0)] {
+            let r = since(q.to_string()).await;
+            assert_eq!(r.body["total"], total, "{q}: {}", r.body);
+        }
+        for q in ["_since=yesterday", "_since=ge2026", "_at=2026"] {
+            assert_outcome(&since(q.to_string()).await, 400, "invalid");
+        }
         // A safety protocol's history is its own.
         let r = fhir_get(
             &app,
@@ -1219,6 +1304,30 @@ on_both_engines!(
             .map(|e| e["resource"]["status"].as_str().unwrap())
             .collect();
         assert_eq!(statuses, ["revoked", "active", "active"]);
+        // _since the newest version's instant: at least that one (the others may share its
+        // millisecond); none from next year.
+        let newest = r.body["entry"][0]["resource"]["meta"]["lastUpdated"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let h = fhir_get(
+            &app,
+            &format!("/fhir/R4/ServiceRequest/{rid}/_history?_since={newest}"),
+            &all("t1"),
+            &[],
+        )
+        .await;
+        let listed = h.body["total"].as_i64().unwrap();
+        assert!((1..=3).contains(&listed), "{}", h.body);
+        assert_eq!(h.body["entry"][0]["resource"]["status"], "revoked");
+        let h = fhir_get(
+            &app,
+            &format!("/fhir/R4/ServiceRequest/{rid}/_history?_since=2100&_summary=count"),
+            &all("t1"),
+            &[],
+        )
+        .await;
+        assert_eq!(h.body["total"], 0, "{}", h.body);
         assert_eq!(
             r.body["entry"][1]["resource"]["occurrenceDateTime"],
             "2026-12-01T09:30:00.000Z"
