@@ -1167,13 +1167,16 @@ pub async fn vread_service_request(
     let (Ok(id), Some(vid)) = (Uuid::parse_str(&id), version_id(&vid)) else {
         return Err(ApiError::NotFound.into());
     };
-    let found = st
+    // The version, and the one after it when there is one (when this one was superseded).
+    let read = st
         .store
-        .referral_versions(&caller.tenant, id, Some(vid + 1), 1)
-        .await?
-        .into_iter()
-        .find(|r| r.meta.version == vid);
-    let Some(r) = found else {
+        .referral_versions(&caller.tenant, id, Some(vid.saturating_add(2)), 2)
+        .await?;
+    let superseded = read
+        .iter()
+        .find(|r| r.meta.version == vid + 1)
+        .map(|r| r.meta.updated_at.0);
+    let Some(r) = read.into_iter().find(|r| r.meta.version == vid) else {
         st.audit(
             &caller,
             "read_versions",
@@ -1196,7 +1199,7 @@ pub async fn vread_service_request(
     writer.record(None, vec![entry]).await?;
     Ok(versioned(
         &req,
-        &service_request(&r),
+        &service_request_until(&r, superseded),
         vid,
         r.meta.updated_at.0,
     ))
@@ -1270,7 +1273,12 @@ pub async fn service_request_history(
         .await?;
     let shown = match history.window(latest, total) {
         None => Vec::new(),
-        Some((below, n)) => versions(below, n).await?,
+        Some((below, n)) => {
+            // With the version after the page's newest, when there is one: each version is
+            // shown as it stood when superseded.
+            let newer = i64::from(below <= latest);
+            until_superseded(versions(below + newer, n + newer).await?, newer == 1)
+        }
     };
     let entry = st.audit_entry(
         &caller,
@@ -1283,7 +1291,10 @@ pub async fn service_request_history(
     writer.record(None, vec![entry]).await?;
     let shown = shown
         .iter()
-        .map(|r| (service_request(r), r.meta.version, r.meta.updated_at.0))
+        .map(|(r, superseded)| {
+            let resource = service_request_until(r, *superseded);
+            (resource, r.meta.version, r.meta.updated_at.0)
+        })
         .collect();
     Ok(fhir_json(&history.bundle(
         &fhir_base(&req, &cfg),
@@ -1295,7 +1306,45 @@ pub async fn service_request_history(
 }
 
 fn service_request(r: &ReferralRecord) -> Value {
-    mapping::referral_service_request(&r.state, &stored::meta(&r.meta), Utc::now())
+    service_request_until(r, None)
+}
+
+/// A version of a referral as a ServiceRequest as it stood until `superseded` (when the next
+/// version was recorded; `None` for the current version: now). Only `overdue` depends on it:
+/// an old version is overdue if it had become so by the time it was superseded.
+fn service_request_until(r: &ReferralRecord, superseded: Option<DateTime<Utc>>) -> Value {
+    let as_of = superseded.unwrap_or_else(Utc::now);
+    mapping::referral_service_request(&r.state, &stored::meta(&r.meta), as_of)
+}
+
+/// Versions read newest first, each with when it was superseded: the recorded time of the
+/// version before it in the list (`None` for the first unless `first_is_newer`, in which case
+/// the first, the newer neighbour of a page, is dropped after lending its time).
+fn until_superseded<T: HasRecorded>(
+    read: Vec<T>,
+    first_is_newer: bool,
+) -> Vec<(T, Option<DateTime<Utc>>)> {
+    let mut out = Vec::with_capacity(read.len());
+    let mut newer: Option<DateTime<Utc>> = None;
+    for (i, v) in read.into_iter().enumerate() {
+        let recorded = v.recorded();
+        if !(i == 0 && first_is_newer) {
+            out.push((v, newer));
+        }
+        newer = Some(recorded);
+    }
+    out
+}
+
+/// When a version was recorded.
+trait HasRecorded {
+    fn recorded(&self) -> DateTime<Utc>;
+}
+
+impl HasRecorded for ReferralRecord {
+    fn recorded(&self) -> DateTime<Utc> {
+        self.meta.updated_at.0
+    }
 }
 
 /// Search ServiceRequests by subject: the service user's referrals, oldest first.
@@ -1513,6 +1562,32 @@ mod tests {
         for bad in ["_count=-1", "_count=x", "_offset=-2", "_count=1&_count=2"] {
             assert!(page(&params(bad)).is_err(), "{bad:?}");
         }
+    }
+
+    impl HasRecorded for (i64, DateTime<Utc>) {
+        fn recorded(&self) -> DateTime<Utc> {
+            self.1
+        }
+    }
+
+    #[test]
+    fn each_old_version_stands_until_the_next_was_recorded() {
+        let t = |m: i64| DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::minutes(m);
+        let read = || vec![(3, t(30)), (2, t(20)), (1, t(10))];
+        assert_eq!(
+            until_superseded(read(), false),
+            [
+                ((3, t(30)), None),
+                ((2, t(20)), Some(t(30))),
+                ((1, t(10)), Some(t(20)))
+            ]
+        );
+        // A page below the newest: its first read is the newer neighbour, lending its time.
+        assert_eq!(
+            until_superseded(read(), true),
+            [((2, t(20)), Some(t(30))), ((1, t(10)), Some(t(20)))]
+        );
+        assert!(until_superseded(Vec::<(i64, DateTime<Utc>)>::new(), true).is_empty());
     }
 
     fn history(q: &str) -> History {

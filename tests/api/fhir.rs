@@ -1328,6 +1328,21 @@ on_both_engines!(
         )
         .await;
         assert_eq!(h.body["total"], 0, "{}", h.body);
+        // A page below the newest: the same versions as in the whole history.
+        for offset in [1, 2] {
+            let h = fhir_get(
+                &app,
+                &format!("/fhir/R4/ServiceRequest/{rid}/_history?_count=1&_offset={offset}"),
+                &all("t1"),
+                &[],
+            )
+            .await;
+            assert_eq!(h.body["total"], 3, "{}", h.body);
+            assert_eq!(
+                h.body["entry"][0]["resource"],
+                r.body["entry"][offset]["resource"]
+            );
+        }
         assert_eq!(
             r.body["entry"][1]["resource"]["occurrenceDateTime"],
             "2026-12-01T09:30:00.000Z"
