@@ -1277,7 +1277,8 @@ pub async fn service_request_history(
             // With the version after the page's newest, when there is one: each version is
             // shown as it stood when superseded.
             let newer = i64::from(below <= latest);
-            until_superseded(versions(below + newer, n + newer).await?, newer == 1)
+            let read = versions(below + newer, n + newer).await?;
+            until_superseded(read, newer == 1, |r| r.meta.updated_at.0)
         }
     };
     let entry = st.audit_entry(
@@ -1317,34 +1318,24 @@ fn service_request_until(r: &ReferralRecord, superseded: Option<DateTime<Utc>>) 
     mapping::referral_service_request(&r.state, &stored::meta(&r.meta), as_of)
 }
 
-/// Versions read newest first, each with when it was superseded: the recorded time of the
+/// Versions read newest first, each with when it was superseded: the `recorded` time of the
 /// version before it in the list (`None` for the first unless `first_is_newer`, in which case
 /// the first, the newer neighbour of a page, is dropped after lending its time).
-fn until_superseded<T: HasRecorded>(
+fn until_superseded<T>(
     read: Vec<T>,
     first_is_newer: bool,
+    recorded: impl Fn(&T) -> DateTime<Utc>,
 ) -> Vec<(T, Option<DateTime<Utc>>)> {
     let mut out = Vec::with_capacity(read.len());
     let mut newer: Option<DateTime<Utc>> = None;
     for (i, v) in read.into_iter().enumerate() {
-        let recorded = v.recorded();
+        let recorded = recorded(&v);
         if !(i == 0 && first_is_newer) {
             out.push((v, newer));
         }
         newer = Some(recorded);
     }
     out
-}
-
-/// When a version was recorded.
-trait HasRecorded {
-    fn recorded(&self) -> DateTime<Utc>;
-}
-
-impl HasRecorded for ReferralRecord {
-    fn recorded(&self) -> DateTime<Utc> {
-        self.meta.updated_at.0
-    }
 }
 
 /// Search ServiceRequests by subject: the service user's referrals, oldest first.
@@ -1564,18 +1555,12 @@ mod tests {
         }
     }
 
-    impl HasRecorded for (i64, DateTime<Utc>) {
-        fn recorded(&self) -> DateTime<Utc> {
-            self.1
-        }
-    }
-
     #[test]
     fn each_old_version_stands_until_the_next_was_recorded() {
         let t = |m: i64| DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::minutes(m);
         let read = || vec![(3, t(30)), (2, t(20)), (1, t(10))];
         assert_eq!(
-            until_superseded(read(), false),
+            until_superseded(read(), false, |v| v.1),
             [
                 ((3, t(30)), None),
                 ((2, t(20)), Some(t(30))),
@@ -1584,10 +1569,10 @@ mod tests {
         );
         // A page below the newest: its first read is the newer neighbour, lending its time.
         assert_eq!(
-            until_superseded(read(), true),
+            until_superseded(read(), true, |v| v.1),
             [((2, t(20)), Some(t(30))), ((1, t(10)), Some(t(20)))]
         );
-        assert!(until_superseded(Vec::<(i64, DateTime<Utc>)>::new(), true).is_empty());
+        assert!(until_superseded(Vec::<(i64, DateTime<Utc>)>::new(), true, |v| v.1).is_empty());
     }
 
     fn history(q: &str) -> History {
