@@ -867,6 +867,50 @@ mod tests {
         assert!(Sort::parse(CARE_PLAN, Some("-_lastUpdated,_id")).is_ok());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// Whatever a client sends, parsing answers (a test or an error naming the parameter)
+        /// and never panics.
+        #[test]
+        fn any_value_parses_or_is_refused(
+            name in proptest::sample::select(vec!["_id", "_lastUpdated", "status", "priority", "authored", "category", "_sort"]),
+            value in "[-+ :.,|\\\\TZ0-9a-z]{0,40}",
+        ) {
+            let params = [(name.to_string(), value.clone())];
+            if let Err(e) = Filters::parse(SERVICE_REQUEST, &params) {
+                proptest::prop_assert!(e.starts_with(name), "{e}");
+            }
+            let _ = Sort::parse(SERVICE_REQUEST, Some(&value));
+            let _ = span(&value);
+        }
+
+        /// A date written at any precision is a span of that length (start before end), and
+        /// eq matches an instant at its start, not one at its end.
+        #[test]
+        fn every_valid_date_is_a_span_that_holds_its_start(
+            y in 1i32..=9999, mo in 1u32..=12, d in 1u32..=28, h in 0u32..24, mi in 0u32..60,
+            sec in 0u32..60, frac in 0usize..=9, zone in -14i32..=14, precision in 0usize..6,
+        ) {
+            let date = format!("{y:04}-{mo:02}-{d:02}");
+            let zone = if zone == 0 { "Z".to_string() } else { format!("{}{:02}:00", if zone > 0 { '+' } else { '-' }, zone.abs()) };
+            let text = match precision {
+                0 => format!("{y:04}"),
+                1 => format!("{y:04}-{mo:02}"),
+                2 => date,
+                3 => format!("{date}T{h:02}:{mi:02}{zone}"),
+                4 => format!("{date}T{h:02}:{mi:02}:{sec:02}{zone}"),
+                _ => format!("{date}T{h:02}:{mi:02}:{sec:02}.{}{zone}", "7".repeat(frac.max(1))),
+            };
+            let s = span(&text).unwrap();
+            proptest::prop_assert!(s.start < s.end, "{text}");
+            let eq = date_test(&text).unwrap();
+            let instant = |start: DateTime<Utc>| Span { start, end: start + Duration::nanoseconds(1) };
+            proptest::prop_assert!(eq.matches(instant(s.start)), "{text}");
+            proptest::prop_assert!(!eq.matches(instant(s.end)), "{text}");
+        }
+    }
+
     #[test]
     fn care_plan_categories_match_any_coding() {
         let cp = json!({"resourceType": "CarePlan", "id": "p", "status": "active", "category": [
