@@ -802,22 +802,15 @@ pub async fn care_plan_history(
             continue;
         };
         let latest = current.version();
-        let versions = async |below: i64, n: i64| -> Result<Vec<CarePlanRecord>, FhirError> {
-            Ok(
-                stored::versions(&st.store, kind, &caller.tenant, id, Some(below), n)
-                    .await?
-                    .unwrap_or_default(),
-            )
-        };
-        let total = history
-            .total(latest, async |below, n| {
-                let found = versions(below, n).await?;
-                Ok(found.iter().map(CarePlanRecord::updated_at).collect())
-            })
-            .await?;
+        let table = (current.table().versions, caller.tenant.as_str(), id);
+        let total = history.total(&st, table, latest).await?;
         let shown = match history.window(latest, total) {
             None => Vec::new(),
-            Some((below, n)) => versions(below, n).await?,
+            Some((below, n)) => {
+                stored::versions(&st.store, kind, &caller.tenant, id, Some(below), n)
+                    .await?
+                    .unwrap_or_default()
+            }
         };
         let entry = st.audit_entry(
             &caller,
@@ -871,26 +864,25 @@ impl History {
     }
 
     /// How many of a record's `latest` versions the history lists: all, or those recorded at
-    /// or after `_since`. `recorded(below, n)` gives when each of the `n` versions below
-    /// `below` was recorded, newest first; they are read a chunk at a time until an older one.
+    /// or after `_since`, counted in the versions table `versions`.
     async fn total(
         &self,
+        st: &AppState,
+        (versions, tenant, id): (&'static str, &str, Uuid),
         latest: i64,
-        recorded: impl AsyncFn(i64, i64) -> Result<Vec<DateTime<Utc>>, FhirError>,
     ) -> Result<i64, FhirError> {
-        const CHUNK: i64 = 200;
-        let Some((since, _)) = &self.since else {
-            return Ok(latest);
-        };
-        let mut listed = 0;
-        loop {
-            let times = recorded(latest - listed + 1, CHUNK).await?;
-            let newer = times.iter().take_while(|t| *t >= since).count() as i64;
-            listed += newer;
-            if newer < CHUNK || listed >= latest {
-                return Ok(listed);
+        Ok(match &self.since {
+            None => latest,
+            Some((since, _)) => {
+                // Past year 9999 (an offset can take a date there): nothing is recorded after
+                // the last instant of 9999, which the stores' text form still orders.
+                let last = "9999-12-31T23:59:59.999999Z".parse::<DateTime<Utc>>();
+                let since = last.map_or(*since, |last| (*since).min(last));
+                st.store
+                    .count_versions_since(versions, tenant, id, Ts::from(since))
+                    .await?
             }
-        }
+        })
     }
 
     /// The versions this page shows, numbered from 1 and all kept, the newest `total` of
@@ -1259,25 +1251,18 @@ pub async fn service_request_history(
         return Err(ApiError::NotFound.into());
     };
     let latest = current.meta.version;
-    let versions = async |below: i64, n: i64| -> Result<Vec<ReferralRecord>, FhirError> {
-        Ok(st
-            .store
-            .referral_versions(&caller.tenant, id, Some(below), n)
-            .await?)
-    };
-    let total = history
-        .total(latest, async |below, n| {
-            let found = versions(below, n).await?;
-            Ok(found.iter().map(|r| r.meta.updated_at.0).collect())
-        })
-        .await?;
+    let table = ("referral_versions", caller.tenant.as_str(), id);
+    let total = history.total(&st, table, latest).await?;
     let shown = match history.window(latest, total) {
         None => Vec::new(),
         Some((below, n)) => {
             // With the version after the page's newest, when there is one: each version is
             // shown as it stood when superseded.
             let newer = i64::from(below <= latest);
-            let read = versions(below + newer, n + newer).await?;
+            let read = st
+                .store
+                .referral_versions(&caller.tenant, id, Some(below + newer), n + newer)
+                .await?;
             until_superseded(read, newer == 1, |r| r.meta.updated_at.0)
         }
     };
@@ -1580,45 +1565,27 @@ mod tests {
         History::begin(&req, &Params::of(&req)).unwrap()
     }
 
-    #[tokio::test]
-    async fn a_history_since_an_instant_lists_the_versions_recorded_from_then() {
-        // 450 versions, one a minute from 2026-01-01T00:00Z; version n at minute n - 1.
+    #[test]
+    fn a_history_page_windows_the_newest_versions_listed_and_links_keep_since() {
+        // 450 versions, the newest 400 recorded since the instant given.
         let latest = 450_i64;
-        let at = |v: i64| {
-            "2026-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap()
-                + chrono::Duration::minutes(v - 1)
-        };
-        let reads = std::cell::Cell::new(0);
-        let recorded = async |below: i64, n: i64| -> Result<Vec<DateTime<Utc>>, FhirError> {
-            reads.set(reads.get() + 1);
-            Ok((1..below).rev().take(n as usize).map(at).collect())
-        };
-        assert_eq!(history("").total(latest, recorded).await.unwrap(), 450);
-        assert_eq!(reads.get(), 0, "no _since: no reading");
-        // From version 51's minute: 400 versions, read in chunks of 200 until an older one.
         let h = history("_since=2026-01-01T00:50:00Z&_count=150&_offset=300");
-        assert_eq!(h.total(latest, recorded).await.unwrap(), 400);
-        assert_eq!(reads.get(), 3);
+        assert_eq!(
+            h.since
+                .as_ref()
+                .map(|(at, given)| (at.to_rfc3339(), given.as_str())),
+            Some(("2026-01-01T00:50:00+00:00".into(), "2026-01-01T00:50:00Z"))
+        );
         assert_eq!(
             h.window(latest, 400),
             Some((151, 100)),
             "versions 150 down to 51"
         );
-        assert_eq!(
-            history("_since=2026-01-01T00:50:00Z&_offset=400").window(latest, 400),
-            None
-        );
+        let past_the_end = history("_since=2026-01-01T00:50:00Z&_offset=400");
+        assert_eq!(past_the_end.window(latest, 400), None);
         assert_eq!(history("_count=0").window(latest, 450), None);
         assert_eq!(history("_count=10").window(latest, 450), Some((451, 10)));
-        let everything = history("_since=2025");
-        assert_eq!(everything.total(latest, recorded).await.unwrap(), 450);
-        assert_eq!(
-            history("_since=2027")
-                .total(latest, recorded)
-                .await
-                .unwrap(),
-            0
-        );
+        assert!(history("").since.is_none() && history("_since=").since.is_none());
         // The links keep _since as given; the last page has none.
         let b = h.bundle(
             "https://x/fhir/R4",
@@ -1638,8 +1605,13 @@ mod tests {
         );
         assert_eq!(
             b["link"][1]["url"],
-            format!("https://x/fhir/R4/CarePlan/{}/_history?_since=2026-01-01T00%3A50%3A00Z&_count=150&_offset=150", Uuid::nil())
+            format!(
+                "https://x/fhir/R4/CarePlan/{}/_history?_since=2026-01-01T00%3A50%3A00Z&_count=150&_offset=150",
+                Uuid::nil()
+            )
         );
+        let req = TestRequest::get().uri("/x?_since=soon").to_http_request();
+        assert!(History::begin(&req, &Params::of(&req)).is_err());
     }
 
     #[test]

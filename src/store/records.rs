@@ -450,6 +450,28 @@ impl Store {
         read_all(self, tenant, rows).map(Some)
     }
 
+    /// How many versions of record `id` the versions table `versions` (`plan_versions`,
+    /// `referral_versions`, …) holds recorded at or after `since`: the newest ones, versions
+    /// being recorded in order.
+    pub async fn count_versions_since(
+        &self,
+        versions: &'static str,
+        tenant: &str,
+        id: Uuid,
+        since: Ts,
+    ) -> DbResult<i64> {
+        let sql = format!(
+            "SELECT COUNT(*) FROM {versions} WHERE record_id = $1 AND tenant = $2 AND recorded_at >= $3"
+        );
+        let (n,): (i64,) = on_db!(&self.db, p => sqlx::query_as(&sql)
+            .bind(id)
+            .bind(tenant)
+            .bind(since)
+            .fetch_one(p)
+            .await)?;
+        Ok(n)
+    }
+
     /// Records of a tenant by subject and/or review date, ordered by review date then id.
     pub async fn list_records<T: RecordKind>(
         &self,

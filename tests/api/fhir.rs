@@ -1215,7 +1215,14 @@ on_both_engines!(
         assert_eq!(r.body["total"], 2, "{}", r.body);
         assert_eq!(r.body["entry"][0]["resource"], versions[1]);
         assert!(link(&r.body, "next").is_none());
-        for (q, total) in [("_since=2000", 3), ("_since=2100-01-01T00:00:00Z", 0)] {
+        for (q, total) in [
+            ("_since=2000", 3),
+            ("_since=2100-01-01T00:00:00Z", 0),
+            // After the end of 9999 in UTC: nothing, on both engines.
+            ("_since=9999-12-31T23:59:59%2B00:00", 0),
+            ("_since=9999-12-31T23:00:00-14:00", 0),
+            ("_since=1900-01-01T00:00:00%2B14:00", 3),
+        ] {
             let r = since(q.to_string()).await;
             assert_eq!(r.body["total"], total, "{q}: {}", r.body);
         }
