@@ -55,25 +55,28 @@ pub struct ParamDef {
     element: Element,
 }
 
-const ID_DOC: &str = "The resource id; several separated by commas.";
-const LAST_UPDATED_DOC: &str = "When the record last changed (meta.lastUpdated), with a prefix: eq (the default), ne, gt, lt, ge, le, sa, eb. Repeat it for a range, e.g. _lastUpdated=ge2026-01-01&_lastUpdated=lt2026-02-01.";
+/// `_id`, every type's.
+const ID: ParamDef = ParamDef {
+    name: "_id",
+    kind: ParamType::Token,
+    definition: "http://hl7.org/fhir/SearchParameter/Resource-id",
+    documentation: "The resource id; several separated by commas.",
+    element: Element::Id,
+};
+
+/// `_lastUpdated`, every type's.
+const LAST_UPDATED: ParamDef = ParamDef {
+    name: "_lastUpdated",
+    kind: ParamType::Date,
+    definition: "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
+    documentation: "When the record last changed (meta.lastUpdated), with a prefix: eq (the default), ne, gt, lt, ge, le, sa, eb. Repeat it for a range, e.g. _lastUpdated=ge2026-01-01&_lastUpdated=lt2026-02-01.",
+    element: Element::LastUpdated,
+};
 
 /// CarePlan: `_id`, `_lastUpdated`, `status`, `category`.
 pub const CARE_PLAN: &[ParamDef] = &[
-    ParamDef {
-        name: "_id",
-        kind: ParamType::Token,
-        definition: "http://hl7.org/fhir/SearchParameter/Resource-id",
-        documentation: ID_DOC,
-        element: Element::Id,
-    },
-    ParamDef {
-        name: "_lastUpdated",
-        kind: ParamType::Date,
-        definition: "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
-        documentation: LAST_UPDATED_DOC,
-        element: Element::LastUpdated,
-    },
+    ID,
+    LAST_UPDATED,
     ParamDef {
         name: "status",
         kind: ParamType::Token,
@@ -95,20 +98,8 @@ pub const CARE_PLAN: &[ParamDef] = &[
 
 /// ServiceRequest: `_id`, `_lastUpdated`, `status`, `priority`, `authored`.
 pub const SERVICE_REQUEST: &[ParamDef] = &[
-    ParamDef {
-        name: "_id",
-        kind: ParamType::Token,
-        definition: "http://hl7.org/fhir/SearchParameter/Resource-id",
-        documentation: ID_DOC,
-        element: Element::Id,
-    },
-    ParamDef {
-        name: "_lastUpdated",
-        kind: ParamType::Date,
-        definition: "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
-        documentation: LAST_UPDATED_DOC,
-        element: Element::LastUpdated,
-    },
+    ID,
+    LAST_UPDATED,
     ParamDef {
         name: "status",
         kind: ParamType::Token,
