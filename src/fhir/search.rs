@@ -647,26 +647,19 @@ mod tests {
 
     #[test]
     fn spans_follow_the_precision_given() {
-        let y = span("2026").unwrap();
-        assert_eq!(
-            (y.start, y.end),
-            (at("2026-01-01T00:00:00Z"), at("2027-01-01T00:00:00Z"))
-        );
-        let m = span("2026-02").unwrap();
-        assert_eq!(
-            (m.start, m.end),
-            (at("2026-02-01T00:00:00Z"), at("2026-03-01T00:00:00Z"))
-        );
-        let d = span("2026-12-31").unwrap();
-        assert_eq!(
-            (d.start, d.end),
-            (at("2026-12-31T00:00:00Z"), at("2027-01-01T00:00:00Z"))
-        );
-        let min = span("2026-03-04T10:30+01:00").unwrap();
-        assert_eq!(
-            (min.start, min.end),
-            (at("2026-03-04T09:30:00Z"), at("2026-03-04T09:31:00Z"))
-        );
+        for (text, start, end) in [
+            ("2026", "2026-01-01T00:00:00Z", "2027-01-01T00:00:00Z"),
+            ("2026-02", "2026-02-01T00:00:00Z", "2026-03-01T00:00:00Z"),
+            ("2026-12-31", "2026-12-31T00:00:00Z", "2027-01-01T00:00:00Z"),
+            (
+                "2026-03-04T10:30+01:00",
+                "2026-03-04T09:30:00Z",
+                "2026-03-04T09:31:00Z",
+            ),
+        ] {
+            let s = span(text).unwrap();
+            assert_eq!((s.start, s.end), (at(start), at(end)), "{text}");
+        }
         let s = span("2026-03-04T10:30:15Z").unwrap();
         assert_eq!(s.end - s.start, Duration::seconds(1));
         let ms = span("2026-03-04T10:30:15.250Z").unwrap();
