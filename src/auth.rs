@@ -451,6 +451,7 @@ impl Jwks {
             };
             match DecodingKey::from_jwk(jwk) {
                 Ok(key) => {
+                    crate::jwt_crypto::prepare(alg, &key);
                     keys.insert(kid, (key, alg));
                 }
                 Err(e) => tracing::warn!(%kid, error = %e, "skipping an unusable JWKS key"),

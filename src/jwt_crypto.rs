@@ -1,20 +1,23 @@
-//! Signature checks for asymmetric JWTs with AWS-LC (`aws-lc-rs`).
+//! Signature checks for asymmetric JWTs with AWS-LC (`aws-lc-rs`), and ES384 with a table per
+//! key (`p384_verify`).
 //!
 //! jsonwebtoken's RustCrypto backend checks an ES384 signature in about 0.8 ms of CPU, which on
 //! a small server is most of the cost of an EHR's CDS Hooks call (every call brings a fresh,
 //! single-use token, so nothing can be cached). `ring` (tried before) has no assembly for
 //! P-384 and was not much faster; AWS-LC checks P-384 several times faster and RSA as fast.
-//! This provider uses it for RS256/RS384/RS512/ES256/ES384 and keeps RustCrypto for
-//! everything else (HMAC, PSS, signing, JWK utilities). The algorithm is still pinned by the
-//! key before a signature is looked at (see `auth.rs`); this only changes who does the
-//! arithmetic.
+//! ES384 goes further: an EHR signs with the few keys of its JWKS, so `p384_verify` keeps a
+//! table for each and checks without point doublings. This provider uses AWS-LC for
+//! RS256/RS384/RS512/ES256, `p384_verify` for ES384, and keeps RustCrypto for everything else
+//! (HMAC, PSS, signing, JWK utilities). The algorithm is still pinned by the key before a
+//! signature is looked at (see `auth.rs`); this only changes who does the arithmetic.
 
+use crate::p384_verify;
 use aws_lc_rs::signature::{self as rs, RsaPublicKeyComponents, UnparsedPublicKey};
 use jsonwebtoken::crypto::{rust_crypto, CryptoProvider, JwtVerifier};
 use jsonwebtoken::errors::{ErrorKind, Result};
 use jsonwebtoken::signature::{Error as SignatureError, Verifier};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, DecodingKeyKind};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 static PROVIDER: LazyLock<CryptoProvider> = LazyLock::new(|| CryptoProvider {
     signer_factory: rust_crypto::DEFAULT_PROVIDER.signer_factory,
@@ -28,12 +31,25 @@ pub fn install() {
     let _ = CryptoProvider::install_default(&PROVIDER);
 }
 
-/// A public key as AWS-LC takes it.
+/// Builds what checking `key`'s signatures will need ahead of the first token: for an ES384
+/// key its table, on a blocking thread (about 30 ms). Called as the JWKS is read.
+pub fn prepare(alg: Algorithm, key: &DecodingKey) {
+    if let (Algorithm::ES384, DecodingKeyKind::SecretOrDer(point)) = (alg, key.kind()) {
+        let point = point.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn_blocking(move || p384_verify::prepare(&point));
+        }
+    }
+}
+
+/// A public key as the checks take it.
 enum Key {
     /// An uncompressed EC point, or an RSA public key in PKCS#1 DER.
     Der(Vec<u8>),
     /// RSA modulus and exponent, big-endian.
     Rsa { n: Vec<u8>, e: Vec<u8> },
+    /// A P-384 key with its precomputed table (ES384, `p384_verify`).
+    P384(Arc<p384_verify::VerifyingKey>),
 }
 
 struct LcVerifier {
@@ -68,6 +84,10 @@ fn new_verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifie
         return Err(ErrorKind::InvalidKeyFormat.into());
     }
     let key = match key.kind() {
+        // A point that is not on the curve stays with AWS-LC, which refuses it as before.
+        DecodingKeyKind::SecretOrDer(point) if *alg == Algorithm::ES384 => {
+            p384_verify::key(point).map_or_else(|| Key::Der(point.clone()), Key::P384)
+        }
         DecodingKeyKind::SecretOrDer(der) => Key::Der(der.clone()),
         DecodingKeyKind::RsaModulusExponent { n, e } => Key::Rsa {
             n: n.clone(),
@@ -92,6 +112,7 @@ impl Verifier<Vec<u8>> for LcVerifier {
                 .verify(params, msg, signature)
                 .is_ok(),
             (Key::Rsa { .. }, None) => false,
+            (Key::P384(key), _) => key.verify(msg, signature),
         };
         if ok {
             Ok(())

@@ -11,6 +11,7 @@ pub mod fhir;
 pub mod http;
 pub mod jwt_crypto;
 pub mod outbox;
+pub mod p384_verify;
 pub mod sig_pool;
 pub mod store;
 
