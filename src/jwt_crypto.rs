@@ -83,23 +83,28 @@ fn new_verifier(alg: &Algorithm, key: &DecodingKey) -> Result<Box<dyn JwtVerifie
     if key.family() != family {
         return Err(ErrorKind::InvalidKeyFormat.into());
     }
-    let key = match key.kind() {
-        // A point that is not on the curve stays with AWS-LC, which refuses it as before.
-        DecodingKeyKind::SecretOrDer(point) if *alg == Algorithm::ES384 => {
-            p384_verify::key(point).map_or_else(|| Key::Der(point.clone()), Key::P384)
-        }
-        DecodingKeyKind::SecretOrDer(der) => Key::Der(der.clone()),
-        DecodingKeyKind::RsaModulusExponent { n, e } => Key::Rsa {
-            n: n.clone(),
-            e: e.clone(),
-        },
-    };
     Ok(Box::new(LcVerifier {
         alg: *alg,
         params,
         rsa_params,
-        key,
+        key: Key::new(*alg, key),
     }))
+}
+
+impl Key {
+    fn new(alg: Algorithm, key: &DecodingKey) -> Key {
+        match key.kind() {
+            // A point that is not on the curve stays with AWS-LC, which refuses it as before.
+            DecodingKeyKind::SecretOrDer(point) if alg == Algorithm::ES384 => {
+                p384_verify::key(point).map_or_else(|| Key::Der(point.clone()), Key::P384)
+            }
+            DecodingKeyKind::SecretOrDer(der) => Key::Der(der.clone()),
+            DecodingKeyKind::RsaModulusExponent { n, e } => Key::Rsa {
+                n: n.clone(),
+                e: e.clone(),
+            },
+        }
+    }
 }
 
 impl Verifier<Vec<u8>> for LcVerifier {
@@ -125,5 +130,70 @@ impl Verifier<Vec<u8>> for LcVerifier {
 impl JwtVerifier for LcVerifier {
     fn algorithm(&self) -> Algorithm {
         self.alg
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::jwk::Jwk;
+    use jsonwebtoken::{decode, encode, EncodingKey, Header, Validation};
+
+    fn jwk_key(name: &str) -> DecodingKey {
+        let path = format!(
+            "{}/tests/fixtures/{name}.jwk.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        let jwk: Jwk = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        DecodingKey::from_jwk(&jwk).unwrap()
+    }
+
+    #[test]
+    fn es384_keys_from_a_jwks_get_a_table_and_es256_keys_stay_with_aws_lc() {
+        assert!(matches!(
+            Key::new(Algorithm::ES384, &jwk_key("es384")),
+            Key::P384(_)
+        ));
+        assert!(matches!(
+            Key::new(Algorithm::ES256, &jwk_key("es256")),
+            Key::Der(_)
+        ));
+        assert!(matches!(
+            Key::new(Algorithm::RS384, &jwk_key("rs384")),
+            Key::Rsa { .. }
+        ));
+    }
+
+    #[test]
+    fn an_es384_token_checks_through_the_table_and_a_changed_one_does_not() {
+        install();
+        let pem = std::fs::read(format!(
+            "{}/tests/fixtures/es384.pem",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap();
+        let claims = serde_json::json!({"sub": "ehr", "exp": 4_102_444_800u64});
+        let token = encode(
+            &Header::new(Algorithm::ES384),
+            &claims,
+            &EncodingKey::from_ec_pem(&pem).unwrap(),
+        )
+        .unwrap();
+        let mut validation = Validation::new(Algorithm::ES384);
+        validation.validate_aud = false;
+        let key = jwk_key("es384");
+        assert!(decode::<serde_json::Value>(&token, &key, &validation).is_ok());
+        // Another payload under the same signature.
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let other = encode(
+            &Header::new(Algorithm::ES384),
+            &serde_json::json!({"sub": "other", "exp": 4_102_444_800u64}),
+            &EncodingKey::from_ec_pem(&pem).unwrap(),
+        )
+        .unwrap();
+        parts[1] = other.split('.').nth(1).unwrap();
+        let forged = parts.join(".");
+        let refused = decode::<serde_json::Value>(&forged, &key, &validation).unwrap_err();
+        assert_eq!(refused.kind(), &ErrorKind::InvalidSignature);
     }
 }
