@@ -13,8 +13,9 @@
 //! Only public values enter (the key, the message, the signature), so the variable time of a
 //! lookup by byte reveals nothing secret. The point and scalar arithmetic is RustCrypto's
 //! `p384` (complete addition formulas, inputs checked on the curve); this module only chooses
-//! which points to add. Tests check the product against `p384`'s own multiplication for
-//! every byte value at every position, and whole signatures against AWS-LC's verdicts.
+//! which points to add. Tests check the product for every byte value at every position
+//! (against multiples computed apart, and `p384`'s own multiplication for some), random
+//! products, and whole signatures against AWS-LC's verdicts.
 //!
 //! A table is 48 × 255 affine points (about 1.2 MB); the generator's is built once, a key's
 //! when it is first used (or as the JWKS is read). At most [`KEY_CACHE`] keys are kept.
