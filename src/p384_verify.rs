@@ -5,9 +5,10 @@
 //! about 384 point doublings and a hundred additions, for every token: the doublings were a
 //! quarter of all the service's CPU under CDS Hooks load. But an EHR signs every token with the
 //! same few keys from its JWKS, so this module pays once per key instead: for each of the 48
-//! bytes of a scalar it keeps the 255 multiples `d·256^i·P` (`d` = 1..255) of the point, and a
-//! multiplication is then one table lookup and one addition per non-zero byte, with no
-//! doubling. Two such products and one addition make the check (about 100 additions against
+//! bytes of a scalar (and a carry) it keeps the 128 multiples `m·256^i·P` (`m` = 1..128) of
+//! the point; the scalar's bytes are recoded as signed digits (-128..127), and a
+//! multiplication is then one table lookup and one addition or subtraction per non-zero
+//! digit, with no doubling. Two such products and one addition make the check (about 100 additions against
 //! about 500 group operations).
 //!
 //! Only public values enter (the key, the message, the signature), so the variable time of a
@@ -17,7 +18,7 @@
 //! (against multiples computed apart, and `p384`'s own multiplication for some), random
 //! products, and whole signatures against AWS-LC's verdicts.
 //!
-//! A table is 48 × 255 affine points (about 1.2 MB); the generator's is built once, a key's
+//! A table is 49 × 128 affine points (about 650 KB); the generator's is built once, a key's
 //! when it is first used (or as the JWKS is read). At most [`KEY_CACHE`] keys are kept.
 
 use p384::elliptic_curve::bigint::Reduce;
@@ -27,14 +28,15 @@ use p384::{AffinePoint, FieldBytes, ProjectivePoint, Scalar};
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, RwLock};
 
-/// Bytes in a P-384 scalar: one table row for each.
-const ROWS: usize = 48;
-/// The non-zero values of a byte: the entries of a row.
-const ROW_LEN: usize = 255;
+/// Table rows: one for each of the 48 bytes of a P-384 scalar, and one for the carry out of
+/// the top byte.
+const ROWS: usize = 49;
+/// Entries of a row: the multiples 1..=128, the magnitudes of the signed digits -128..=127.
+const ROW_LEN: usize = 128;
 /// Keys whose tables are kept (a JWKS holds a few; more only if keys rotate often).
 pub const KEY_CACHE: usize = 16;
 
-/// `d·256^i·P` for each byte position `i` and byte value `d` = 1..255, in affine form.
+/// `m·256^i·P` for each row `i` and magnitude `m` = 1..=128, in affine form.
 pub struct Comb {
     points: Vec<AffinePoint>,
 }
@@ -51,26 +53,45 @@ impl Comb {
                 row.push(multiple);
                 multiple += base;
             }
-            // `multiple` is now 256·base: the next row's base.
             points.extend(
                 <ProjectivePoint as BatchNormalize<[ProjectivePoint]>>::batch_normalize(&row),
             );
-            base = multiple;
+            // 256·base = 2·(128·base): the next row's base.
+            base = row[ROW_LEN - 1].double();
         }
         Comb { points }
     }
 
-    /// `k·P`, adding one table entry for each non-zero byte of `k`.
+    /// `k·P`: `k`'s bytes recoded as signed digits in -128..=127 (a byte of 128 or more
+    /// becomes the byte minus 256, carrying one into the next), one table entry added or
+    /// subtracted for each non-zero digit.
     pub fn mul(&self, k: &Scalar) -> ProjectivePoint {
         // Big-endian: the last byte is the least significant (row 0).
         let bytes = k.to_bytes();
         let mut sum = ProjectivePoint::IDENTITY;
+        let mut carry = 0;
         for (row, &byte) in bytes.iter().rev().enumerate() {
-            if byte != 0 {
-                sum += &self.points[row * ROW_LEN + usize::from(byte) - 1];
+            let mut digit = i16::from(byte) + carry;
+            carry = 0;
+            if digit >= 128 {
+                digit -= 256;
+                carry = 1;
             }
+            self.add_digit(&mut sum, row, digit);
         }
+        self.add_digit(&mut sum, ROWS - 1, carry);
         sum
+    }
+
+    fn add_digit(&self, sum: &mut ProjectivePoint, row: usize, digit: i16) {
+        let entry = |magnitude: i16| {
+            &self.points[row * ROW_LEN + usize::from(magnitude.unsigned_abs()) - 1]
+        };
+        match digit {
+            0 => {}
+            1.. => *sum += entry(digit),
+            _ => *sum -= entry(digit),
+        }
     }
 }
 
@@ -201,7 +222,7 @@ mod tests {
         // `256^row·P` by doublings, and its multiples by additions (independent of the
         // table's own construction by rows); a few values per row also by p384's `*`.
         let mut base = point;
-        for row in 0..ROWS {
+        for row in 0..48 {
             let mut expected = ProjectivePoint::IDENTITY;
             for value in 0..=255u8 {
                 let mut bytes = [0u8; 48];
@@ -216,6 +237,11 @@ mod tests {
             for _ in 0..8 {
                 base = base.double();
             }
+        }
+        // Carries running through every byte (each 128 or more), into the extra row.
+        for bytes in [[0x80; 48], [0xff; 48], [0x7f; 48]] {
+            let k = scalar(bytes);
+            assert_eq!(comb.mul(&k), point * k, "{bytes:x?}");
         }
         // The largest scalar (n - 1), and 0.
         let minus_one = -Scalar::ONE;

@@ -58,6 +58,20 @@ fn work(rx: &Mutex<Receiver<Job>>) {
     }
 }
 
+/// Queues `job` on the pool without waiting for it (work to have done before it is needed);
+/// runs it here if the pool's threads could not be started.
+pub fn submit(job: impl FnOnce() + Send + 'static) {
+    match QUEUE.as_ref() {
+        Some(queue) => {
+            // The receiving side lives as long as the pool's threads, which never end.
+            let _ = queue.send(Box::new(job));
+        }
+        None => {
+            let _ = catch_unwind(AssertUnwindSafe(job));
+        }
+    }
+}
+
 /// Runs `check` on the pool and returns its result; `None` only if it panicked (or the pool's
 /// threads could not be started, in which case it runs here, on the caller's thread).
 pub async fn run<T, F>(check: F) -> Option<T>
@@ -92,6 +106,16 @@ mod tests {
         assert_eq!(value, 42);
         assert_ne!(thread.0, caller);
         assert!(thread.1.unwrap().starts_with("telemental-sig-"));
+    }
+
+    #[test]
+    fn submitted_work_runs_on_a_pool_thread_without_a_caller_waiting() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        submit(move || {
+            let _ = tx.send(std::thread::current().name().map(str::to_owned));
+        });
+        let name = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        assert!(name.unwrap().starts_with("telemental-sig-"));
     }
 
     #[tokio::test]
