@@ -16,6 +16,7 @@ import http.client
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -140,8 +141,10 @@ def main():
                             capture_output=True, text=True)
     print(f"audit verify: exit {verify.returncode}: {verify.stdout.strip()[:300]}")
     if lost_total or verify.returncode != 0:
-        print("FAILED: acknowledged writes lost or the audit chain broken")
+        print(f"FAILED: acknowledged writes lost or the audit chain broken (database and log kept in {work})")
         sys.exit(1)
+    # Only a failure's database is worth keeping (about 27 MB a run).
+    shutil.rmtree(work, ignore_errors=True)
     print(f"ok: {len(all_acked)} plans and {len(all_referrals)} referrals acknowledged over "
           f"{args.rounds} kills, none lost or older; chain verified")
 
