@@ -171,25 +171,19 @@ mod tests {
             env!("CARGO_MANIFEST_DIR")
         ))
         .unwrap();
-        let claims = serde_json::json!({"sub": "ehr", "exp": 4_102_444_800u64});
-        let token = encode(
-            &Header::new(Algorithm::ES384),
-            &claims,
-            &EncodingKey::from_ec_pem(&pem).unwrap(),
-        )
-        .unwrap();
+        let signing = EncodingKey::from_ec_pem(&pem).unwrap();
+        let sign = |sub: &str| {
+            let claims = serde_json::json!({"sub": sub, "exp": 4_102_444_800u64});
+            encode(&Header::new(Algorithm::ES384), &claims, &signing).unwrap()
+        };
+        let token = sign("ehr");
         let mut validation = Validation::new(Algorithm::ES384);
         validation.validate_aud = false;
         let key = jwk_key("es384");
         assert!(decode::<serde_json::Value>(&token, &key, &validation).is_ok());
         // Another payload under the same signature.
         let mut parts: Vec<&str> = token.split('.').collect();
-        let other = encode(
-            &Header::new(Algorithm::ES384),
-            &serde_json::json!({"sub": "other", "exp": 4_102_444_800u64}),
-            &EncodingKey::from_ec_pem(&pem).unwrap(),
-        )
-        .unwrap();
+        let other = sign("other");
         parts[1] = other.split('.').nth(1).unwrap();
         let forged = parts.join(".");
         let refused = decode::<serde_json::Value>(&forged, &key, &validation).unwrap_err();
